@@ -1,0 +1,59 @@
+"""Helpers shared by the thin absl mains in bin/: backend choice, user-facing errors."""
+
+import json
+import logging
+import os
+import sys
+
+BACKENDS = ("tensorflow", "jax")
+
+
+def select_backend(argv=None):
+    """Sets KERAS_BACKEND from a --backend=NAME argument before Keras is imported."""
+    argv = sys.argv if argv is None else argv
+    for i, arg in enumerate(argv):
+        value = None
+        if arg.startswith("--backend="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--backend" and i + 1 < len(argv):
+            value = argv[i + 1]
+        if value is not None:
+            if value not in BACKENDS:
+                sys.exit(f"error: --backend must be one of {BACKENDS}. Received: --backend={value}")
+            if "keras" in sys.modules and os.environ.get("KERAS_BACKEND", "tensorflow") != value:
+                sys.exit("error: --backend was given after Keras was imported; set KERAS_BACKEND instead.")
+            os.environ["KERAS_BACKEND"] = value
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def run_main(main, argv):
+    """Runs `main(argv)`, turning errors about the user's input into one clear line (exit 2)."""
+    from dcl_keras.config import ConfigError
+    from dcl_keras.data.pipeline import UndecodableImagesError
+    from dcl_keras.data.readers import DatasetError
+
+    try:
+        return main(argv)
+    except (ConfigError, DatasetError, UndecodableImagesError, FileNotFoundError, FileExistsError, ValueError) as e:
+        logging.debug("Full traceback:", exc_info=True)
+        print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def load_workdir_config(workdir):
+    """The resolved config that bin/train wrote into a workdir."""
+    import ml_collections
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No config.json in the workdir: expected {path} (written by bin/train)")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def model_path(workdir, model):
+    """The .keras file to use: --model if given, else <workdir>/model.keras."""
+    path = model or os.path.join(workdir or "", "model.keras")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Model file not found: expected a .keras file at {path!r} (set --model or --workdir)")
+    return path

@@ -1,0 +1,145 @@
+"""The experiment config: defaults, and validation that fails before any training.
+
+Experiment files in configs/ start from `base_config()` and change what their
+dataset needs. Every field is documented here, once.
+"""
+
+import os
+
+import ml_collections
+from ml_collections import config_dict
+
+from dcl_keras.data import pairing, pipeline, rcm
+from dcl_keras.losses import ALIGNMENT_REDUCTIONS
+from dcl_keras.models import backbones
+
+DATA_SOURCES = ("demo", "image_folder", "annotation_lists", "cub200", "fgvc_aircraft", "tfds")
+
+
+def base_config():
+    """Defaults: the paper's recipe with ResNet-50 at 448 px (dcl-spec.md section 4)."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "cub200"  # One of DATA_SOURCES.
+    c.data.root = ""  # Dataset folder (layout depends on the source).
+    c.data.train_list = ""  # annotation_lists: train list, relative to root or absolute.
+    c.data.test_list = ""  # annotation_lists: test list.
+    c.data.label_base = config_dict.placeholder(int)  # annotation_lists: 0, 1 or None (detect).
+    c.data.num_classes = config_dict.placeholder(int)  # annotation_lists: None infers it.
+    c.data.test_fraction = 0.2  # image_folder without train/ and test/: held-out share.
+    c.data.aircraft_train_split = "trainval"  # fgvc_aircraft: training split.
+    c.data.aircraft_level = "variant"  # fgvc_aircraft: variant, family or manufacturer.
+    c.data.tfds_name = ""  # tfds: builder name, e.g. caltech_birds2011.
+    c.data.tfds_data_dir = ""  # tfds: data_dir ("" = TFDS default).
+    c.data.tfds_manual_dir = ""  # tfds: manual_dir for builders that need archives.
+    c.data.tfds_train_split = "train"
+    c.data.tfds_test_split = "test"
+    c.data.tfds_prepare = False  # tfds: build the dataset when missing (needs network or archives).
+    c.data.bad_files = "skip"  # "skip" (log and drop undecodable files) or "strict" (raise).
+    c.data.check_files = True  # Decode every file once before training, reporting bad ones.
+    c.data.demo = ml_collections.ConfigDict(
+        dict(num_classes=20, train_per_class=40, test_per_class=20, image_size=96, seed=0, cache_dir="")
+    )
+
+    c.input = ml_collections.ConfigDict()
+    c.input.image_size = 448  # Crop side; must be divisible by rcm.n.
+    c.input.resize_size = 512  # Resize side before the crop.
+    c.input.rotation = 15.0  # Max rotation in degrees (reference code); 0 disables.
+    c.input.batch_size = 16  # Examples per step; images per step = batch_size * (originals + destructed).
+
+    c.rcm = ml_collections.ConfigDict()
+    c.rcm.n = 7  # Regions per side (N).
+    c.rcm.k = 2  # Neighbourhood size, 1 <= k < N.
+    c.rcm.originals = 1  # Original views per example.
+    c.rcm.destructed = 1  # Destructed views per example (1:1 in the paper).
+
+    c.model = ml_collections.ConfigDict()
+    c.model.backbone = "resnet50"  # A key of dcl_keras.models.backbones.BACKBONES.
+    c.model.weights = "imagenet"  # "imagenet", "none" or a weights file path.
+    c.model.width = 32  # tiny backbone only: channels of its first block.
+    c.model.dropout = 0.0  # Dropout before the classifier.
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.alpha = 1.0  # Classification.
+    c.loss.beta = 1.0  # Destruction discriminator (adversarial).
+    c.loss.gamma = 1.0  # Region alignment (construction); 0.01 for rigid objects.
+    c.loss.alignment_reduction = "sum"  # "sum" over cells (paper) or "mean" (reference code).
+
+    c.train = ml_collections.ConfigDict()
+    c.train.epochs = 180
+    c.train.steps_per_epoch = 0  # 0: one pass over the training examples.
+    c.train.learning_rate = 0.0008  # Backbone learning rate (reference code).
+    c.train.head_multiplier = 10.0  # New heads learn this much faster.
+    c.train.momentum = 0.9
+    c.train.weight_decay = 0.0
+    c.train.decay_epochs = 60  # Learning rate x decay_factor every decay_epochs.
+    c.train.decay_factor = 0.1
+    c.train.jit_compile = "auto"  # Keras compile's jit_compile: "auto", True or False.
+    c.train.validation_freq = 0  # Evaluate on the test split every this many epochs (0: never).
+    c.train.verbose = 1  # Keras progress bars: 0 silent, 1 bar, 2 one line per epoch.
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 32
+    c.eval.enabled = True  # Evaluate after training.
+
+    c.export = ml_collections.ConfigDict()
+    c.export.enabled = True  # Export the classifier after training.
+    c.export.dir = ""  # "" means <workdir>/export.
+    c.export.top_k = 5
+    return c
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _fail(field, expected, value):
+    raise ConfigError(f"Config field `{field}`: expected {expected}. Received: {field}={value!r}")
+
+
+def validate_config(c):
+    """Raises ConfigError naming the field for any setting that cannot work."""
+    if c.data.source not in DATA_SOURCES:
+        _fail("data.source", f"one of {DATA_SOURCES}", c.data.source)
+    if c.data.source in ("image_folder", "annotation_lists", "cub200", "fgvc_aircraft"):
+        if not c.data.root:
+            _fail("data.root", f"the dataset folder for source {c.data.source!r}", c.data.root)
+        if not os.path.isdir(os.path.expanduser(c.data.root)):
+            _fail("data.root", "an existing directory", c.data.root)
+    if c.data.source == "annotation_lists" and not (c.data.train_list and c.data.test_list):
+        _fail("data.train_list/test_list", "both list files for annotation_lists", (c.data.train_list, c.data.test_list))
+    if c.data.source == "tfds" and not c.data.tfds_name:
+        _fail("data.tfds_name", "a TFDS builder name", c.data.tfds_name)
+    if c.data.bad_files not in pipeline.BAD_FILE_POLICIES:
+        _fail("data.bad_files", f"one of {pipeline.BAD_FILE_POLICIES}", c.data.bad_files)
+    if c.model.backbone not in backbones.BACKBONES:
+        _fail("model.backbone", f"one of {sorted(backbones.BACKBONES)}", c.model.backbone)
+    for field in ("image_size", "resize_size", "batch_size"):
+        if c.input[field] < 1:
+            _fail(f"input.{field}", "a positive integer", c.input[field])
+    if c.input.resize_size < c.input.image_size:
+        _fail("input.resize_size", f">= input.image_size ({c.input.image_size})", c.input.resize_size)
+    try:
+        rcm.validate_rcm_args(c.rcm.n, c.rcm.k, c.input.image_size)
+    except ValueError as e:
+        field = "rcm.k" if "`k`" in str(e) else ("input.image_size" if "divisible" in str(e) else "rcm.n")
+        raise ConfigError(f"Config field `{field}`: {e}") from None
+    try:
+        pairing.validate_ratio(c.rcm.originals, c.rcm.destructed)
+    except ValueError as e:
+        raise ConfigError(f"Config field `rcm.originals/rcm.destructed`: {e}") from None
+    if c.loss.alignment_reduction not in ALIGNMENT_REDUCTIONS:
+        _fail("loss.alignment_reduction", f"one of {ALIGNMENT_REDUCTIONS}", c.loss.alignment_reduction)
+    for field in ("alpha", "beta", "gamma"):
+        if c.loss[field] < 0:
+            _fail(f"loss.{field}", "a weight >= 0", c.loss[field])
+    if c.train.epochs < 1:
+        _fail("train.epochs", "an integer >= 1", c.train.epochs)
+    if c.train.steps_per_epoch < 0:
+        _fail("train.steps_per_epoch", "0 (one pass) or a positive integer", c.train.steps_per_epoch)
+    if c.train.jit_compile not in ("auto", True, False):
+        _fail("train.jit_compile", "'auto', True or False", c.train.jit_compile)
+    if c.export.top_k < 1:
+        _fail("export.top_k", "an integer >= 1", c.export.top_k)

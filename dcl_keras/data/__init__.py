@@ -1,0 +1,1 @@
+"""Input side of DCL: readers, augmentation, RCM and paired batches (TensorFlow)."""

@@ -1,0 +1,85 @@
+"""Paired DCL batches: originals and destructed copies with exact targets.
+
+The batch contract (what the model and its losses consume):
+
+    images: float32 [M, H, W, 3], pixels in [0, 255] (not normalised; the
+        model's backbone preprocessing does that).
+    targets: dict keyed by the model's output names
+        "classifier": int32 [M], the class label of every image (the
+            destructed copy keeps its original's label);
+        "destruction_discriminator": int32 [M], 0 = original, 1 = destructed;
+        "region_alignment": float32 [M, N, N, 2], for each destination cell the
+            (row, column) of its source cell, normalised as
+            `(index + 0.5) / N` (cell centres, in (0, 1)). Originals get the
+            identity grid.
+
+Each source example yields `originals` copies of its augmented image followed
+by `destructed` copies, each with its own RCM draw, all sharing the example's
+one augmentation draw. A batch of `batch_size` examples therefore holds
+M = batch_size * (originals + destructed) images, grouped example by example.
+The paper's default is 1:1; 1:0 is the plain baseline and 0:1 trains on
+destructed images only (Table 4 of the paper).
+"""
+
+import tensorflow as tf
+
+from dcl_keras.data import rcm
+
+CLASSIFIER = "classifier"
+DISCRIMINATOR = "destruction_discriminator"
+ALIGNMENT = "region_alignment"
+OUTPUT_NAMES = (CLASSIFIER, DISCRIMINATOR, ALIGNMENT)
+
+
+def validate_ratio(originals, destructed):
+    for name, value in (("originals", originals), ("destructed", destructed)):
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(
+                f"The pairing ratio `{name}` must be an integer >= 0. Received: {name}={value!r}"
+            )
+    if originals + destructed == 0:
+        raise ValueError(
+            "The pairing ratio needs at least one image per example. "
+            f"Received: originals={originals}, destructed={destructed}"
+        )
+
+
+def make_views(image, label, key, *, n, k, originals=1, destructed=1):
+    """Turns one augmented image into its original and destructed views.
+
+    Args:
+        image: float32 [H, W, 3], already augmented.
+        label: int32 scalar.
+        key: uint32 scalar, the example's key (seed, epoch, position).
+        n, k: RCM grid size and neighbourhood.
+        originals, destructed: copies of each kind to emit.
+
+    Returns:
+        (images [V, H, W, 3], targets dict of [V, ...]) with V = originals + destructed.
+    """
+    images, sources = [], []
+    identity = rcm.identity_source(n)
+    for _ in range(originals):
+        images.append(image)
+        sources.append(identity)
+    for copy in range(destructed):
+        destructed_image, source = rcm.region_confusion(image, rcm.combine_keys(key, 1000 + copy), n, k)
+        images.append(destructed_image)
+        sources.append(source)
+    views = originals + destructed
+    targets = {
+        CLASSIFIER: tf.fill([views], tf.cast(label, tf.int32)),
+        DISCRIMINATOR: tf.constant([0] * originals + [1] * destructed, tf.int32),
+        ALIGNMENT: rcm.alignment_target(tf.stack(sources)),
+    }
+    return tf.stack(images), targets
+
+
+def flatten_views(images, targets):
+    """[B, V, ...] batches of views -> [B * V, ...] image batches."""
+
+    def merge(x):
+        shape = tf.shape(x)
+        return tf.reshape(x, tf.concat([[shape[0] * shape[1]], shape[2:]], axis=0))
+
+    return merge(images), {name: merge(value) for name, value in targets.items()}

@@ -1,0 +1,163 @@
+"""Region Confusion Mechanism (RCM), Chen et al., CVPR 2019, section 3.1.
+
+The image is split into N x N regions. Each row is reordered by the argsort of
+`i + r_i`, r_i ~ Uniform(-k, k) drawn afresh per row; then each column of the
+result is reordered the same way with fresh draws. No region moves `2k` cells or
+more along either axis, and the composed mapping is known exactly: it is the
+ground truth of the region alignment loss.
+
+Drawing and applying the permutation are separate steps:
+
+* `draw_region_permutation(key, n, k)` returns `source`, int32 [N, N, 2]:
+  `source[r, c] = (row, col)` of the original cell that lands in destination
+  cell (r, c).
+* `apply_region_permutation(image, source)` moves the pixels (a pure gather).
+
+The jitter comes from a counter-based integer hash (`hash_uniform`), not from
+`tf.random`: TF's stateless generators give different streams with and without
+XLA, while this hash gives bit-identical draws in eager mode, inside `tf.data`,
+under `jit_compile=True`, and on any device. The same `key` therefore gives the
+same destruction everywhere.
+"""
+
+import tensorflow as tf
+
+# Finalizer of the "lowbias32" integer hash (C. Wellons): good avalanche for a
+# 32-bit counter, only xor/shift/multiply, which every backend and XLA support.
+_HASH_MUL_1 = 0x7FEB352D
+_HASH_MUL_2 = 0x846CA68B
+_GOLDEN = 0x9E3779B9
+
+
+def hash_uint32(x):
+    """Mixes a uint32 tensor elementwise (lowbias32 finalizer)."""
+    x = tf.cast(x, tf.uint32)
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
+    x = x * tf.constant(_HASH_MUL_1, tf.uint32)
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(15, tf.uint32)))
+    x = x * tf.constant(_HASH_MUL_2, tf.uint32)
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
+
+
+def combine_keys(*parts):
+    """Folds integers (Python ints or scalar tensors) into one uint32 key."""
+    key = tf.constant(0x2545F491, tf.uint32)
+    for part in parts:
+        part = tf.cast(tf.cast(part, tf.int64) % (1 << 32), tf.uint32)
+        key = hash_uint32(tf.bitwise.bitwise_xor(key * tf.constant(_GOLDEN, tf.uint32), part))
+    return key
+
+
+def hash_uniform(key, count):
+    """`count` float32 draws in [0, 1) from a uint32 `key`, identical on every device."""
+    counters = tf.range(count, dtype=tf.int32)
+    counters = tf.cast(counters, tf.uint32) * tf.constant(_GOLDEN, tf.uint32)
+    bits = hash_uint32(tf.bitwise.bitwise_xor(hash_uint32(key), counters) + tf.constant(1, tf.uint32))
+    # 24 high bits: exactly representable in float32.
+    return tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32) * (
+        1.0 / (1 << 24)
+    )
+
+
+def validate_rcm_args(n, k, image_size=None):
+    """Raises ValueError for an invalid (N, k, image size); called when a pipeline is built."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"RCM `n` (regions per side) must be an integer >= 1. Received: n={n!r}")
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"RCM `k` (neighbourhood size) must be an integer >= 1. Received: k={k!r}")
+    if n > 1 and k >= n:
+        raise ValueError(f"RCM `k` must satisfy 1 <= k < n (n={n}). Received: k={k}")
+    if image_size is not None:
+        sizes = image_size if isinstance(image_size, (tuple, list)) else (image_size, image_size)
+        for side in sizes:
+            if side % n:
+                raise ValueError(
+                    f"The image side must be divisible by RCM `n`={n} so that regions are "
+                    f"equal. Received: image_size={image_size!r}"
+                )
+
+
+def _local_shuffle_orders(jitter, n):
+    """Argsort of `i + r_i` along the last axis for a [..., N] block of jitter."""
+    positions = tf.range(n, dtype=tf.float32)
+    return tf.argsort(positions + jitter, axis=-1, stable=True, direction="ASCENDING")
+
+
+def draw_region_permutation(key, n, k):
+    """Draws the RCM mapping for one image.
+
+    Args:
+        key: uint32 scalar tensor (see `combine_keys`), e.g. from (seed, epoch,
+            example index).
+        n: int, regions per side (N).
+        k: int, neighbourhood size, 1 <= k < N.
+
+    Returns:
+        int32 tensor [N, N, 2]: for each destination cell (row, col), the (row,
+        col) of its source cell in the original image.
+    """
+    if n == 1:
+        return tf.zeros([1, 1, 2], tf.int32)
+    u = tf.reshape(hash_uniform(key, 2 * n * n), [2, n, n])
+    jitter = float(k) * (2.0 * u - 1.0)
+    # row_order[j, p]: column (in row j) of the region that goes to column p.
+    row_order = _local_shuffle_orders(jitter[0], n)
+    # col_order[i, p]: row (in column i) of the region that goes to row p.
+    col_order = _local_shuffle_orders(jitter[1], n)
+    src_row = tf.transpose(col_order)  # [dest_row, dest_col]
+    cols = tf.broadcast_to(tf.range(n, dtype=tf.int32)[None, :], [n, n])
+    src_col = tf.gather_nd(row_order, tf.stack([src_row, cols], axis=-1))
+    return tf.stack([src_row, src_col], axis=-1)
+
+
+def apply_region_permutation(image, source):
+    """Moves the regions of `image` [H, W, C] (or [B, H, W, C]) as `source` says."""
+    n = source.shape[-2]
+    batched = image.shape.rank == 4
+    if not batched:
+        image = image[None]
+        source = source[None]
+    shape = tf.shape(image)
+    b, h, w, c = shape[0], shape[1], shape[2], shape[3]
+    rh, rw = h // n, w // n
+    regions = tf.reshape(image, [b, n, rh, n, rw, c])
+    regions = tf.reshape(tf.transpose(regions, [0, 1, 3, 2, 4, 5]), [b, n * n, rh, rw, c])
+    flat_source = tf.reshape(source[..., 0] * n + source[..., 1], [b, n * n])
+    moved = tf.gather(regions, flat_source, axis=1, batch_dims=1)
+    moved = tf.transpose(tf.reshape(moved, [b, n, n, rh, rw, c]), [0, 1, 3, 2, 4, 5])
+    out = tf.reshape(moved, [b, h, w, c])
+    out = tf.ensure_shape(out, [None, *image.shape[1:]])
+    return out if batched else out[0]
+
+
+def invert_region_permutation(source):
+    """The mapping that undoes `source`: apply it to the destructed image to restore the original."""
+    n = source.shape[-2]
+    flat = tf.reshape(source[..., 0] * n + source[..., 1], [n * n])
+    inverse = tf.scatter_nd(flat[:, None], tf.range(n * n, dtype=tf.int32), [n * n])
+    return tf.reshape(tf.stack([inverse // n, inverse % n], axis=-1), [n, n, 2])
+
+
+def region_confusion(image, key, n, k):
+    """Destructs one image: returns (destructed image, source map int32 [N, N, 2])."""
+    source = draw_region_permutation(key, n, k)
+    return apply_region_permutation(image, source), source
+
+
+def alignment_target(source):
+    """Normalised alignment target float32 [..., N, N, 2] from a source map.
+
+    Each destination cell holds the centre of its source cell in normalised image
+    coordinates, `(index + 0.5) / N`, so targets lie in (0, 1): non-negative, as
+    the ReLU of the alignment head requires. Channel 0 is the row, 1 the column.
+    """
+    n = source.shape[-2]
+    return (tf.cast(source, tf.float32) + 0.5) / float(n)
+
+
+def identity_source(n):
+    """The source map of an undestructed image: every cell comes from itself."""
+    grid = tf.range(n, dtype=tf.int32)
+    rows = tf.broadcast_to(grid[:, None], [n, n])
+    cols = tf.broadcast_to(grid[None, :], [n, n])
+    return tf.stack([rows, cols], axis=-1)

@@ -1,0 +1,1 @@
+"""DCL model side: backbones, heads, the three-output model (keras.ops only)."""

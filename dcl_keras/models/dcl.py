@@ -1,0 +1,111 @@
+"""The DCL model: one shared backbone, three heads (Chen et al., CVPR 2019, section 3).
+
+Outputs (a dict, named as the batch contract of `dcl_keras.data.pairing`):
+
+* "classifier": class logits [B, C], a dense layer on the pooled feature.
+* "destruction_discriminator": logits [B, 2] (original, destructed), a linear
+  map of the pooled feature without bias (the paper's "adversarial learning").
+* "region_alignment": [B, N, N, 2], a 1x1 convolution of the last feature map
+  to 2 channels, ReLU, adaptive average pooling to N x N (row, column).
+
+At inference only the classifier runs: `classifier_model` returns the backbone
+plus the classification head and nothing else.
+
+Example:
+
+    backbone = build_backbone("resnet50", 448, weights="imagenet")
+    model = DCLModel(backbone, num_classes=200, num_regions=7)
+    outputs = model(images)  # dict of the three outputs
+"""
+
+import keras
+from keras import ops
+
+from dcl_keras.models.layers import AdaptiveAveragePooling2D
+
+CLASSIFIER = "classifier"
+DISCRIMINATOR = "destruction_discriminator"
+ALIGNMENT = "region_alignment"
+HEAD_LAYERS = (CLASSIFIER, DISCRIMINATOR, "region_alignment_conv")
+
+
+@keras.saving.register_keras_serializable(package="dcl_keras")
+class DCLModel(keras.Model):
+    """Backbone + classifier, destruction discriminator and region alignment heads.
+
+    Classification metrics (top-1, top-5) count original images only: a
+    destructed copy is another view of the same example and must not inflate
+    accuracy. The mask comes from the discriminator target (0 = original).
+
+    Args:
+        backbone: keras.Model, images [B, S, S, 3] in [0, 255] -> feature map.
+        num_classes: int, C.
+        num_regions: int, N of the region alignment output.
+        dropout: float, dropout on the pooled feature before the classifier.
+        class_names: optional list of C names, kept for prediction and export.
+        resize_size: optional int, the evaluation resize side that precedes
+            the center crop to the input size (kept for prediction and export).
+    """
+
+    def __init__(self, backbone, num_classes, num_regions, dropout=0.0, class_names=None, resize_size=None, **kwargs):
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"`num_classes` must be an int >= 2. Received: num_classes={num_classes!r}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(
+                f"`class_names` must have num_classes={num_classes} entries. Received: {len(class_names)} names"
+            )
+        # Layers.
+        pool = keras.layers.GlobalAveragePooling2D(name="pooled_features")
+        drop = keras.layers.Dropout(dropout, name="classifier_dropout")
+        classifier = keras.layers.Dense(num_classes, name=CLASSIFIER)
+        discriminator = keras.layers.Dense(2, use_bias=False, name=DISCRIMINATOR)
+        alignment_conv = keras.layers.Conv2D(2, 1, use_bias=False, name="region_alignment_conv")
+        alignment_relu = keras.layers.ReLU(name="region_alignment_relu")
+        alignment_pool = AdaptiveAveragePooling2D(num_regions, name=ALIGNMENT)
+        # Functional graph.
+        inputs = keras.Input(backbone.input_shape[1:], name="images")
+        features = backbone(inputs)
+        pooled = pool(features)
+        outputs = {
+            CLASSIFIER: classifier(drop(pooled)),
+            DISCRIMINATOR: discriminator(pooled),
+            ALIGNMENT: alignment_pool(alignment_relu(alignment_conv(features))),
+        }
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        # Config.
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.num_regions = num_regions
+        self.dropout = dropout
+        self.class_names = list(class_names) if class_names is not None else None
+        self.resize_size = resize_size
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        if isinstance(y, dict) and DISCRIMINATOR in y:
+            originals = ops.cast(ops.equal(ops.reshape(y[DISCRIMINATOR], (-1,)), 0), "float32")
+            ones = ops.ones_like(originals)
+            sample_weight = {CLASSIFIER: originals, DISCRIMINATOR: ones, ALIGNMENT: ones}
+        return super().compute_metrics(x, y, y_pred, sample_weight)
+
+    def get_config(self):
+        return {
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "num_classes": self.num_classes,
+            "num_regions": self.num_regions,
+            "dropout": self.dropout,
+            "class_names": self.class_names,
+            "resize_size": self.resize_size,
+            "name": self.name,
+            "trainable": self.trainable,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)
+
+
+def classifier_model(model):
+    """The inference model: backbone + classification head, sharing `model`'s weights."""
+    return keras.Model(model.input, model.output[CLASSIFIER], name="dcl_classifier")

@@ -1,0 +1,199 @@
+"""Training: compile with the three weighted losses, fit, checkpoint and resume.
+
+`train_and_evaluate(config, workdir)` runs the stages of `bin/train`: setup,
+data, model, training, evaluation, export. Rerunning it on the same workdir
+resumes after the last completed epoch (weights, optimizer state and the data
+stream included); a finished run is not trained again.
+"""
+
+import json
+import logging
+import os
+
+import keras
+
+from dcl_keras import losses, optim, saving
+from dcl_keras.config import validate_config
+from dcl_keras.data import datasets, pipeline
+from dcl_keras.models import dcl
+from dcl_keras.models.backbones import build_backbone
+
+CHECKPOINT = os.path.join("checkpoints", "latest.keras")
+STATE = os.path.join("checkpoints", "state.json")
+FINAL_MODEL = "model.keras"
+
+
+def _atomic_json(path, payload):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves model and optimizer state after every epoch, atomically, for resuming."""
+
+    def __init__(self, workdir):
+        super().__init__()
+        self.workdir = workdir
+
+    def on_epoch_end(self, epoch, logs=None):
+        path = os.path.join(self.workdir, CHECKPOINT)
+        tmp = path.replace(".keras", ".tmp.keras")
+        self.model.save(tmp)
+        os.replace(tmp, path)
+        _atomic_json(os.path.join(self.workdir, STATE), {"completed_epochs": epoch + 1})
+
+
+def completed_epochs(workdir):
+    path = os.path.join(workdir, STATE)
+    if not os.path.isfile(path) or not os.path.isfile(os.path.join(workdir, CHECKPOINT)):
+        return 0
+    with open(path) as f:
+        return int(json.load(f)["completed_epochs"])
+
+
+def build_model(config, num_classes, class_names=None, steps=1):
+    """The DCL model of a config, compiled with its losses, weights, metrics and optimizer."""
+    backbone = build_backbone(
+        config.model.backbone,
+        config.input.image_size,
+        config.model.weights,
+        **({"width": config.model.width} if config.model.backbone == "tiny" else {}),
+    )
+    model = dcl.DCLModel(
+        backbone,
+        num_classes,
+        config.rcm.n,
+        dropout=config.model.dropout,
+        class_names=class_names,
+        resize_size=config.input.resize_size,
+    )
+    compile_model(model, config, steps)
+    return model
+
+
+def steps_per_epoch(config, num_examples):
+    if config.train.steps_per_epoch:
+        return config.train.steps_per_epoch
+    if num_examples is None:
+        raise ValueError("steps_per_epoch needs the number of training examples")
+    return max(1, num_examples // config.input.batch_size)
+
+
+def compile_model(model, config, steps):
+    optimizer = optim.make_optimizer(
+        config.train.learning_rate,
+        steps,
+        head_multiplier=config.train.head_multiplier,
+        momentum=config.train.momentum,
+        weight_decay=config.train.weight_decay,
+        decay_epochs=config.train.decay_epochs,
+        decay_factor=config.train.decay_factor,
+        total_epochs=config.train.epochs,
+        head_layers=dcl.HEAD_LAYERS,
+    )
+    model.compile(
+        optimizer=optimizer,
+        loss=losses.dcl_losses(config.loss.alignment_reduction),
+        loss_weights=losses.loss_weights(config.loss.alpha, config.loss.beta, config.loss.gamma),
+        weighted_metrics=losses.dcl_metrics(model.num_classes),
+        jit_compile=config.train.jit_compile,
+    )
+
+
+def train_batches(config, split, start_epoch=0):
+    return pipeline.train_batches(
+        split,
+        seed=config.seed,
+        batch_size=config.input.batch_size,
+        image_size=config.input.image_size,
+        resize_size=config.input.resize_size,
+        rotation=config.input.rotation,
+        n=config.rcm.n,
+        k=config.rcm.k,
+        originals=config.rcm.originals,
+        destructed=config.rcm.destructed,
+        start_epoch=start_epoch,
+        bad_files=config.data.bad_files,
+    )
+
+
+def train(config, workdir, train_split, test_split=None):
+    """Trains (or resumes) the DCL model in `workdir`; returns the trained model."""
+    steps = steps_per_epoch(config, train_split.num_examples)
+    start = completed_epochs(workdir)
+    if start:
+        logging.info("Resuming from %s after epoch %d.", os.path.join(workdir, CHECKPOINT), start)
+        model = saving.load_model(os.path.join(workdir, CHECKPOINT))
+    else:
+        model = build_model(config, train_split.num_classes, train_split.class_names, steps)
+    if start >= config.train.epochs:
+        logging.info("Training already finished (%d epochs).", start)
+        return model
+    validation = {}
+    if config.train.validation_freq and test_split is not None:
+        validation = dict(
+            validation_data=pipeline.eval_batches(
+                test_split,
+                batch_size=config.eval.batch_size,
+                image_size=config.input.image_size,
+                resize_size=config.input.resize_size,
+                n=config.rcm.n,
+                bad_files=config.data.bad_files,
+            ),
+            validation_freq=config.train.validation_freq,
+        )
+    callbacks = [
+        EpochCheckpoint(workdir),
+        keras.callbacks.CSVLogger(os.path.join(workdir, "metrics.csv"), append=True),
+        keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
+    ]
+    model.fit(
+        train_batches(config, train_split, start_epoch=start),
+        epochs=config.train.epochs,
+        initial_epoch=start,
+        steps_per_epoch=steps,
+        callbacks=callbacks,
+        shuffle=False,
+        verbose=config.train.verbose,
+        **validation,
+    )
+    return model
+
+
+def train_and_evaluate(config, workdir):
+    """The stages of bin/train. Returns a dict with the paths and figures produced."""
+    from dcl_keras import evaluation, export
+
+    # Setup.
+    validate_config(config)
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)
+    _atomic_json(os.path.join(workdir, "config.json"), config.to_dict())
+    keras.utils.set_random_seed(config.seed)
+    # Data.
+    train_split, test_split = datasets.load_splits(config.data)
+    # Model and training.
+    model = train(config, workdir, train_split, test_split)
+    final = os.path.join(workdir, FINAL_MODEL)
+    model.save(final)
+    result = {"model": final}
+    # Evaluation.
+    if config.eval.enabled:
+        report = evaluation.evaluate(
+            dcl.classifier_model(model),
+            test_split,
+            image_size=config.input.image_size,
+            resize_size=config.input.resize_size,
+            batch_size=config.eval.batch_size,
+            class_names=train_split.class_names,
+            out_dir=workdir,
+            bad_files=config.data.bad_files,
+        )
+        result["evaluation"] = report
+    # Export.
+    if config.export.enabled:
+        export_dir = config.export.dir or os.path.join(workdir, "export")
+        result["export"] = export.export_classifier(model, export_dir, top_k=config.export.top_k)
+    return result
