@@ -409,10 +409,13 @@ def tfds(name, split="train", data_dir=None, manual_dir=None, prepare=False):
         download_config = tfds_lib.download.DownloadConfig(manual_dir=manual_dir)
         builder.download_and_prepare(download_config=download_config)
     label = builder.info.features["label"]
-    try:
-        num_examples = builder.info.splits[split].num_examples
-    except (KeyError, ValueError) as e:
-        raise ValueError(
-            f"TFDS dataset {name!r} has splits {sorted(builder.info.splits)}. Received: split={split!r}"
-        ) from e
+    if builder.info.splits:
+        try:
+            num_examples = builder.info.splits[split].num_examples
+        except (KeyError, ValueError) as e:
+            raise ValueError(
+                f"TFDS dataset {name!r} has splits {sorted(builder.info.splits)}. Received: split={split!r}"
+            ) from e
+    else:  # Builders without recorded split sizes (e.g. under tfds.testing.mock_data): count.
+        num_examples = int(builder.as_dataset(split=split).reduce(0, lambda n, _: n + 1))
     return TfdsSplit(builder, split, list(label.names), num_examples, name=f"tfds:{name} [{split}]")

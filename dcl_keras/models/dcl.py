@@ -59,7 +59,16 @@ class DCLModel(keras.Model):
         drop = keras.layers.Dropout(dropout, name="classifier_dropout")
         classifier = keras.layers.Dense(num_classes, name=CLASSIFIER)
         discriminator = keras.layers.Dense(2, use_bias=False, name=DISCRIMINATOR)
-        alignment_conv = keras.layers.Conv2D(2, 1, use_bias=False, name="region_alignment_conv")
+        # Small initial weights: a large random start puts most outputs above
+        # their (0, 1) targets, and the first L1 steps can then push every
+        # output below zero, where the ReLU stops all gradient for good.
+        alignment_conv = keras.layers.Conv2D(
+            2,
+            1,
+            use_bias=False,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3),
+            name="region_alignment_conv",
+        )
         alignment_relu = keras.layers.ReLU(name="region_alignment_relu")
         alignment_pool = AdaptiveAveragePooling2D(num_regions, name=ALIGNMENT)
         # Functional graph.

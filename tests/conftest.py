@@ -1,0 +1,46 @@
+"""Shared fixtures: small datasets written in real on-disk layouts, never the network."""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def write_image(path, size=(40, 30), mode="RGB", fmt=None, seed=0):
+    """Writes a random image file (creating folders) and returns its path."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    rng = np.random.default_rng(seed)
+    w, h = size
+    channels = {"RGB": 3, "RGBA": 4, "L": 1, "CMYK": 4}[mode]
+    array = rng.integers(0, 256, size=(h, w, channels), dtype=np.uint8)
+    image = Image.fromarray(array[..., 0] if channels == 1 else array, mode)
+    image.save(path, format=fmt)
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory):
+    """A 4-class demo dataset in the image-folder layout (train/ and test/)."""
+    from dcl_keras.data import demo
+
+    cache = tmp_path_factory.mktemp("demo_cache")
+    return demo.ensure_demo_dataset(str(cache), num_classes=4, train_per_class=6, test_per_class=3, image_size=48)
+
+
+@pytest.fixture(scope="session")
+def tiny_config(demo_root):
+    """configs/tiny.py pointed at the session's demo dataset."""
+    from configs import tiny
+
+    c = tiny.get_config()
+    c.data.demo.cache_dir = os.path.dirname(demo_root)
+    c.data.demo.train_per_class = 6
+    c.data.demo.test_per_class = 3
+    c.train.verbose = 0
+    return c

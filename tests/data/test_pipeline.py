@@ -1,0 +1,130 @@
+"""Augmentation, pairing and the batch contract; determinism and resuming of the stream."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dcl_keras.data import augment, pairing, pipeline, rcm, readers
+
+N = 4
+
+
+def _batches(split, count, **kwargs):
+    args = dict(seed=7, batch_size=2, image_size=32, resize_size=40, rotation=10.0, n=N, k=2)
+    args.update(kwargs)
+    return list(pipeline.train_batches(split, **args).take(count).as_numpy_iterator())
+
+
+@pytest.fixture(scope="module")
+def split(demo_root):
+    return readers.image_folder(demo_root, "train")
+
+
+def test_batch_contract_shapes_dtypes_and_targets(split):
+    images, targets = _batches(split, 1)[0]
+    assert images.shape == (4, 32, 32, 3) and images.dtype == np.float32
+    assert 0.0 <= images.min() and images.max() <= 255.0
+    assert set(targets) == set(pairing.OUTPUT_NAMES)
+    assert targets["classifier"].dtype == np.int32 and targets["classifier"].shape == (4,)
+    np.testing.assert_array_equal(targets["destruction_discriminator"], [0, 1, 0, 1])
+    align = targets["region_alignment"]
+    assert align.shape == (4, N, N, 2) and align.dtype == np.float32
+    identity = rcm.alignment_target(rcm.identity_source(N)).numpy()
+    np.testing.assert_allclose(align[0], identity)
+    assert (align > 0).all() and (align < 1).all()
+    # Original and destructed copy share the label.
+    assert targets["classifier"][0] == targets["classifier"][1]
+
+
+def test_destructed_copy_is_the_original_with_regions_moved(split):
+    images, targets = _batches(split, 1)[0]
+    original, destructed = images[0], images[1]
+    source = np.rint(targets["region_alignment"][1] * N - 0.5).astype(np.int32)
+    rebuilt = rcm.apply_region_permutation(tf.constant(original), tf.constant(source)).numpy()
+    np.testing.assert_array_equal(rebuilt, destructed)  # Same augmentation draw, then RCM.
+
+
+@pytest.mark.parametrize("originals,destructed", [(1, 0), (0, 1), (1, 2), (2, 1)])
+def test_ratios(split, originals, destructed):
+    images, targets = _batches(split, 1, originals=originals, destructed=destructed)[0]
+    views = originals + destructed
+    assert images.shape[0] == 2 * views
+    expected = ([0] * originals + [1] * destructed) * 2
+    np.testing.assert_array_equal(targets["destruction_discriminator"], expected)
+
+
+def test_invalid_ratio_and_sizes_fail_when_building(split):
+    with pytest.raises(ValueError, match="originals=0, destructed=0"):
+        pipeline.train_batches(split, seed=0, batch_size=2, image_size=32, resize_size=40, n=4, k=2, originals=0, destructed=0)
+    with pytest.raises(ValueError, match="resize_size=30"):
+        pipeline.train_batches(split, seed=0, batch_size=2, image_size=32, resize_size=30, n=4, k=2)
+    with pytest.raises(ValueError, match="image_size=30"):
+        pipeline.train_batches(split, seed=0, batch_size=2, image_size=30, resize_size=40, n=4, k=2)
+
+
+def test_same_seed_same_batches_and_other_seed_differs(split):
+    a, b = _batches(split, 3), _batches(split, 3)
+    c = _batches(split, 3, seed=8)
+    for (ia, ta), (ib, tb) in zip(a, b):
+        np.testing.assert_array_equal(ia, ib)
+        np.testing.assert_array_equal(ta["region_alignment"], tb["region_alignment"])
+    assert not np.array_equal(a[0][0], c[0][0])
+
+
+def test_resuming_at_an_epoch_rebuilds_the_same_stream(split):
+    per_epoch = split.num_examples // 2
+    full = _batches(split, 2 * per_epoch)
+    resumed = _batches(split, per_epoch, start_epoch=1)
+    for (ia, ta), (ib, tb) in zip(full[per_epoch:], resumed):
+        np.testing.assert_array_equal(ia, ib)
+        np.testing.assert_array_equal(ta["classifier"], tb["classifier"])
+    # Epochs differ in order and augmentation.
+    assert not np.array_equal(full[0][0], full[per_epoch][0])
+
+
+def test_every_example_once_per_epoch(split):
+    assert split.num_examples % 2 == 0
+    batches = _batches(split, split.num_examples // 2)
+    labels = np.concatenate([t["classifier"][::2] for _, t in batches])
+    np.testing.assert_array_equal(
+        np.bincount(labels, minlength=split.num_classes), np.bincount(split.labels, minlength=split.num_classes)
+    )
+
+
+def test_eval_preprocessing_is_resize_then_center_crop():
+    image = tf.constant(np.arange(50 * 60 * 3).reshape(50, 60, 3) % 251, tf.uint8)
+    out = augment.eval_preprocess(image, 40, 32).numpy()
+    resized = tf.image.resize(tf.cast(image, tf.float32), [40, 40]).numpy()
+    np.testing.assert_allclose(out, resized[4:36, 4:36])
+    batch = augment.eval_preprocess(tf.stack([image, image]), 40, 32).numpy()
+    np.testing.assert_allclose(batch[1], out)
+
+
+def test_train_augmentation_is_keyed_and_flips(split):
+    image = tf.constant(np.random.default_rng(0).uniform(0, 255, (48, 48, 3)), tf.float32)
+    a = augment.train_augment(image, rcm.combine_keys(1), 40, 32, 15.0).numpy()
+    b = augment.train_augment(image, rcm.combine_keys(1), 40, 32, 15.0).numpy()
+    np.testing.assert_array_equal(a, b)
+    flips = 0
+    for seed in range(20):
+        key = rcm.combine_keys(seed)
+        plain = augment.random_flip(image, key).numpy()
+        flips += not np.array_equal(plain, image.numpy())
+    assert 3 < flips < 17
+
+
+def test_rotation_zero_is_identity_and_nonzero_rotates():
+    image = tf.constant(np.random.default_rng(0).uniform(0, 255, (32, 32, 3)), tf.float32)
+    key = rcm.combine_keys(3)
+    np.testing.assert_array_equal(augment.random_rotation(image, 0, key).numpy(), image.numpy())
+    rotated = augment.random_rotation(image, 30.0, key).numpy()
+    assert not np.allclose(rotated, image.numpy())
+    # Centre pixel stays (rotation about the centre), up to interpolation.
+    assert rotated.shape == (32, 32, 3)
+
+
+def test_eval_batches_with_dcl_targets(split):
+    images, targets = next(iter(pipeline.eval_batches(split, batch_size=3, image_size=32, resize_size=40, n=N)))
+    assert images.shape == (3, 32, 32, 3)
+    np.testing.assert_array_equal(targets["destruction_discriminator"].numpy(), [0, 0, 0])
+    assert targets["region_alignment"].shape == (3, N, N, 2)

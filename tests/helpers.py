@@ -1,0 +1,21 @@
+"""Helpers for tests that run the bin/ tools as a user would."""
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_bin(tool, *args, env=None, timeout=600):
+    """Runs bin/<tool> with this interpreter; returns the CompletedProcess (text)."""
+    full_env = dict(os.environ, **(env or {}))
+    full_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bin", tool), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=ROOT,
+    )

@@ -1,0 +1,78 @@
+"""Backbone registry and weight loading, offline."""
+
+import os
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from dcl_keras.models import backbones
+
+
+def test_unknown_backbone_names_the_choices():
+    with pytest.raises(ValueError, match="backbone='resnet51'"):
+        backbones.build_backbone("resnet51", 64)
+
+
+@pytest.mark.parametrize("name,channels", [("resnet50", 2048), ("efficientnetv2_s", 1280), ("convnext_tiny", 768)])
+def test_application_backbones_give_a_spatial_map(name, channels):
+    model = backbones.build_backbone(name, 64, weights="none")
+    assert model.name == "backbone"
+    assert model.output_shape == (None, 2, 2, channels)
+
+
+def test_vgg16_fully_connected_layers_become_convolutions():
+    model = backbones.build_backbone("vgg16", 64, weights="none")
+    assert model.output_shape == (None, 2, 2, 4096)
+    assert model.get_layer("fc6").kernel.shape == (7, 7, 512, 4096)
+    assert model.get_layer("fc7").kernel.shape == (1, 1, 4096, 4096)
+
+
+def test_local_weights_file_round_trip(tmp_path):
+    first = backbones.build_backbone("tiny", 32, width=8)
+    path = str(tmp_path / "tiny.weights.h5")
+    first.save_weights(path)
+    second = backbones.build_backbone("tiny", 32, weights=path, width=8)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(second.predict(x, verbose=0), first.predict(x, verbose=0), atol=1e-6)
+    fresh = backbones.build_backbone("tiny", 32, width=8)
+    assert not np.allclose(fresh.predict(x, verbose=0), first.predict(x, verbose=0))
+
+
+def test_keras_applications_h5_weights_file(tmp_path):
+    """A keras.applications-format (legacy HDF5) weights file, as in the Keras cache, loads by path."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    app = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3))
+    path = str(tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, app)
+    model = backbones.build_backbone("resnet50", 64, weights=path)
+    inner = model.get_layer("resnet50")
+    for name in ("conv1_conv", "conv5_block3_3_conv"):
+        np.testing.assert_array_equal(inner.get_layer(name).kernel.numpy(), app.get_layer(name).kernel.numpy())
+
+
+def test_imagenet_uses_the_cached_file_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    os.makedirs(tmp_path / "models")
+    cached = tmp_path / "models" / backbones.BACKBONES["resnet50"].imagenet_file
+    cached.write_bytes(b"placeholder")
+    resolved = backbones.resolve_weights("resnet50", "imagenet", network_check=lambda: False)
+    assert resolved == str(cached)
+
+
+def test_imagenet_offline_without_cache_fails_fast_naming_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    start = time.monotonic()
+    with pytest.raises(FileNotFoundError, match="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5") as err:
+        backbones.build_backbone("resnet50", 64, weights="imagenet", network_check=lambda: False)
+    assert str(tmp_path / "models") in str(err.value)
+    assert time.monotonic() - start < 5
+
+
+def test_missing_weights_path_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.weights.h5"):
+        backbones.build_backbone("tiny", 32, weights=str(tmp_path / "nothing.weights.h5"))

@@ -1,0 +1,105 @@
+"""The three-output DCL model: shapes, the paper's parameter count, serialization, metrics."""
+
+import keras
+import numpy as np
+import pytest
+
+from dcl_keras import losses
+from dcl_keras.models import backbones, dcl
+from dcl_keras.models.layers import AdaptiveAveragePooling2D, PixelNormalization
+from dcl_keras.saving import load_model
+
+
+def _tiny_model(image_size=56, n=7, classes=3, **kwargs):
+    return dcl.DCLModel(backbones.build_backbone("tiny", image_size, width=8), classes, n, **kwargs)
+
+
+@pytest.mark.parametrize("n", [2, 3, 7])
+def test_output_shapes_for_any_n_even_when_the_map_is_not_divisible(n):
+    model = _tiny_model(56, n)  # Feature map 7 x 7: not divisible by 2 or 3.
+    out = model(np.zeros((2, 56, 56, 3), "float32"))
+    assert set(out) == {"classifier", "destruction_discriminator", "region_alignment"}
+    assert tuple(out["classifier"].shape) == (2, 3)
+    assert tuple(out["destruction_discriminator"].shape) == (2, 2)
+    assert tuple(out["region_alignment"].shape) == (2, n, n, 2)
+    assert np.all(keras.ops.convert_to_numpy(out["region_alignment"]) >= 0)  # ReLU.
+
+
+def _reference_adaptive_pool(x, n):
+    b, h, w, c = x.shape
+    out = np.zeros((b, n, n, c))
+    for i in range(n):
+        r0, r1 = (i * h) // n, -((-(i + 1) * h) // n)
+        for j in range(n):
+            c0, c1 = (j * w) // n, -((-(j + 1) * w) // n)
+            out[:, i, j] = x[:, r0:r1, c0:c1].mean(axis=(1, 2))
+    return out
+
+
+@pytest.mark.parametrize("h,w,n", [(7, 7, 2), (7, 7, 3), (14, 14, 7), (5, 9, 4), (8, 8, 8)])
+def test_adaptive_pooling_matches_pytorch_bins(h, w, n):
+    x = np.random.default_rng(0).normal(size=(2, h, w, 3)).astype("float32")
+    out = keras.ops.convert_to_numpy(AdaptiveAveragePooling2D(n)(x))
+    np.testing.assert_allclose(out, _reference_adaptive_pool(x, n), rtol=1e-5, atol=1e-6)
+
+
+def test_resnet50_heads_add_8192_parameters_as_in_the_paper():
+    backbone = backbones.build_backbone("resnet50", 64, weights="none")
+    model = dcl.DCLModel(backbone, 200, 7)
+    classifier_params = 2048 * 200 + 200
+    assert model.count_params() - backbone.count_params() - classifier_params == 8192
+    exported = dcl.classifier_model(model)
+    assert exported.count_params() == backbone.count_params() + classifier_params
+
+
+def test_classifier_model_shares_weights_and_drops_the_heads():
+    model = _tiny_model()
+    classifier = dcl.classifier_model(model)
+    names = {v.path.split("/")[0] for v in classifier.weights}
+    assert "destruction_discriminator" not in names and "region_alignment_conv" not in names
+    x = np.random.default_rng(1).uniform(0, 255, (2, 56, 56, 3)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(classifier(x)), keras.ops.convert_to_numpy(model(x)["classifier"]), atol=1e-6
+    )
+
+
+def test_keras_file_round_trip_gives_the_same_outputs(tmp_path):
+    model = _tiny_model(class_names=["a", "b", "c"], resize_size=64)
+    x = np.random.default_rng(2).uniform(0, 255, (2, 56, 56, 3)).astype("float32")
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = load_model(path)
+    assert isinstance(loaded, dcl.DCLModel) and loaded.class_names == ["a", "b", "c"] and loaded.resize_size == 64
+    for name, value in model(x).items():
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)[name]), keras.ops.convert_to_numpy(value), atol=1e-6)
+
+
+def test_layer_configs_round_trip():
+    for layer in (AdaptiveAveragePooling2D(3, name="p"), PixelNormalization("torch", name="q")):
+        clone = layer.__class__.from_config(layer.get_config())
+        assert clone.get_config() == layer.get_config()
+    with pytest.raises(ValueError, match="mode='bgr'"):
+        PixelNormalization("bgr")
+
+
+def test_classification_metrics_count_originals_only():
+    model = _tiny_model(classes=3, n=7)
+    model.compile(loss=losses.dcl_losses(), weighted_metrics=losses.dcl_metrics(3))
+    labels = np.array([0, 0, 1, 1])
+    is_destructed = np.array([0, 1, 0, 1])
+    logits = np.full((4, 3), -5.0, "float32")
+    logits[[0, 2], labels[[0, 2]]] = 5.0  # Originals right.
+    logits[[1, 3], 2] = 5.0  # Destructed copies wrong.
+    y = {"classifier": labels, "destruction_discriminator": is_destructed, "region_alignment": np.zeros((4, 7, 7, 2), "float32")}
+    y_pred = {
+        "classifier": logits,
+        "destruction_discriminator": np.zeros((4, 2), "float32"),
+        "region_alignment": np.zeros((4, 7, 7, 2), "float32"),
+    }
+    model.build((None, 56, 56, 3))
+    model.compute_metrics(None, y, y_pred)  # Builds the compile metrics.
+    for m in model.metrics:
+        m.reset_state()
+    results = model.compute_metrics(None, y, y_pred)
+    assert float(results["classifier_top1"]) == pytest.approx(1.0)
+    assert float(results["destruction_discriminator_accuracy"]) == pytest.approx(0.5)

@@ -1,0 +1,102 @@
+"""The TF Serving export: signatures, a TF-only client, parity with Keras and bin/predict."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dcl_keras import export, training
+from dcl_keras.data import readers
+from dcl_keras.models import dcl
+from dcl_keras.predict import Predictor
+from helpers import run_bin
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_config, tmp_path_factory):
+    config = tiny_config.copy_and_resolve_references()
+    config.train.epochs = 1
+    config.eval.enabled = False
+    workdir = tmp_path_factory.mktemp("export_run")
+    result = training.train_and_evaluate(config, str(workdir))
+    return workdir, result["export"], config
+
+
+def test_export_layout_and_parameter_count(trained):
+    workdir, path, _ = trained
+    assert os.path.basename(path) == "1" and os.path.isfile(os.path.join(path, "saved_model.pb"))
+    model = training.saving.load_model(str(workdir / "model.keras"))
+    loaded = tf.saved_model.load(path)
+    exported_params = sum(int(np.prod(v.shape)) for v in loaded.variables)
+    classifier = model.get_layer("classifier")
+    assert exported_params == model.backbone.count_params() + classifier.count_params()
+    assert exported_params == dcl.classifier_model(model).count_params()
+
+
+def test_saved_model_cli_lists_both_signatures_and_named_outputs(trained):
+    _, path, _ = trained
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    shown = subprocess.run([cli, "show", "--dir", path, "--all"], capture_output=True, text=True, check=True).stdout
+    assert "signature_def['serving_default']" in shown and "signature_def['serve_pixels']" in shown
+    for output in ("logits", "probabilities", "top_k_indices", "top_k_scores", "top_k_names"):
+        assert f"outputs['{output}']" in shown
+    assert "inputs['images']" in shown and "inputs['pixels']" in shown
+
+
+CLIENT = r"""
+import json, sys
+import tensorflow as tf
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+paths = json.loads(sys.argv[2])
+out = serve(images=tf.constant([open(p, "rb").read() for p in paths]))
+print(json.dumps({"logits": out["logits"].numpy().tolist(), "names": [n.decode() for n in out["top_k_names"].numpy()[:, 0]]}))
+try:
+    serve(images=tf.constant([b"definitely not an image"]))
+    print("NO ERROR")
+except tf.errors.InvalidArgumentError:
+    print("INVALID_ARGUMENT")
+pixels = tf.saved_model.load(sys.argv[1]).signatures["serve_pixels"]
+print(pixels(pixels=tf.zeros([2, 70, 50, 3]))["probabilities"].shape)
+print("keras imported:", "keras" in sys.modules)
+"""
+
+
+def test_tf_only_process_matches_keras_logits_and_bin_predict(trained, demo_root):
+    workdir, path, config = trained
+    test = readers.image_folder(demo_root, "test")
+    paths = test.paths[:5]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(
+        [sys.executable, "-c", CLIENT, path, json.dumps(paths)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    served = json.loads(lines[0])
+    assert lines[1] == "INVALID_ARGUMENT"
+    assert lines[2] == "(2, 4)"
+    assert lines[3] == "keras imported: False"  # The export needs TensorFlow alone.
+    keras_logits = Predictor(str(workdir / "model.keras")).logits(paths)
+    assert np.max(np.abs(np.array(served["logits"]) - keras_logits)) <= 1e-4
+    predicted = run_bin("predict", f"--model={workdir / 'model.keras'}", "--top_k=1", *paths)
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    top1 = [line.split()[-1] for line in predicted.stdout.splitlines() if line.startswith("  ")]
+    assert top1 == served["names"]
+    from_export = run_bin("predict", f"--model={os.path.dirname(path)}", "--top_k=1", *paths)
+    assert [line.split()[-1] for line in from_export.stdout.splitlines() if line.startswith("  ")] == served["names"]
+
+
+def test_versions_increment_and_existing_version_is_refused(trained, tmp_path):
+    workdir, _, _ = trained
+    model_path = str(workdir / "model.keras")
+    first = export.export_model_file(model_path, str(tmp_path), top_k=3)
+    second = export.export_model_file(model_path, str(tmp_path), top_k=3)
+    assert [os.path.basename(first), os.path.basename(second)] == ["1", "2"]
+    assert not [d for d in os.listdir(tmp_path) if d.startswith(".tmp")]
+    with pytest.raises(FileExistsError, match="version=2"):
+        export.export_model_file(model_path, str(tmp_path), version=2)
+    result = run_bin("export", f"--model={model_path}", f"--export_dir={tmp_path}")
+    assert result.returncode == 0 and result.stdout.strip().endswith(os.path.join(str(tmp_path), "3"))

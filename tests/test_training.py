@@ -1,0 +1,102 @@
+"""bin/train end to end on the tiny config: outputs, resume, config errors before training."""
+
+import csv
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from dcl_keras import training
+from dcl_keras.config import ConfigError, validate_config
+from dcl_keras.saving import load_model
+from helpers import run_bin
+
+
+def _overrides(config):
+    return [
+        f"--config.data.demo.cache_dir={config.data.demo.cache_dir}",
+        f"--config.data.demo.train_per_class={config.data.demo.train_per_class}",
+        f"--config.data.demo.test_per_class={config.data.demo.test_per_class}",
+    ]
+
+
+@pytest.mark.parametrize(
+    "field,value,expected",
+    [
+        ("model.backbone", "resnet51", "model.backbone"),
+        ("rcm.n", 5, "input.image_size"),
+        ("rcm.k", 4, "rcm.k"),
+        ("data.source", "imagenet", "data.source"),
+        ("input.resize_size", 16, "input.resize_size"),
+        ("loss.gamma", -1.0, "loss.gamma"),
+    ],
+)
+def test_config_errors_name_the_field(tiny_config, field, value, expected):
+    config = tiny_config.copy_and_resolve_references()
+    section, name = field.split(".")
+    config[section][name] = value
+    with pytest.raises(ConfigError, match=expected.replace(".", r"\.")):
+        validate_config(config)
+
+
+def test_missing_dataset_path_fails_before_training(tmp_path):
+    result = run_bin(
+        "train",
+        "--config=configs/cub_resnet50.py:root=/nonexistent/CUB_200_2011",
+        f"--workdir={tmp_path / 'wd'}",
+    )
+    assert result.returncode == 2
+    assert "data.root" in result.stderr and "/nonexistent/CUB_200_2011" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not os.path.exists(tmp_path / "wd" / "checkpoints" / "latest.keras")
+
+
+def test_bad_override_is_reported_by_name(tmp_path):
+    result = run_bin("train", "--config=configs/tiny.py", "--config.rcm.k=9", f"--workdir={tmp_path}")
+    assert result.returncode == 2 and "rcm.k" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bin_train_writes_everything_and_resumes(tiny_config, tmp_path):
+    workdir = tmp_path / "run"
+    first = run_bin("train", "--config=configs/tiny.py", f"--workdir={workdir}", *_overrides(tiny_config))
+    assert first.returncode == 0, first.stderr[-3000:]
+    for name in ("config.json", "metrics.csv", "model.keras", "evaluation.json", "confusion_matrix.png", "export/1/saved_model.pb"):
+        assert (workdir / name).exists(), name
+    assert os.listdir(workdir / "tensorboard")
+    assert "test top-1:" in first.stdout
+    assert json.loads((workdir / "config.json").read_text())["rcm"]["n"] == 4
+    report = json.loads((workdir / "evaluation.json").read_text())
+    assert report["num_examples"] == 12 and 0.0 <= report["top1"] <= 1.0
+
+    second = run_bin(
+        "train",
+        "--config=configs/tiny.py",
+        f"--workdir={workdir}",
+        "--config.train.epochs=3",
+        "--config.export.enabled=False",
+        *_overrides(tiny_config),
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Resuming" in second.stderr and "after epoch 2" in second.stderr
+    with open(workdir / "metrics.csv") as f:
+        epochs = [int(row["epoch"]) for row in csv.DictReader(f)]
+    assert epochs == [0, 1, 2]
+
+
+def test_resuming_gives_the_same_weights_as_an_uninterrupted_run(tiny_config, tmp_path):
+    config = tiny_config.copy_and_resolve_references()
+    config.eval.enabled = False
+    config.export.enabled = False
+    config.train.epochs = 2
+    training.train_and_evaluate(config, str(tmp_path / "straight"))
+    config.train.epochs = 1
+    training.train_and_evaluate(config, str(tmp_path / "split"))
+    config.train.epochs = 2
+    training.train_and_evaluate(config, str(tmp_path / "split"))
+    a = load_model(str(tmp_path / "straight" / "model.keras"))
+    b = load_model(str(tmp_path / "split" / "model.keras"))
+    for va, vb in zip(a.weights, b.weights):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(va), keras.ops.convert_to_numpy(vb), atol=1e-5, err_msg=va.path)
+    assert int(a.optimizer.iterations) == int(b.optimizer.iterations) == 12
