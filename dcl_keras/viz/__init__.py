@@ -1,0 +1,1 @@
+"""Pictures: RCM examples (Fig. 3 of the paper)."""
