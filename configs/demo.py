@@ -1,8 +1,16 @@
-"""DCL on the embedded demo dataset: a tiny backbone at 64 px, a few minutes on 2 CPU cores.
+"""DCL on the embedded demo dataset: a tiny backbone at 96 px, a few minutes on 2 CPU cores.
 
     bin/train --config=configs/demo.py --workdir=workdirs/demo
 
-The dataset is generated into ~/.cache/dcl_keras the first time (or $DCL_KERAS_CACHE).
+The dataset (20 classes of procedural birds, 60 training and 20 test images
+each) is generated into ~/.cache/dcl_keras the first time (or $DCL_KERAS_CACHE).
+
+Two settings differ from the paper's recipe, because this backbone starts from
+random weights instead of ImageNet: a higher learning rate with no 10x boost
+for the heads, and the region alignment L1 averaged over cells (the reference
+code's variant). Measured on the demo (2 CPU cores): with the paper's summed L1
+at gamma = 1 and the 10x head rate, the alignment loss swamps classification
+and test top-1 stays near chance.
 """
 
 from dcl_keras.config import base_config
@@ -12,8 +20,11 @@ def get_config(arg=None):
     del arg
     c = base_config()
     c.data.source = "demo"
-    c.input.image_size = 64
-    c.input.resize_size = 72
+    c.data.demo.image_size = 128
+    c.data.demo.train_per_class = 60
+    c.data.demo.test_per_class = 20
+    c.input.image_size = 96
+    c.input.resize_size = 108
     c.input.batch_size = 16
     c.rcm.n = 4
     c.rcm.k = 2
@@ -21,8 +32,10 @@ def get_config(arg=None):
     c.model.weights = "none"
     c.model.width = 32
     c.loss.gamma = 1.0
-    c.train.epochs = 30
-    c.train.learning_rate = 0.01
-    c.train.decay_epochs = 20
+    c.loss.alignment_reduction = "mean"
+    c.train.epochs = 60
+    c.train.learning_rate = 0.1
+    c.train.head_multiplier = 1.0
+    c.train.decay_epochs = 45
     c.train.verbose = 2
     return c

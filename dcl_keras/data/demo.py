@@ -183,3 +183,22 @@ def global_statistics(image):
     """Per-image global cues (mean and std per channel, brightness): used to check the demo."""
     pixels = np.asarray(image, np.float32).reshape(-1, 3)
     return np.concatenate([pixels.mean(0), pixels.std(0), [pixels.mean()], [math.sqrt(pixels.var())]])
+
+
+def first_test_image(workdir):
+    """The first test image of the demo dataset that a bin/train workdir used."""
+    with open(os.path.join(workdir, "config.json")) as f:
+        d = json.load(f)["data"]["demo"]
+    root = ensure_demo_dataset(
+        d["cache_dir"] or None, d["num_classes"], d["train_per_class"], d["test_per_class"], d["image_size"], d["seed"]
+    )
+    folder = os.path.join(root, "test", sorted(os.listdir(os.path.join(root, "test")))[0])
+    return os.path.join(folder, sorted(os.listdir(folder))[0])
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "--print_test_image":
+        sys.exit("usage: python -m dcl_keras.data.demo --print_test_image WORKDIR")
+    print(first_test_image(sys.argv[2]))

@@ -100,27 +100,44 @@ def test_eval_preprocessing_is_resize_then_center_crop():
     np.testing.assert_allclose(batch[1], out)
 
 
-def test_train_augmentation_is_keyed_and_flips(split):
-    image = tf.constant(np.random.default_rng(0).uniform(0, 255, (48, 48, 3)), tf.float32)
+def test_train_augmentation_is_keyed():
+    image = tf.constant(np.random.default_rng(0).uniform(0, 255, (48, 60, 3)), tf.float32)
     a = augment.train_augment(image, rcm.combine_keys(1), 40, 32, 15.0).numpy()
     b = augment.train_augment(image, rcm.combine_keys(1), 40, 32, 15.0).numpy()
+    c = augment.train_augment(image, rcm.combine_keys(2), 40, 32, 15.0).numpy()
     np.testing.assert_array_equal(a, b)
-    flips = 0
-    for seed in range(20):
+    assert a.shape == (32, 32, 3) and not np.array_equal(a, c)
+
+
+def test_without_rotation_and_flip_it_is_resize_then_crop():
+    """The fused resampling equals tf.image.resize followed by the crop at the drawn offset."""
+    image = tf.constant(np.random.default_rng(1).uniform(0, 255, (45, 70, 3)), tf.float32)
+    resized = tf.image.resize(image, [40, 40]).numpy()
+    checked = 0
+    for seed in range(12):
         key = rcm.combine_keys(seed)
-        plain = augment.random_flip(image, key).numpy()
-        flips += not np.array_equal(plain, image.numpy())
-    assert 3 < flips < 17
+        t = augment.train_transform(key, 45, 70, 40, 32, 0.0).numpy()
+        if t[0] < 0:  # Flipped draw.
+            continue
+        left = int(round((t[2] + 0.5) / (70 / 40) - 0.5))
+        top = int(round((t[5] + 0.5) / (45 / 40) - 0.5))
+        out = augment.train_augment(image, key, 40, 32, 0.0).numpy()
+        np.testing.assert_allclose(out[1:-1, 1:-1], resized[top + 1 : top + 31, left + 1 : left + 31], atol=1e-3)
+        checked += 1
+    assert checked >= 3
 
 
-def test_rotation_zero_is_identity_and_nonzero_rotates():
-    image = tf.constant(np.random.default_rng(0).uniform(0, 255, (32, 32, 3)), tf.float32)
-    key = rcm.combine_keys(3)
-    np.testing.assert_array_equal(augment.random_rotation(image, 0, key).numpy(), image.numpy())
-    rotated = augment.random_rotation(image, 30.0, key).numpy()
-    assert not np.allclose(rotated, image.numpy())
-    # Centre pixel stays (rotation about the centre), up to interpolation.
-    assert rotated.shape == (32, 32, 3)
+def test_flips_about_half_and_rotations_stay_in_range():
+    transforms = np.array([augment.train_transform(rcm.combine_keys(s), 50, 50, 40, 32, 15.0).numpy() for s in range(200)])
+    flipped = transforms[:, 0] < 0
+    assert 0.35 < flipped.mean() < 0.65
+    sines = transforms[:, 1] / (50 / 40)  # a1 = sin(angle) * sx.
+    assert np.abs(sines).max() <= np.sin(np.radians(15)) + 1e-6
+    assert sines.min() < -0.15 and sines.max() > 0.15  # Spread over the range.
+    flipped_image = augment.train_augment(
+        tf.constant(np.tile(np.arange(50, dtype=np.float32)[None, :, None], (50, 1, 3))), rcm.combine_keys(int(np.argmax(flipped))), 40, 32, 0.0
+    ).numpy()
+    assert flipped_image[16, 0, 0] > flipped_image[16, -1, 0]  # A left-to-right ramp now descends.
 
 
 def test_eval_batches_with_dcl_targets(split):

@@ -1,0 +1,57 @@
+"""Shared helpers for the benchmark scripts (not part of the library)."""
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def write_jpegs(folder, count, size=(500, 375), classes=4, seed=0):
+    """Writes `count` smooth-plus-noise JPEGs (like photos, not white noise) in class folders."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    paths, labels = [], []
+    for i in range(count):
+        label = i % classes
+        base = np.stack(
+            [np.sin(xx / rng.uniform(10, 60) + c) * np.cos(yy / rng.uniform(10, 60) - c) for c in range(3)], -1
+        )
+        image = np.clip(127 + 90 * base + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+        path = os.path.join(folder, f"class_{label}", f"{i:05d}.jpg")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Image.fromarray(image).save(path, quality=90)
+        paths.append(path)
+        labels.append(label)
+    return paths, labels
+
+
+def run_pinned(args, cores):
+    """Runs `python args...` pinned to the first `cores` CPUs; returns its last stdout line."""
+    code = (
+        "import os, runpy, sys;"
+        f"os.sched_setaffinity(0, set(range({cores})));"
+        f"sys.argv = {args!r};"
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(cores))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if done.returncode:
+        raise RuntimeError(done.stderr[-3000:])
+    return done.stdout.strip().splitlines()[-1]
+
+
+class Timer:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
