@@ -17,6 +17,7 @@ $(VENV)/.installed: requirements.txt
 
 test: install
 	$(PY) -m pytest tests
+	KERAS_BACKEND=jax $(PY) -m pytest -m backend_agnostic tests
 
 demo: install
 	$(PY) bin/train --config=configs/demo.py --workdir=$(DEMO_WORKDIR)
@@ -28,3 +29,7 @@ bench: install
 
 clean:
 	rm -rf $(VENV) workdirs .pytest_cache
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .

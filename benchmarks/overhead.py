@@ -47,7 +47,7 @@ def main():
     import keras
     import tensorflow as tf
 
-    from dcl_keras import export, losses, optim
+    from dcl_keras import export
     from dcl_keras.config import base_config
     from dcl_keras.data import readers
     from dcl_keras.models import backbones, dcl
@@ -87,13 +87,17 @@ def main():
         plain_times += median_step_time(lambda: plain.train_on_batch(x, y_cls), args.steps, 1)
         dcl_times += median_step_time(lambda: model.train_on_batch(x, targets), args.steps, 1)
     t_dcl, t_plain = np.median(dcl_times), np.median(plain_times)
-    print(f"(a) train step: DCL {t_dcl * 1000:.1f} ms, plain {t_plain * 1000:.1f} ms, ratio DCL/plain = {t_dcl / t_plain:.3f} (target <= 1.02)")
+    print(
+        f"(a) train step: DCL {t_dcl * 1000:.1f} ms, plain {t_plain * 1000:.1f} ms, ratio DCL/plain = {t_dcl / t_plain:.3f} (target <= 1.02)"
+    )
 
     # (b) Exported classifier throughput vs a plain keras.applications classifier, same export path.
     with tempfile.TemporaryDirectory() as folder:
         dcl_path = export.export_classifier(model, os.path.join(folder, "dcl"), resize_size=s)
         if args.backbone == "resnet50":
-            app = keras.applications.ResNet50(weights=None, input_shape=(s, s, 3), classes=c, classifier_activation=None)
+            app = keras.applications.ResNet50(
+                weights=None, input_shape=(s, s, 3), classes=c, classifier_activation=None
+            )
             app_inputs = keras.Input((s, s, 3))
             reference = keras.Model(app_inputs, app(backbones.PixelNormalization("caffe")(app_inputs)))
         else:
@@ -108,7 +112,9 @@ def main():
             r_times += median_step_time(lambda: serve_ref(pixels=x)["logits"].numpy(), args.steps, 1)
             d_times += median_step_time(lambda: serve_dcl(pixels=x)["logits"].numpy(), args.steps, 1)
         thr_dcl, thr_ref = b / np.median(d_times), b / np.median(r_times)
-        print(f"(b) export throughput: DCL {thr_dcl:.1f} img/s, plain {thr_ref:.1f} img/s, ratio = {thr_dcl / thr_ref:.3f} (target >= 0.98)")
+        print(
+            f"(b) export throughput: DCL {thr_dcl:.1f} img/s, plain {thr_ref:.1f} img/s, ratio = {thr_dcl / thr_ref:.3f} (target >= 0.98)"
+        )
 
         # (c) fit from the input pipeline vs fit from in-memory tensors.
         paths, labels = write_jpegs(os.path.join(folder, "jpegs"), 64)

@@ -1,6 +1,6 @@
 """A tiny config for tests and smoke runs: 4 demo classes at 32 px, two short epochs.
 
-    bin/train --config=configs/tiny.py --workdir=/tmp/dcl_tiny
+bin/train --config=configs/tiny.py --workdir=/tmp/dcl_tiny
 """
 
 from dcl_keras.config import base_config

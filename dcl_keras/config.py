@@ -13,6 +13,7 @@ from dcl_keras.data import pairing, pipeline, rcm
 from dcl_keras.losses import ALIGNMENT_REDUCTIONS
 from dcl_keras.models import backbones
 
+JIT_COMPILE = {"auto": "auto", "true": True, "false": False}
 DATA_SOURCES = ("demo", "image_folder", "annotation_lists", "cub200", "fgvc_aircraft", "tfds")
 
 
@@ -76,7 +77,7 @@ def base_config():
     c.train.weight_decay = 0.0
     c.train.decay_epochs = 60  # Learning rate x decay_factor every decay_epochs.
     c.train.decay_factor = 0.1
-    c.train.jit_compile = "auto"  # Keras compile's jit_compile: "auto", True or False.
+    c.train.jit_compile = "auto"  # XLA for the train step: "auto" (Keras decides), "true" or "false".
     c.train.validation_freq = 0  # Evaluate on the test split every this many epochs (0: never).
     c.train.verbose = 1  # Keras progress bars: 0 silent, 1 bar, 2 one line per epoch.
 
@@ -109,7 +110,9 @@ def validate_config(c):
         if not os.path.isdir(os.path.expanduser(c.data.root)):
             _fail("data.root", "an existing directory", c.data.root)
     if c.data.source == "annotation_lists" and not (c.data.train_list and c.data.test_list):
-        _fail("data.train_list/test_list", "both list files for annotation_lists", (c.data.train_list, c.data.test_list))
+        _fail(
+            "data.train_list/test_list", "both list files for annotation_lists", (c.data.train_list, c.data.test_list)
+        )
     if c.data.source == "tfds" and not c.data.tfds_name:
         _fail("data.tfds_name", "a TFDS builder name", c.data.tfds_name)
     if c.data.bad_files not in pipeline.BAD_FILE_POLICIES:
@@ -139,7 +142,7 @@ def validate_config(c):
         _fail("train.epochs", "an integer >= 1", c.train.epochs)
     if c.train.steps_per_epoch < 0:
         _fail("train.steps_per_epoch", "0 (one pass) or a positive integer", c.train.steps_per_epoch)
-    if c.train.jit_compile not in ("auto", True, False):
-        _fail("train.jit_compile", "'auto', True or False", c.train.jit_compile)
+    if str(c.train.jit_compile).lower() not in JIT_COMPILE:
+        _fail("train.jit_compile", f"one of {tuple(JIT_COMPILE)}", c.train.jit_compile)
     if c.export.top_k < 1:
         _fail("export.top_k", "an integer >= 1", c.export.top_k)

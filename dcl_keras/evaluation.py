@@ -15,7 +15,7 @@ def predict_logits(classifier, split, *, image_size, resize_size, batch_size=32,
     )
     logits, labels = [], []
     for images, batch_labels in ds:
-        logits.append(np.asarray(classifier.predict_on_batch(images)))
+        logits.append(np.asarray(classifier.predict_on_batch(images.numpy())))
         labels.append(batch_labels.numpy())
     if not logits:
         raise ValueError(f"No decodable test images in {split.name}")
@@ -67,7 +67,9 @@ def plot_confusion_matrix(confusion, class_names, path):
     plt.close(fig)
 
 
-def evaluate(classifier, split, *, image_size, resize_size, batch_size=32, class_names=None, out_dir=None, bad_files="skip"):
+def evaluate(
+    classifier, split, *, image_size, resize_size, batch_size=32, class_names=None, out_dir=None, bad_files="skip"
+):
     """Evaluates a classifier model on a split; writes evaluation.json and confusion_matrix.png to out_dir."""
     class_names = list(class_names or split.class_names)
     logits, labels = predict_logits(

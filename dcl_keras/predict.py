@@ -58,7 +58,9 @@ class Predictor:
             self._serving = tf.saved_model.load(resolve_export(model_path)).signatures["serving_default"]
             self.class_names = None
         else:
-            raise FileNotFoundError(f"Model not found: expected a .keras file or an export folder. Received: {model_path!r}")
+            raise FileNotFoundError(
+                f"Model not found: expected a .keras file or an export folder. Received: {model_path!r}"
+            )
 
     def logits(self, paths):
         """Logits [len(paths), C] for image files."""
@@ -68,7 +70,7 @@ class Predictor:
         images = tf.stack(
             [augment.eval_preprocess(pipeline.read_image(p), self._resize_size, self._image_size) for p in paths]
         )
-        return np.asarray(self._classifier.predict_on_batch(images))
+        return np.asarray(self._classifier.predict_on_batch(images.numpy()))
 
     def predict(self, paths):
         """[(path, [(class name, probability), ...]), ...] with the top-k per image.
@@ -80,10 +82,12 @@ class Predictor:
             indices, scores = out["top_k_indices"].numpy(), out["top_k_scores"].numpy()
             names = out["top_k_names"].numpy() if "top_k_names" in out else indices.astype(str).astype(bytes)
             names = [[n.decode() for n in row[: self.top_k]] for row in names]
-            return [(p, list(zip(names[i], scores[i][: self.top_k].tolist()))) for i, p in enumerate(paths)]
+            return [
+                (p, list(zip(names[i], scores[i][: self.top_k].tolist(), strict=True))) for i, p in enumerate(paths)
+            ]
         probs = tf.nn.softmax(self.logits(paths), axis=-1).numpy()
         results = []
-        for path, row in zip(paths, probs):
+        for path, row in zip(paths, probs, strict=True):
             order = np.argsort(-row)[: self.top_k]
             results.append((path, [(self.class_names[j], float(row[j])) for j in order]))
         return results

@@ -13,7 +13,7 @@ import os
 import keras
 
 from dcl_keras import losses, optim, saving
-from dcl_keras.config import validate_config
+from dcl_keras.config import JIT_COMPILE, validate_config
 from dcl_keras.data import datasets, pipeline
 from dcl_keras.models import dcl
 from dcl_keras.models.backbones import build_backbone
@@ -43,6 +43,26 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.model.save(tmp)
         os.replace(tmp, path)
         _atomic_json(os.path.join(self.workdir, STATE), {"completed_epochs": epoch + 1})
+
+
+class AlignmentHeadMonitor(keras.callbacks.Callback):
+    """Warns when the region alignment head has died.
+
+    The head ends in a ReLU: if a large step pushes every output below zero,
+    the outputs stay at 0 and no gradient flows back. Its error then sits at
+    exactly 0.5, the mean of the normalised targets.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        error = (logs or {}).get("region_alignment_error")
+        if error is not None and abs(error - 0.5) < 1e-4:
+            logging.warning(
+                "Epoch %d: region_alignment_error is %.5f, the error of an all-zero output: the alignment "
+                "head's ReLU is probably dead. Lower train.learning_rate or train.head_multiplier, or set "
+                "loss.alignment_reduction='mean'.",
+                epoch + 1,
+                error,
+            )
 
 
 def completed_epochs(workdir):
@@ -98,7 +118,7 @@ def compile_model(model, config, steps):
         loss=losses.dcl_losses(config.loss.alignment_reduction),
         loss_weights=losses.loss_weights(config.loss.alpha, config.loss.beta, config.loss.gamma),
         weighted_metrics=losses.dcl_metrics(model.num_classes),
-        jit_compile=config.train.jit_compile,
+        jit_compile=JIT_COMPILE[str(config.train.jit_compile).lower()],
     )
 
 
@@ -146,6 +166,7 @@ def train(config, workdir, train_split, test_split=None):
         )
     callbacks = [
         EpochCheckpoint(workdir),
+        AlignmentHeadMonitor(),
         keras.callbacks.CSVLogger(os.path.join(workdir, "metrics.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
     ]
@@ -195,5 +216,5 @@ def train_and_evaluate(config, workdir):
     # Export.
     if config.export.enabled:
         export_dir = config.export.dir or os.path.join(workdir, "export")
-        result["export"] = export.export_classifier(model, export_dir, top_k=config.export.top_k)
+        result["export"] = export.export_model_file(final, export_dir, top_k=config.export.top_k)
     return result

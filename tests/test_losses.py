@@ -9,6 +9,8 @@ import pytest
 from dcl_keras import losses
 from dcl_keras.models import backbones, dcl
 
+pytestmark = pytest.mark.backend_agnostic  # Also run under KERAS_BACKEND=jax.
+
 
 def test_region_alignment_loss_sum_and_mean_by_hand():
     y_true = np.zeros((2, 2, 2, 2), "float32")

@@ -6,6 +6,8 @@ import pytest
 
 from dcl_keras import optim
 
+pytestmark = pytest.mark.backend_agnostic  # Also run under KERAS_BACKEND=jax.
+
 
 def _toy_model():
     inputs = keras.Input((4,))
@@ -30,7 +32,7 @@ def test_heads_move_ten_times_faster(momentum):
     plain.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=momentum), loss="mse")
     model.train_on_batch(x, y)
     plain.train_on_batch(x, y)
-    for v, p in zip(model.trainable_variables, plain.trainable_variables):
+    for v, p in zip(model.trainable_variables, plain.trainable_variables, strict=True):
         step = keras.ops.convert_to_numpy(v) - before[v.path]
         plain_step = keras.ops.convert_to_numpy(p) - before[v.path]
         factor = 10.0 if v.path.startswith("classifier") else 1.0

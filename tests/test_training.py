@@ -7,11 +7,11 @@ import os
 import keras
 import numpy as np
 import pytest
+from helpers import run_bin
 
 from dcl_keras import training
 from dcl_keras.config import ConfigError, validate_config
 from dcl_keras.saving import load_model
-from helpers import run_bin
 
 
 def _overrides(config):
@@ -62,7 +62,14 @@ def test_bin_train_writes_everything_and_resumes(tiny_config, tmp_path):
     workdir = tmp_path / "run"
     first = run_bin("train", "--config=configs/tiny.py", f"--workdir={workdir}", *_overrides(tiny_config))
     assert first.returncode == 0, first.stderr[-3000:]
-    for name in ("config.json", "metrics.csv", "model.keras", "evaluation.json", "confusion_matrix.png", "export/1/saved_model.pb"):
+    for name in (
+        "config.json",
+        "metrics.csv",
+        "model.keras",
+        "evaluation.json",
+        "confusion_matrix.png",
+        "export/1/saved_model.pb",
+    ):
         assert (workdir / name).exists(), name
     assert os.listdir(workdir / "tensorboard")
     assert "test top-1:" in first.stdout
@@ -97,6 +104,8 @@ def test_resuming_gives_the_same_weights_as_an_uninterrupted_run(tiny_config, tm
     training.train_and_evaluate(config, str(tmp_path / "split"))
     a = load_model(str(tmp_path / "straight" / "model.keras"))
     b = load_model(str(tmp_path / "split" / "model.keras"))
-    for va, vb in zip(a.weights, b.weights):
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(va), keras.ops.convert_to_numpy(vb), atol=1e-5, err_msg=va.path)
+    for va, vb in zip(a.weights, b.weights, strict=True):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(va), keras.ops.convert_to_numpy(vb), atol=1e-5, err_msg=va.path
+        )
     assert int(a.optimizer.iterations) == int(b.optimizer.iterations) == 12

@@ -69,9 +69,7 @@ def train_transform(key, input_height, input_width, resize_size, image_size, rot
     a0, a1, a2 = cos * fx, sin, cos * ox + sin * oy + c
     b0, b1, b2 = -sin * fx, cos, -sin * ox + cos * oy + c
     # Decoded image: x_in = (U + 0.5) * sx - 0.5.
-    return tf.stack(
-        [a0 * sx, a1 * sx, (a2 + 0.5) * sx - 0.5, b0 * sy, b1 * sy, (b2 + 0.5) * sy - 0.5, 0.0, 0.0]
-    )
+    return tf.stack([a0 * sx, a1 * sx, (a2 + 0.5) * sx - 0.5, b0 * sy, b1 * sy, (b2 + 0.5) * sy - 0.5, 0.0, 0.0])
 
 
 def train_augment(image, key, resize_size, image_size, rotation):

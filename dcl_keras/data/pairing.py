@@ -34,9 +34,7 @@ OUTPUT_NAMES = (CLASSIFIER, DISCRIMINATOR, ALIGNMENT)
 def validate_ratio(originals, destructed):
     for name, value in (("originals", originals), ("destructed", destructed)):
         if not isinstance(value, int) or value < 0:
-            raise ValueError(
-                f"The pairing ratio `{name}` must be an integer >= 0. Received: {name}={value!r}"
-            )
+            raise ValueError(f"The pairing ratio `{name}` must be an integer >= 0. Received: {name}={value!r}")
     if originals + destructed == 0:
         raise ValueError(
             "The pairing ratio needs at least one image per example. "

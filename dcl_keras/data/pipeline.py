@@ -65,13 +65,10 @@ def check_images(split, policy="skip"):
         return split
     listing = "\n  ".join(split.paths[i] for i in bad)
     if policy == "strict":
-        raise UndecodableImagesError(
-            f"{split.name}: {len(bad)} file(s) could not be decoded as images:\n  {listing}"
-        )
+        raise UndecodableImagesError(f"{split.name}: {len(bad)} file(s) could not be decoded as images:\n  {listing}")
     logging.warning("%s: skipping %d undecodable file(s):\n  %s", split.name, len(bad), listing)
     keep = sorted(set(range(split.num_examples)) - set(bad))
     return split.subset(keep)
-
 
 
 def examples(source, order_key=None):

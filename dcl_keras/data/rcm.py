@@ -54,9 +54,7 @@ def hash_uniform(key, count):
     counters = tf.cast(counters, tf.uint32) * tf.constant(_GOLDEN, tf.uint32)
     bits = hash_uint32(tf.bitwise.bitwise_xor(hash_uint32(key), counters) + tf.constant(1, tf.uint32))
     # 24 high bits: exactly representable in float32.
-    return tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32) * (
-        1.0 / (1 << 24)
-    )
+    return tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32) * (1.0 / (1 << 24))
 
 
 def validate_rcm_args(n, k, image_size=None):

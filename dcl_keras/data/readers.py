@@ -87,13 +87,9 @@ def _is_image(name):
 def _list_class_folders(root):
     """(class_names, {class: [files]}) for root/<class>/<image>, problems listed."""
     _require_dir(root, "Image folder")
-    class_names = sorted(
-        d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith(".")
-    )
+    class_names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
     if not class_names:
-        raise DatasetError(
-            f"Image folder {root!r}", [f"{root}: no class sub-folders (expected root/<class>/*.jpg)"]
-        )
+        raise DatasetError(f"Image folder {root!r}", [f"{root}: no class sub-folders (expected root/<class>/*.jpg)"])
     files, problems, ignored = {}, [], 0
     for name in class_names:
         folder = os.path.join(root, name)
@@ -144,8 +140,7 @@ def image_folder(root, split="train", test_fraction=0.2, seed=0):
         return FileSplit(paths, labels, class_names, name=f"{root} [{split}]")
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(
-            f"`test_fraction` must be in (0, 1) for an unsplit image folder. "
-            f"Received: test_fraction={test_fraction!r}"
+            f"`test_fraction` must be in (0, 1) for an unsplit image folder. Received: test_fraction={test_fraction!r}"
         )
     class_names, files = _list_class_folders(root)
     rng = np.random.default_rng(seed)
@@ -302,7 +297,10 @@ def cub200(root, split="train"):
     if problems:
         raise DatasetError(f"CUB-200-2011 at {root!r}", problems)
     return FileSplit(
-        paths, out_labels, class_names, np.asarray(out_boxes, np.float32).reshape(-1, 4),
+        paths,
+        out_labels,
+        class_names,
+        np.asarray(out_boxes, np.float32).reshape(-1, 4),
         name=f"CUB-200-2011 [{split}]",
     )
 
@@ -395,8 +393,7 @@ def tfds(name, split="train", data_dir=None, manual_dir=None, prepare=False):
         builder = tfds_lib.builder(name, data_dir=data_dir)
     except tfds_lib.core.registered.DatasetNotFoundError as e:
         raise ValueError(
-            f"Unknown TFDS dataset name. Known fine-grained ones: {', '.join(TFDS_DATASETS)}. "
-            f"Received: name={name!r}"
+            f"Unknown TFDS dataset name. Known fine-grained ones: {', '.join(TFDS_DATASETS)}. Received: name={name!r}"
         ) from e
     if not builder.is_prepared():
         if not prepare:

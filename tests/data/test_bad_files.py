@@ -5,9 +5,9 @@ import os
 
 import numpy as np
 import pytest
+from conftest import write_image
 from PIL import Image
 
-from conftest import write_image
 from dcl_keras.data import pipeline, readers
 
 
@@ -45,9 +45,7 @@ def _bad_and_odd_files(folder):
 def messy_split(tmp_path):
     good, bad = _bad_and_odd_files(str(tmp_path / "train" / "birds"))
     _bad_and_odd_files(str(tmp_path / "train" / "cars"))
-    return readers.FileSplit(
-        good + bad, [0] * len(good + bad), ["birds", "cars"], name="messy"
-    ), good, bad
+    return readers.FileSplit(good + bad, [0] * len(good + bad), ["birds", "cars"], name="messy"), good, bad
 
 
 def test_decodable_variants_are_converted_to_rgb(messy_split):
@@ -81,7 +79,9 @@ def test_corrupt_files_mid_epoch_do_not_stop_training(messy_split):
     ds = pipeline.train_batches(split, seed=0, batch_size=1, image_size=32, resize_size=40, n=4, k=2)
     seen = list(ds.take(2 * len(good)).as_numpy_iterator())  # Two epochs' worth of good images.
     assert len(seen) == 2 * len(good)
-    evaluated = sum(int(x.shape[0]) for x, _ in pipeline.eval_batches(split, batch_size=4, image_size=32, resize_size=40))
+    evaluated = sum(
+        int(x.shape[0]) for x, _ in pipeline.eval_batches(split, batch_size=4, image_size=32, resize_size=40)
+    )
     assert evaluated == len(good)
 
 

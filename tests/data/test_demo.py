@@ -23,7 +23,9 @@ def _digest(root):
 def test_deterministic_from_the_seed_and_written_as_jpeg_folders(tmp_path):
     a = demo.ensure_demo_dataset(str(tmp_path / "a"), num_classes=3, train_per_class=2, test_per_class=1, image_size=32)
     b = demo.ensure_demo_dataset(str(tmp_path / "b"), num_classes=3, train_per_class=2, test_per_class=1, image_size=32)
-    c = demo.ensure_demo_dataset(str(tmp_path / "c"), num_classes=3, train_per_class=2, test_per_class=1, image_size=32, seed=1)
+    c = demo.ensure_demo_dataset(
+        str(tmp_path / "c"), num_classes=3, train_per_class=2, test_per_class=1, image_size=32, seed=1
+    )
     assert _digest(a) == _digest(b) != _digest(c)
     split = readers.image_folder(a, "train")
     assert split.num_classes == 3 and split.num_examples == 6
@@ -31,7 +33,10 @@ def test_deterministic_from_the_seed_and_written_as_jpeg_folders(tmp_path):
     with Image.open(split.paths[0]) as image:
         assert image.format == "JPEG" and image.size == (32, 32)
     # A second call reuses the cache; no temporary folders are left behind.
-    assert demo.ensure_demo_dataset(str(tmp_path / "a"), num_classes=3, train_per_class=2, test_per_class=1, image_size=32) == a
+    assert (
+        demo.ensure_demo_dataset(str(tmp_path / "a"), num_classes=3, train_per_class=2, test_per_class=1, image_size=32)
+        == a
+    )
     assert not [d for d in os.listdir(tmp_path / "a") if d.startswith(".")]
 
 

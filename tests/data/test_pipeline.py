@@ -55,7 +55,9 @@ def test_ratios(split, originals, destructed):
 
 def test_invalid_ratio_and_sizes_fail_when_building(split):
     with pytest.raises(ValueError, match="originals=0, destructed=0"):
-        pipeline.train_batches(split, seed=0, batch_size=2, image_size=32, resize_size=40, n=4, k=2, originals=0, destructed=0)
+        pipeline.train_batches(
+            split, seed=0, batch_size=2, image_size=32, resize_size=40, n=4, k=2, originals=0, destructed=0
+        )
     with pytest.raises(ValueError, match="resize_size=30"):
         pipeline.train_batches(split, seed=0, batch_size=2, image_size=32, resize_size=30, n=4, k=2)
     with pytest.raises(ValueError, match="image_size=30"):
@@ -65,7 +67,7 @@ def test_invalid_ratio_and_sizes_fail_when_building(split):
 def test_same_seed_same_batches_and_other_seed_differs(split):
     a, b = _batches(split, 3), _batches(split, 3)
     c = _batches(split, 3, seed=8)
-    for (ia, ta), (ib, tb) in zip(a, b):
+    for (ia, ta), (ib, tb) in zip(a, b, strict=True):
         np.testing.assert_array_equal(ia, ib)
         np.testing.assert_array_equal(ta["region_alignment"], tb["region_alignment"])
     assert not np.array_equal(a[0][0], c[0][0])
@@ -75,7 +77,7 @@ def test_resuming_at_an_epoch_rebuilds_the_same_stream(split):
     per_epoch = split.num_examples // 2
     full = _batches(split, 2 * per_epoch)
     resumed = _batches(split, per_epoch, start_epoch=1)
-    for (ia, ta), (ib, tb) in zip(full[per_epoch:], resumed):
+    for (ia, ta), (ib, tb) in zip(full[per_epoch:], resumed, strict=True):
         np.testing.assert_array_equal(ia, ib)
         np.testing.assert_array_equal(ta["classifier"], tb["classifier"])
     # Epochs differ in order and augmentation.
@@ -128,14 +130,20 @@ def test_without_rotation_and_flip_it_is_resize_then_crop():
 
 
 def test_flips_about_half_and_rotations_stay_in_range():
-    transforms = np.array([augment.train_transform(rcm.combine_keys(s), 50, 50, 40, 32, 15.0).numpy() for s in range(200)])
+    transforms = np.array(
+        [augment.train_transform(rcm.combine_keys(s), 50, 50, 40, 32, 15.0).numpy() for s in range(200)]
+    )
     flipped = transforms[:, 0] < 0
     assert 0.35 < flipped.mean() < 0.65
     sines = transforms[:, 1] / (50 / 40)  # a1 = sin(angle) * sx.
     assert np.abs(sines).max() <= np.sin(np.radians(15)) + 1e-6
     assert sines.min() < -0.15 and sines.max() > 0.15  # Spread over the range.
     flipped_image = augment.train_augment(
-        tf.constant(np.tile(np.arange(50, dtype=np.float32)[None, :, None], (50, 1, 3))), rcm.combine_keys(int(np.argmax(flipped))), 40, 32, 0.0
+        tf.constant(np.tile(np.arange(50, dtype=np.float32)[None, :, None], (50, 1, 3))),
+        rcm.combine_keys(int(np.argmax(flipped))),
+        40,
+        32,
+        0.0,
     ).numpy()
     assert flipped_image[16, 0, 0] > flipped_image[16, -1, 0]  # A left-to-right ramp now descends.
 

@@ -5,8 +5,8 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import write_image
+
 from dcl_keras.data import datasets, pipeline, readers
 
 
@@ -123,7 +123,12 @@ def test_fgvc_aircraft_official_layout(tmp_path):
     names = ["707-320", "A300B4", "Boeing 747"]
     (data / "images").mkdir(parents=True)
     (data / "variants.txt").write_text("\n".join(names) + "\n")
-    for split, ids in (("trainval", ["0001", "0002", "0003"]), ("test", ["0004"]), ("train", ["0001"]), ("val", ["0002"])):
+    for split, ids in (
+        ("trainval", ["0001", "0002", "0003"]),
+        ("test", ["0004"]),
+        ("train", ["0001"]),
+        ("val", ["0002"]),
+    ):
         lines = []
         for j, image_id in enumerate(ids):
             write_image(str(data / "images" / f"{image_id}.jpg"), seed=j)

@@ -9,6 +9,8 @@ import pytest
 
 from dcl_keras.models import backbones
 
+pytestmark = pytest.mark.backend_agnostic  # Also run under KERAS_BACKEND=jax.
+
 
 def test_unknown_backbone_names_the_choices():
     with pytest.raises(ValueError, match="backbone='resnet51'"):

@@ -9,6 +9,8 @@ from dcl_keras.models import backbones, dcl
 from dcl_keras.models.layers import AdaptiveAveragePooling2D, PixelNormalization
 from dcl_keras.saving import load_model
 
+pytestmark = pytest.mark.backend_agnostic  # Also run under KERAS_BACKEND=jax.
+
 
 def _tiny_model(image_size=56, n=7, classes=3, **kwargs):
     return dcl.DCLModel(backbones.build_backbone("tiny", image_size, width=8), classes, n, **kwargs)
@@ -71,7 +73,9 @@ def test_keras_file_round_trip_gives_the_same_outputs(tmp_path):
     loaded = load_model(path)
     assert isinstance(loaded, dcl.DCLModel) and loaded.class_names == ["a", "b", "c"] and loaded.resize_size == 64
     for name, value in model(x).items():
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)[name]), keras.ops.convert_to_numpy(value), atol=1e-6)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(loaded(x)[name]), keras.ops.convert_to_numpy(value), atol=1e-6
+        )
 
 
 def test_layer_configs_round_trip():
@@ -90,7 +94,11 @@ def test_classification_metrics_count_originals_only():
     logits = np.full((4, 3), -5.0, "float32")
     logits[[0, 2], labels[[0, 2]]] = 5.0  # Originals right.
     logits[[1, 3], 2] = 5.0  # Destructed copies wrong.
-    y = {"classifier": labels, "destruction_discriminator": is_destructed, "region_alignment": np.zeros((4, 7, 7, 2), "float32")}
+    y = {
+        "classifier": labels,
+        "destruction_discriminator": is_destructed,
+        "region_alignment": np.zeros((4, 7, 7, 2), "float32"),
+    }
     y_pred = {
         "classifier": logits,
         "destruction_discriminator": np.zeros((4, 2), "float32"),
