@@ -13,6 +13,7 @@ from dcl_keras.data import pairing, pipeline, rcm
 from dcl_keras.losses import ALIGNMENT_REDUCTIONS
 from dcl_keras.models import backbones
 
+MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 JIT_COMPILE = {"auto": "auto", "true": True, "false": False}
 DATA_SOURCES = ("demo", "image_folder", "annotation_lists", "cub200", "fgvc_aircraft", "tfds")
 
@@ -78,6 +79,7 @@ def base_config():
     c.train.decay_epochs = 60  # Learning rate x decay_factor every decay_epochs.
     c.train.decay_factor = 0.1
     c.train.jit_compile = "auto"  # XLA for the train step: "auto" (Keras decides), "true" or "false".
+    c.train.mixed_precision = "none"  # "none", "mixed_float16" or "mixed_bfloat16" (heads and losses stay float32).
     c.train.validation_freq = 0  # Evaluate on the test split every this many epochs (0: never).
     c.train.verbose = 1  # Keras progress bars: 0 silent, 1 bar, 2 one line per epoch.
 
@@ -144,5 +146,7 @@ def validate_config(c):
         _fail("train.steps_per_epoch", "0 (one pass) or a positive integer", c.train.steps_per_epoch)
     if str(c.train.jit_compile).lower() not in JIT_COMPILE:
         _fail("train.jit_compile", f"one of {tuple(JIT_COMPILE)}", c.train.jit_compile)
+    if c.train.mixed_precision not in MIXED_PRECISION:
+        _fail("train.mixed_precision", f"one of {MIXED_PRECISION}", c.train.mixed_precision)
     if c.export.top_k < 1:
         _fail("export.top_k", "an integer >= 1", c.export.top_k)

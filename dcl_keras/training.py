@@ -6,6 +6,7 @@ resumes after the last completed epoch (weights, optimizer state and the data
 stream included); a finished run is not trained again.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -73,22 +74,34 @@ def completed_epochs(workdir):
         return int(json.load(f)["completed_epochs"])
 
 
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Builds layers under a Keras dtype policy ("none" keeps float32), then restores the previous one."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32" if name == "none" else name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def build_model(config, num_classes, class_names=None, steps=1):
     """The DCL model of a config, compiled with its losses, weights, metrics and optimizer."""
-    backbone = build_backbone(
-        config.model.backbone,
-        config.input.image_size,
-        config.model.weights,
-        **({"width": config.model.width} if config.model.backbone == "tiny" else {}),
-    )
-    model = dcl.DCLModel(
-        backbone,
-        num_classes,
-        config.rcm.n,
-        dropout=config.model.dropout,
-        class_names=class_names,
-        resize_size=config.input.resize_size,
-    )
+    with dtype_policy(config.train.get("mixed_precision", "none")):
+        backbone = build_backbone(
+            config.model.backbone,
+            config.input.image_size,
+            config.model.weights,
+            **({"width": config.model.width} if config.model.backbone == "tiny" else {}),
+        )
+        model = dcl.DCLModel(
+            backbone,
+            num_classes,
+            config.rcm.n,
+            dropout=config.model.dropout,
+            class_names=class_names,
+            resize_size=config.input.resize_size,
+        )
     compile_model(model, config, steps)
     return model
 

@@ -57,8 +57,10 @@ class DCLModel(keras.Model):
         # Layers.
         pool = keras.layers.GlobalAveragePooling2D(name="pooled_features")
         drop = keras.layers.Dropout(dropout, name="classifier_dropout")
-        classifier = keras.layers.Dense(num_classes, name=CLASSIFIER)
-        discriminator = keras.layers.Dense(2, use_bias=False, name=DISCRIMINATOR)
+        # The heads compute in float32 under a mixed precision policy, so that
+        # outputs and losses stay float32 (the standard Keras recipe).
+        classifier = keras.layers.Dense(num_classes, dtype="float32", name=CLASSIFIER)
+        discriminator = keras.layers.Dense(2, use_bias=False, dtype="float32", name=DISCRIMINATOR)
         # Small initial weights: a large random start puts most outputs above
         # their (0, 1) targets, and the first L1 steps can then push every
         # output below zero, where the ReLU stops all gradient for good.
@@ -67,10 +69,11 @@ class DCLModel(keras.Model):
             1,
             use_bias=False,
             kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3),
+            dtype="float32",
             name="region_alignment_conv",
         )
-        alignment_relu = keras.layers.ReLU(name="region_alignment_relu")
-        alignment_pool = AdaptiveAveragePooling2D(num_regions, name=ALIGNMENT)
+        alignment_relu = keras.layers.ReLU(dtype="float32", name="region_alignment_relu")
+        alignment_pool = AdaptiveAveragePooling2D(num_regions, dtype="float32", name=ALIGNMENT)
         # Functional graph.
         inputs = keras.Input(backbone.input_shape[1:], name="images")
         features = backbone(inputs)
