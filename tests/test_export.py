@@ -8,12 +8,13 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import run_bin
 
 from dcl_keras import export, training
 from dcl_keras.data import readers
 from dcl_keras.models import dcl
 from dcl_keras.predict import Predictor
+
+from helpers import run_bin
 
 
 @pytest.fixture(scope="module")

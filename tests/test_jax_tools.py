@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from dcl_keras.data import readers
+
 from helpers import run_bin
 
 JAX = {"KERAS_BACKEND": "jax"}

@@ -7,11 +7,12 @@ import os
 import keras
 import numpy as np
 import pytest
-from helpers import run_bin
 
 from dcl_keras import training
 from dcl_keras.config import ConfigError, validate_config
 from dcl_keras.saving import load_model
+
+from helpers import run_bin
 
 
 def _overrides(config):

@@ -5,10 +5,11 @@ import os
 
 import numpy as np
 import pytest
-from conftest import write_image
 from PIL import Image
 
 from dcl_keras.data import pipeline, readers
+
+from conftest import write_image
 
 
 def _bad_and_odd_files(folder):

@@ -5,9 +5,10 @@ import time
 
 import numpy as np
 import pytest
-from conftest import write_image
 
 from dcl_keras.data import datasets, pipeline, readers
+
+from conftest import write_image
 
 
 def _write_folder(root, classes, per_class, ext=".jpg"):

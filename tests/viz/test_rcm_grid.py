@@ -1,7 +1,8 @@
 """bin/visualize_rcm writes a valid PNG of the expected size."""
 
-from helpers import run_bin
 from PIL import Image
+
+from helpers import run_bin
 
 
 def test_visualize_rcm_writes_a_png(tiny_config, tmp_path):
