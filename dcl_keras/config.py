@@ -13,6 +13,7 @@ from dcl_keras.data import pairing, pipeline, rcm
 from dcl_keras.losses import ALIGNMENT_REDUCTIONS
 from dcl_keras.models import backbones
 
+RCM_PLACEMENTS = ("pipeline", "device")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 JIT_COMPILE = {"auto": "auto", "true": True, "false": False}
 DATA_SOURCES = ("demo", "image_folder", "annotation_lists", "cub200", "fgvc_aircraft", "tfds")
@@ -56,6 +57,7 @@ def base_config():
     c.rcm.k = 2  # Neighbourhood size, 1 <= k < N.
     c.rcm.originals = 1  # Original views per example.
     c.rcm.destructed = 1  # Destructed views per example (1:1 in the paper).
+    c.rcm.placement = "pipeline"  # Where destruction runs: "pipeline" (tf.data) or "device" (in the train step).
 
     c.model = ml_collections.ConfigDict()
     c.model.backbone = "resnet50"  # A key of dcl_keras.models.backbones.BACKBONES.
@@ -135,6 +137,8 @@ def validate_config(c):
         pairing.validate_ratio(c.rcm.originals, c.rcm.destructed)
     except ValueError as e:
         raise ConfigError(f"Config field `rcm.originals/rcm.destructed`: {e}") from None
+    if c.rcm.placement not in RCM_PLACEMENTS:
+        _fail("rcm.placement", f"one of {RCM_PLACEMENTS}", c.rcm.placement)
     if c.loss.alignment_reduction not in ALIGNMENT_REDUCTIONS:
         _fail("loss.alignment_reduction", f"one of {ALIGNMENT_REDUCTIONS}", c.loss.alignment_reduction)
     for field in ("alpha", "beta", "gamma"):

@@ -7,6 +7,6 @@ def load_model(path, compile=True):
     """Loads a `.keras` DCL model (with its optimizer state when compile=True)."""
     # Imported for their registration with keras.saving.
     from dcl_keras import losses, optim  # noqa: F401
-    from dcl_keras.models import dcl, layers  # noqa: F401
+    from dcl_keras.models import dcl, layers, region_confusion  # noqa: F401
 
     return keras.models.load_model(path, compile=compile)

@@ -18,6 +18,7 @@ from dcl_keras.config import JIT_COMPILE, validate_config
 from dcl_keras.data import datasets, pipeline
 from dcl_keras.models import dcl
 from dcl_keras.models.backbones import build_backbone
+from dcl_keras.models.region_confusion import RegionConfusion
 
 CHECKPOINT = os.path.join("checkpoints", "latest.keras")
 STATE = os.path.join("checkpoints", "state.json")
@@ -149,6 +150,7 @@ def train_batches(config, split, start_epoch=0):
         destructed=config.rcm.destructed,
         start_epoch=start_epoch,
         bad_files=config.data.bad_files,
+        rcm_in_pipeline=config.rcm.placement == "pipeline",
     )
 
 
@@ -156,11 +158,19 @@ def train(config, workdir, train_split, test_split=None):
     """Trains (or resumes) the DCL model in `workdir`; returns the trained model."""
     steps = steps_per_epoch(config, train_split.num_examples)
     start = completed_epochs(workdir)
+    on_device = config.rcm.placement == "device"
     if start:
         logging.info("Resuming from %s after epoch %d.", os.path.join(workdir, CHECKPOINT), start)
-        model = saving.load_model(os.path.join(workdir, CHECKPOINT))
+        trainer = saving.load_model(os.path.join(workdir, CHECKPOINT))
     else:
-        model = build_model(config, train_split.num_classes, train_split.class_names, steps)
+        trainer = build_model(config, train_split.num_classes, train_split.class_names, steps)
+        if on_device:
+            region_confusion = RegionConfusion(
+                config.rcm.n, config.rcm.k, config.rcm.originals, config.rcm.destructed, seed=config.seed
+            )
+            trainer = dcl.DeviceRCMTrainer(trainer, region_confusion)
+            compile_model(trainer, config, steps)
+    model = trainer.dcl_model if isinstance(trainer, dcl.DeviceRCMTrainer) else trainer
     if start >= config.train.epochs:
         logging.info("Training already finished (%d epochs).", start)
         return model
@@ -172,7 +182,7 @@ def train(config, workdir, train_split, test_split=None):
                 batch_size=config.eval.batch_size,
                 image_size=config.input.image_size,
                 resize_size=config.input.resize_size,
-                n=config.rcm.n,
+                n=None if on_device else config.rcm.n,
                 bad_files=config.data.bad_files,
             ),
             validation_freq=config.train.validation_freq,
@@ -183,7 +193,7 @@ def train(config, workdir, train_split, test_split=None):
         keras.callbacks.CSVLogger(os.path.join(workdir, "metrics.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
     ]
-    model.fit(
+    trainer.fit(
         train_batches(config, train_split, start_epoch=start),
         epochs=config.train.epochs,
         initial_epoch=start,

@@ -10,6 +10,7 @@ import pytest
 
 from dcl_keras import training
 from dcl_keras.config import ConfigError, validate_config
+from dcl_keras.models import dcl
 from dcl_keras.saving import load_model
 
 from helpers import run_bin
@@ -110,3 +111,25 @@ def test_resuming_gives_the_same_weights_as_an_uninterrupted_run(tiny_config, tm
             keras.ops.convert_to_numpy(va), keras.ops.convert_to_numpy(vb), atol=1e-5, err_msg=va.path
         )
     assert int(a.optimizer.iterations) == int(b.optimizer.iterations) == 12
+
+
+@pytest.mark.parametrize("backend,jit", [("tensorflow", "true"), ("jax", "auto")])
+def test_device_rcm_trains_resumes_and_exports(tiny_config, tmp_path, backend, jit):
+    workdir = tmp_path / "device"
+    args = ["--config=configs/tiny.py", f"--workdir={workdir}", "--config.rcm.placement=device"]
+    args += [f"--config.train.jit_compile={jit}", *_overrides(tiny_config)]
+    first = run_bin("train", f"--backend={backend}", *args, "--config.train.epochs=1", "--config.export.enabled=False")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert f"backend: {backend}" in first.stdout
+    second = run_bin("train", f"--backend={backend}", *args)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "after epoch 1" in second.stderr
+    with open(workdir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert 0.0 <= float(rows[-1]["destruction_discriminator_accuracy"]) <= 1.0
+    assert float(rows[-1]["region_alignment_loss"]) > 0.0
+    assert (workdir / "export" / "1" / "saved_model.pb").exists()
+    # The checkpoint holds the trainer (optimizer state, RCM seed state); model.keras the DCL model alone.
+    assert isinstance(load_model(str(workdir / "checkpoints" / "latest.keras")), dcl.DeviceRCMTrainer)
+    assert type(load_model(str(workdir / "model.keras"))) is dcl.DCLModel

@@ -116,6 +116,7 @@ def train_batches(
     destructed=1,
     start_epoch=0,
     bad_files="skip",
+    rcm_in_pipeline=True,
 ):
     """The endless DCL training stream (see the module and `pairing` docstrings).
 
@@ -130,9 +131,13 @@ def train_batches(
         originals, destructed: views per example (1:1 by default).
         start_epoch: int, first epoch of the stream (for resuming).
         bad_files: "skip" or "strict".
+        rcm_in_pipeline: False leaves destruction and pairing to the device
+            (`dcl_keras.models.region_confusion`): the stream then yields the
+            augmented originals and their labels only.
 
     Returns:
-        tf.data.Dataset of (images [M, H, W, 3] float32, targets dict).
+        tf.data.Dataset of (images [M, H, W, 3] float32, targets dict), or of
+        (images [B, H, W, 3] float32, labels [B] int32) when rcm_in_pipeline is False.
     """
     rcm.validate_rcm_args(n, k, image_size)
     pairing.validate_ratio(originals, destructed)
@@ -148,6 +153,8 @@ def train_batches(
         image, label = example
         key = rcm.combine_keys(seed, epoch, position)
         image = augment.train_augment(image, key, resize_size, image_size, rotation)
+        if not rcm_in_pipeline:
+            return image, label
         return pairing.make_views(image, label, key, n=n, k=k, originals=originals, destructed=destructed)
 
     def one_epoch(epoch):
@@ -160,7 +167,8 @@ def train_batches(
     if bad_files == "skip":
         ds = ds.ignore_errors(log_warning=True)
     ds = ds.batch(batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE)
-    ds = ds.map(pairing.flatten_views, num_parallel_calls=AUTOTUNE)
+    if rcm_in_pipeline:
+        ds = ds.map(pairing.flatten_views, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
 
 

@@ -93,11 +93,7 @@ class DCLModel(keras.Model):
         self.resize_size = resize_size
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        if isinstance(y, dict) and DISCRIMINATOR in y:
-            originals = ops.cast(ops.equal(ops.reshape(y[DISCRIMINATOR], (-1,)), 0), "float32")
-            ones = ops.ones_like(originals)
-            sample_weight = {CLASSIFIER: originals, DISCRIMINATOR: ones, ALIGNMENT: ones}
-        return super().compute_metrics(x, y, y_pred, sample_weight)
+        return super().compute_metrics(x, y, y_pred, originals_only_weights(y, sample_weight))
 
     def get_config(self):
         return {
@@ -115,6 +111,74 @@ class DCLModel(keras.Model):
     def from_config(cls, config):
         config = dict(config)
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)
+
+
+def originals_only_weights(y, sample_weight=None):
+    """Metric weights that count classification on original images only (0 = original)."""
+    if not (isinstance(y, dict) and DISCRIMINATOR in y):
+        return sample_weight
+    originals = ops.cast(ops.equal(ops.reshape(y[DISCRIMINATOR], (-1,)), 0), "float32")
+    ones = ops.ones_like(originals)
+    return {CLASSIFIER: originals, DISCRIMINATOR: ones, ALIGNMENT: ones}
+
+
+@keras.saving.register_keras_serializable(package="dcl_keras")
+class DeviceRCMTrainer(keras.Model):
+    """Trains a DCLModel with the Region Confusion Mechanism inside the train step.
+
+    The input pipeline sends augmented originals and labels; `region_confusion`
+    (a `RegionConfusion` layer, keras.ops only) builds the destructed views and
+    the discriminator and alignment targets on the device, under TF, JAX or
+    XLA. In inference mode (validation) only the originals go through.
+
+    Args:
+        dcl_model: the DCLModel to train (saved and exported on its own).
+        region_confusion: a RegionConfusion layer.
+    """
+
+    def __init__(self, dcl_model, region_confusion, **kwargs):
+        super().__init__(**kwargs)
+        self.dcl_model = dcl_model
+        self.region_confusion = region_confusion
+
+    @property
+    def num_classes(self):
+        return self.dcl_model.num_classes
+
+    def call(self, images, training=False):
+        batch = ops.shape(images)[0]
+        if training:
+            views, targets = self.region_confusion(images, ops.arange(batch, dtype="int32"))
+        else:
+            views, targets = self.region_confusion.originals_only(images, ops.arange(batch, dtype="int32"))
+        # The classifier "target" carried here is each view's example index; the labels come in y.
+        return {"outputs": self.dcl_model(views, training=training), "targets": targets}
+
+    def _targets(self, y, y_pred):
+        targets = dict(y_pred["targets"])
+        targets[CLASSIFIER] = ops.take(ops.reshape(y, (-1,)), targets[CLASSIFIER], axis=0)
+        return targets
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        return super().compute_loss(x, self._targets(y, y_pred), y_pred["outputs"], sample_weight, training)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        targets = self._targets(y, y_pred)
+        return super().compute_metrics(x, targets, y_pred["outputs"], originals_only_weights(targets, sample_weight))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "dcl_model": keras.saving.serialize_keras_object(self.dcl_model),
+            "region_confusion": keras.saving.serialize_keras_object(self.region_confusion),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("dcl_model", "region_confusion"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
 
 
