@@ -146,6 +146,10 @@ class DeviceRCMTrainer(keras.Model):
     def num_classes(self):
         return self.dcl_model.num_classes
 
+    def build(self, input_shape):
+        # The wrapped DCL model is a built functional model; RCM holds only its seed state.
+        self.built = True
+
     def call(self, images, training=False):
         batch = ops.shape(images)[0]
         if training:
