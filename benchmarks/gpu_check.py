@@ -80,9 +80,9 @@ def main():
             for jit in (True, False) if policy == "float32" and on_device else (True,):
                 model, trainer = build(args, policy, on_device, jit)
                 if on_device:
-                    seconds = timed(lambda: trainer.train_on_batch(originals, labels), args.steps if jit else 2)
+                    seconds = timed(lambda t=trainer: t.train_on_batch(originals, labels), args.steps if jit else 2)
                 else:
-                    seconds = timed(lambda: trainer.train_on_batch(views, targets), args.steps)
+                    seconds = timed(lambda t=trainer: t.train_on_batch(views, targets), args.steps)
                 where = "device RCM" if on_device else "host RCM  "
                 print(
                     f"train  {where} {policy:15s} jit={str(jit):5s}: {2 * b / seconds:8.1f} images/s "
@@ -92,7 +92,7 @@ def main():
         classifier = dcl.classifier_model(model)
         for batch in (1, 32):
             x = rng.uniform(0, 255, (batch, s, s, 3)).astype("float32")
-            seconds = timed(lambda x=x: classifier.predict_on_batch(x), args.steps)
+            seconds = timed(lambda x=x, c=classifier: c.predict_on_batch(x), args.steps)
             print(
                 f"infer  classifier {policy:15s} batch {batch:2d}: {seconds * 1000:7.2f} ms, {batch / seconds:8.1f} images/s",
                 flush=True,

@@ -13,6 +13,7 @@ from dcl_keras.data import pairing, pipeline, rcm
 from dcl_keras.losses import ALIGNMENT_REDUCTIONS
 from dcl_keras.models import backbones
 
+DISTRIBUTIONS = ("none", "mirrored", "tpu", "data_parallel", "multi_worker_mirrored")
 RCM_PLACEMENTS = ("pipeline", "device")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 JIT_COMPILE = {"auto": "auto", "true": True, "false": False}
@@ -63,6 +64,7 @@ def base_config():
     c.model.backbone = "resnet50"  # A key of dcl_keras.models.backbones.BACKBONES.
     c.model.weights = "imagenet"  # "imagenet", "none" or a weights file path.
     c.model.width = 32  # tiny backbone only: channels of its first block.
+    c.model.norm = "batch"  # tiny backbone only: "batch" or "group" (per-sample, exact under data parallelism).
     c.model.dropout = 0.0  # Dropout before the classifier.
 
     c.loss = ml_collections.ConfigDict()
@@ -82,6 +84,8 @@ def base_config():
     c.train.decay_factor = 0.1
     c.train.jit_compile = "auto"  # XLA for the train step: "auto" (Keras decides), "true" or "false".
     c.train.mixed_precision = "none"  # "none", "mixed_float16" or "mixed_bfloat16" (heads and losses stay float32).
+    c.train.distribution = "none"  # none, mirrored, tpu (TF backend) or data_parallel (JAX); see dcl_keras.distribute.
+    c.train.tpu = ""  # train.distribution=tpu: TPU name or grpc:// address ("" = from the environment).
     c.train.validation_freq = 0  # Evaluate on the test split every this many epochs (0: never).
     c.train.verbose = 1  # Keras progress bars: 0 silent, 1 bar, 2 one line per epoch.
 
@@ -150,6 +154,10 @@ def validate_config(c):
         _fail("train.steps_per_epoch", "0 (one pass) or a positive integer", c.train.steps_per_epoch)
     if str(c.train.jit_compile).lower() not in JIT_COMPILE:
         _fail("train.jit_compile", f"one of {tuple(JIT_COMPILE)}", c.train.jit_compile)
+    if c.train.distribution not in DISTRIBUTIONS:
+        _fail("train.distribution", f"one of {DISTRIBUTIONS}", c.train.distribution)
+    if c.model.norm not in ("batch", "group"):
+        _fail("model.norm", "'batch' or 'group'", c.model.norm)
     if c.train.mixed_precision not in MIXED_PRECISION:
         _fail("train.mixed_precision", f"one of {MIXED_PRECISION}", c.train.mixed_precision)
     if c.export.top_k < 1:

@@ -93,7 +93,7 @@ def build_model(config, num_classes, class_names=None, steps=1):
             config.model.backbone,
             config.input.image_size,
             config.model.weights,
-            **({"width": config.model.width} if config.model.backbone == "tiny" else {}),
+            **({"width": config.model.width, "norm": config.model.norm} if config.model.backbone == "tiny" else {}),
         )
         model = dcl.DCLModel(
             backbone,
@@ -154,8 +154,14 @@ def train_batches(config, split, start_epoch=0):
     )
 
 
-def train(config, workdir, train_split, test_split=None):
-    """Trains (or resumes) the DCL model in `workdir`; returns the trained model."""
+def train(config, workdir, train_split, test_split=None, process_dir=None):
+    """Trains (or resumes) the DCL model in `workdir`; returns the trained model.
+
+    With several processes, saving is collective (every process takes part),
+    so every process checkpoints: the chief into `workdir`, the others into
+    their `process_dir`; only the chief writes logs. All resume from the
+    chief's checkpoint.
+    """
     steps = steps_per_epoch(config, train_split.num_examples)
     start = completed_epochs(workdir)
     on_device = config.rcm.placement == "device"
@@ -187,12 +193,12 @@ def train(config, workdir, train_split, test_split=None):
             ),
             validation_freq=config.train.validation_freq,
         )
-    callbacks = [
-        EpochCheckpoint(workdir),
-        AlignmentHeadMonitor(),
-        keras.callbacks.CSVLogger(os.path.join(workdir, "metrics.csv"), append=True),
-        keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
-    ]
+    callbacks = [AlignmentHeadMonitor(), EpochCheckpoint(process_dir or workdir)]
+    if process_dir is None:
+        callbacks += [
+            keras.callbacks.CSVLogger(os.path.join(workdir, "metrics.csv"), append=True),
+            keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
+        ]
     trainer.fit(
         train_batches(config, train_split, start_epoch=start),
         epochs=config.train.epochs,
@@ -206,25 +212,46 @@ def train(config, workdir, train_split, test_split=None):
     return model
 
 
-def train_and_evaluate(config, workdir):
-    """The stages of bin/train. Returns a dict with the paths and figures produced."""
-    from dcl_keras import evaluation, export
+def train_and_evaluate(config, workdir, cluster=None):
+    """The stages of bin/train. Returns a dict with the paths and figures produced.
+
+    With several processes (`cluster`, JAX data parallel), every process trains;
+    the chief alone writes the workdir, evaluates and exports, and the others
+    save their final model under `<workdir>/process_<id>/`.
+    """
+    from dcl_keras import distribute, evaluation, export
 
     # Setup.
     validate_config(config)
+    cluster = cluster or distribute.Cluster()
+    scope = distribute.setup(config.train.distribution, cluster, config.train.tpu)
     workdir = os.path.abspath(os.path.expanduser(workdir))
     os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)
-    _atomic_json(os.path.join(workdir, "config.json"), config.to_dict())
+    if cluster.is_chief:
+        _atomic_json(os.path.join(workdir, "config.json"), config.to_dict())
     keras.utils.set_random_seed(config.seed)
     # Data.
     train_split, test_split = datasets.load_splits(config.data)
     # Model and training.
-    model = train(config, workdir, train_split, test_split)
+    process_dir = None if cluster.is_chief else os.path.join(workdir, f"process_{cluster.process_id}")
+    if process_dir:
+        os.makedirs(os.path.join(process_dir, "checkpoints"), exist_ok=True)
+    with scope:
+        model = train(config, workdir, train_split, test_split, process_dir)
+    if process_dir:
+        model.save(os.path.join(process_dir, FINAL_MODEL))
+        return {"model": os.path.join(process_dir, FINAL_MODEL)}
     final = os.path.join(workdir, FINAL_MODEL)
     model.save(final)
     result = {"model": final}
     # Evaluation.
-    if config.eval.enabled:
+    if config.eval.enabled and cluster.num_processes > 1:
+        logging.warning(
+            "Multi-process run: evaluation inside the job would need every process; run "
+            "`bin/evaluate --workdir=%s` once training has finished.",
+            workdir,
+        )
+    elif config.eval.enabled:
         report = evaluation.evaluate(
             dcl.classifier_model(model),
             test_split,

@@ -28,13 +28,20 @@ class BackboneSpec:
     imagenet_file: str | None
 
 
-def _tiny(input_shape, width=32):
-    """A small 4-block CNN of stride 8 for tests and the CPU demo (no pretrained weights)."""
+def _tiny(input_shape, width=32, norm="batch"):
+    """A small 4-block CNN of stride 8 for tests and the CPU demo (no pretrained weights).
+
+    `norm`: "batch" (BatchNormalization) or "group" (GroupNormalization,
+    per-sample, so data-parallel training equals single-device training).
+    """
     inputs = keras.Input(input_shape, name="images")
     x = PixelNormalization("tf", name="pixel_normalization")(inputs)
     for i, (filters, strides) in enumerate(((width, 2), (2 * width, 2), (4 * width, 2), (4 * width, 1))):
         x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"conv{i + 1}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn{i + 1}")(x)
+        if norm == "batch":
+            x = keras.layers.BatchNormalization(name=f"bn{i + 1}")(x)
+        else:
+            x = keras.layers.GroupNormalization(groups=4, name=f"gn{i + 1}")(x)
         x = keras.layers.ReLU(name=f"relu{i + 1}")(x)
     return keras.Model(inputs, x, name="backbone")
 
