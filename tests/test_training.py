@@ -79,6 +79,14 @@ def test_bin_train_writes_everything_and_resumes(tiny_config, tmp_path):
     report = json.loads((workdir / "evaluation.json").read_text())
     assert report["num_examples"] == 12 and 0.0 <= report["top1"] <= 1.0
 
+    evaluated = run_bin("evaluate", f"--workdir={workdir}", f"--out_dir={workdir / 'eval'}")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "top-1:" in evaluated.stdout and "top4:" in evaluated.stdout
+    again = json.loads((workdir / "eval" / "evaluation.json").read_text())
+    assert again["top1"] == report["top1"] and set(again["per_class_accuracy"]) == set(again["class_names"])
+    assert len(again["confusion_matrix"]) == 4 and sum(map(sum, again["confusion_matrix"])) == 12
+    assert (workdir / "eval" / "confusion_matrix.png").stat().st_size > 1000
+
     second = run_bin(
         "train",
         "--config=configs/tiny.py",

@@ -111,3 +111,9 @@ def test_classification_metrics_count_originals_only():
     results = model.compute_metrics(None, y, y_pred)
     assert float(results["classifier_top1"]) == pytest.approx(1.0)
     assert float(results["destruction_discriminator_accuracy"]) == pytest.approx(0.5)
+
+
+def test_output_names_match_the_batch_contract():
+    from dcl_keras.data import pairing
+
+    assert pairing.OUTPUT_NAMES == (dcl.CLASSIFIER, dcl.DISCRIMINATOR, dcl.ALIGNMENT)
