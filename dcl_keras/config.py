@@ -82,7 +82,9 @@ def base_config():
     c.train.weight_decay = 0.0
     c.train.decay_epochs = 60  # Learning rate x decay_factor every decay_epochs.
     c.train.decay_factor = 0.1
-    c.train.jit_compile = "auto"  # XLA for the train step: "true", "false" or "auto" (off for TF on CPU only).
+    c.train.jit_compile = (
+        "auto"  # XLA: "true", "false" or "auto" (Keras: off for TF on CPU-only hosts and tf.distribute).
+    )
     c.train.mixed_precision = "none"  # "none", "mixed_float16" or "mixed_bfloat16" (heads and losses stay float32).
     c.train.distribution = "none"  # none, mirrored, tpu (TF backend) or data_parallel (JAX); see dcl_keras.distribute.
     c.train.tpu = ""  # train.distribution=tpu: TPU name or grpc:// address ("" = from the environment).

@@ -115,22 +115,6 @@ def steps_per_epoch(config, num_examples):
     return max(1, num_examples // config.input.batch_size)
 
 
-def resolve_jit_compile(setting):
-    """train.jit_compile as Keras takes it.
-
-    "auto" turns XLA off for the TensorFlow backend on a CPU-only machine,
-    where oneDNN kernels train about 1.9x faster than XLA (benchmarks/backends.py),
-    and leaves the choice to Keras elsewhere (XLA on GPUs and TPUs, always under JAX).
-    """
-    value = JIT_COMPILE[str(setting).lower()]
-    if value == "auto" and keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        if not (tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU")):
-            return False
-    return value
-
-
 def compile_model(model, config, steps):
     optimizer = optim.make_optimizer(
         config.train.learning_rate,
@@ -148,7 +132,7 @@ def compile_model(model, config, steps):
         loss=losses.dcl_losses(config.loss.alignment_reduction),
         loss_weights=losses.loss_weights(config.loss.alpha, config.loss.beta, config.loss.gamma),
         weighted_metrics=losses.dcl_metrics(model.num_classes),
-        jit_compile=resolve_jit_compile(config.train.jit_compile),
+        jit_compile=JIT_COMPILE[str(config.train.jit_compile).lower()],
     )
 
 
