@@ -88,7 +88,7 @@ def dtype_policy(name):
 
 def build_model(config, num_classes, class_names=None, steps=1):
     """The DCL model of a config, compiled with its losses, weights, metrics and optimizer."""
-    with dtype_policy(config.train.get("mixed_precision", "none")):
+    with dtype_policy(config.train.mixed_precision):
         backbone = build_backbone(
             config.model.backbone,
             config.input.image_size,

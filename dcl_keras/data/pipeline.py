@@ -72,11 +72,10 @@ def check_images(split, policy="skip"):
 
 
 def examples(source, order_key=None):
-    """(encoded-or-decoded image source, label) stream of a split, optionally shuffled.
+    """The (image uint8 [H, W, 3], label int32) stream of a split, optionally shuffled.
 
-    Returns a dataset of (image uint8 [H, W, 3], label int32) where decoding
-    errors raise (callers drop them under the skip policy). `order_key` is a
-    uint32 tensor; None keeps the listed order.
+    Files are decoded here; a decoding error raises (callers drop it under the
+    skip policy). `order_key` is a uint32 tensor; None keeps the listed order.
     """
     if hasattr(source, "tfds_dataset"):
         ds = source.tfds_dataset()
