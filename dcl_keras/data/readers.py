@@ -85,7 +85,7 @@ def _is_image(name):
 
 
 def _list_class_folders(root):
-    """(class_names, {class: [files]}) for root/<class>/<image>, problems listed."""
+    """(class_names, {class: [files]}) for root/<class>/**/<image>, problems listed."""
     _require_dir(root, "Image folder")
     class_names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
     if not class_names:
@@ -93,12 +93,14 @@ def _list_class_folders(root):
     files, problems, ignored = {}, [], 0
     for name in class_names:
         folder = os.path.join(root, name)
-        entries = sorted(os.listdir(folder))
-        images = [os.path.join(folder, e) for e in entries if _is_image(e)]
-        ignored += sum(1 for e in entries if not _is_image(e))
+        images = []
+        for current, subdirs, entries in sorted(os.walk(folder)):
+            subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+            images += [os.path.join(current, e) for e in sorted(entries) if _is_image(e)]
+            ignored += sum(1 for e in entries if not _is_image(e))
         if not images:
             problems.append(f"{folder}: empty class folder (no {'/'.join(IMAGE_EXTENSIONS)} files)")
-        files[name] = images
+        files[name] = sorted(images)
     if ignored:
         logging.info("%s: ignored %d non-image file(s) in class folders.", root, ignored)
     if problems:
@@ -181,7 +183,7 @@ def detect_label_base(root, list_files):
         _require_file(path, "Annotation list")
         for _, line in _read_lines(path):
             try:
-                labels.append(int(line.rpartition(" ")[2]))
+                labels.append(int(line.split()[-1]))
             except ValueError:
                 continue
     return _detect_label_base(labels, ", ".join(list_files)) if labels else 0
@@ -207,7 +209,8 @@ def annotation_lists(root, list_file, num_classes=None, label_base=None, class_n
         raise ValueError(f"`label_base` must be 0, 1 or None. Received: label_base={label_base!r}")
     entries, problems = [], []
     for line_no, line in _read_lines(list_path):
-        rel, _, label_text = line.rpartition(" ")
+        parts = line.rsplit(None, 1)  # The label is the last field; paths may hold spaces.
+        rel, label_text = (parts[0], parts[1]) if len(parts) == 2 else ("", line)
         try:
             label = int(label_text)
         except ValueError:

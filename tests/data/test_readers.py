@@ -69,6 +69,28 @@ def test_annotation_lists_one_based_are_detected_and_last_class_works(tmp_path, 
     assert explicit.labels == [1, 2, 3]
 
 
+def test_annotation_lists_with_tabs_and_spaces_in_paths(tmp_path):
+    write_image(str(tmp_path / "my birds" / "a b.jpg"))
+    write_image(str(tmp_path / "my birds" / "c.jpg"))
+    (tmp_path / "train.txt").write_text("my birds/a b.jpg 0\nmy birds/c.jpg\t1\n")
+    split = readers.annotation_lists(str(tmp_path), "train.txt", label_base=0)
+    assert [os.path.basename(p) for p in split.paths] == ["a b.jpg", "c.jpg"] and split.labels == [0, 1]
+
+
+def test_image_folder_finds_images_in_nested_folders(tmp_path):
+    write_image(str(tmp_path / "train" / "gull" / "2019" / "a.jpg"))
+    write_image(str(tmp_path / "train" / "gull" / "b.jpg"))
+    write_image(str(tmp_path / "train" / "tern" / "c.png"))
+    write_image(str(tmp_path / "test" / "tern" / "d.jpg"))
+    split = readers.image_folder(str(tmp_path), "train")
+    assert sorted(os.path.relpath(p, tmp_path) for p in split.paths) == [
+        "train/gull/2019/a.jpg",
+        "train/gull/b.jpg",
+        "train/tern/c.png",
+    ]
+    assert split.labels.count(0) == 2
+
+
 def test_annotation_lists_report_every_problem_with_line_numbers(tmp_path):
     write_image(str(tmp_path / "a.jpg"))
     _write_lists(tmp_path, ["a.jpg 0", "missing.jpg 1", "a.jpg 7", "no_label_here"], ["a.jpg 0"])
