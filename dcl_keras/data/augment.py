@@ -76,22 +76,52 @@ def train_augment(image, key, resize_size, image_size, rotation):
     """The paper's training augmentation for one image, keyed by a uint32 `key`.
 
     Resize to `resize_size`, rotate within +-`rotation` degrees (zero fill),
-    random crop `image_size`, random horizontal flip, all in one bilinear
-    resampling pass (one interpolation instead of two, and about 3x faster
-    than doing the steps one after another).
+    random crop `image_size`, random horizontal flip, all in one resampling of
+    the decoded image (`_warp_two_pass`): one interpolation instead of two,
+    and no intermediate 512 x 512 image.
     """
-    image = tf.cast(image, tf.float32)
     shape = tf.shape(image)
-    transform = train_transform(key, shape[0], shape[1], resize_size, image_size, rotation)
-    out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=image[None],
-        transforms=transform[None],
-        output_shape=[image_size, image_size],
-        fill_value=0.0,
-        interpolation="BILINEAR",
-        fill_mode="CONSTANT",
-    )
-    return tf.clip_by_value(tf.ensure_shape(out[0], [image_size, image_size, 3]), 0.0, 255.0)
+    t = train_transform(key, shape[0], shape[1], resize_size, image_size, rotation)
+    out = _warp_two_pass(image, t, image_size)
+    return tf.clip_by_value(tf.ensure_shape(out, [image_size, image_size, 3]), 0.0, 255.0)
+
+
+def _warp_two_pass(image, t, size):
+    """Samples image[v, u] at (u, v) = (a0 x + a1 y + a2, b0 x + b1 y + b2) for a size x size output.
+
+    Two separable bilinear passes (Catmull and Smith's two-pass warp), each a
+    `crop_and_resize` of one-pixel-high boxes: first along x within every
+    input row (with y rewritten through v), then along the rows within every
+    output column. Exactly bilinear when there is no rotation; for the small
+    rotations used here it differs from one 2-D bilinear pass by a fraction of
+    a grey level, and runs about 20% faster than ImageProjectiveTransformV3.
+    Points outside the image read 0 (the rotation's black corners); a one-pixel
+    border of replicated edge pixels keeps the half pixel at the image's own
+    edge at its edge value, as tf.image.resize does.
+    """
+    # Edge replication by concatenation: tf.pad's SYMMETRIC mode costs 20x more.
+    image = tf.concat([image[:1], image, image[-1:]], axis=0)
+    image = tf.concat([image[:, :1], image, image[:, -1:]], axis=1)
+    a0, a1, a2, b0, b1, b2 = t[0], t[1], t[2] + 1.0, t[3], t[4], t[5] + 1.0
+    shape = tf.shape(image)
+    h = tf.cast(shape[0], tf.float32)
+    w = tf.cast(shape[1], tf.float32)
+    s = float(size)
+    # Pass 1, for input row r (v = r): u = slope * x + start(r).
+    rows = tf.range(shape[0], dtype=tf.float32)
+    slope = a0 - a1 * b0 / b1
+    start = (a1 / b1) * rows + (a2 - a1 * b2 / b1)
+    y = rows / (h - 1.0)
+    boxes = tf.stack([y, start / (w - 1.0), y, (start + slope * (s - 1.0)) / (w - 1.0)], axis=1)
+    passed = tf.image.crop_and_resize(image[None], boxes, tf.zeros([shape[0]], tf.int32), [1, size])[:, 0]
+    # Pass 2, for output column x: v = b1 * y + first(x), read from the rows of pass 1.
+    passed = tf.transpose(passed, [1, 0, 2])
+    cols = tf.range(size, dtype=tf.float32)
+    first = b0 * cols + b2
+    x = cols / (s - 1.0)
+    boxes = tf.stack([x, first / (h - 1.0), x, (first + b1 * (s - 1.0)) / (h - 1.0)], axis=1)
+    out = tf.image.crop_and_resize(passed[None], boxes, tf.zeros([size], tf.int32), [1, size])[:, 0]
+    return tf.transpose(out, [1, 0, 2])
 
 
 def eval_preprocess(image, resize_size, image_size):

@@ -124,9 +124,21 @@ def test_without_rotation_and_flip_it_is_resize_then_crop():
         left = int(round((t[2] + 0.5) / (70 / 40) - 0.5))
         top = int(round((t[5] + 0.5) / (45 / 40) - 0.5))
         out = augment.train_augment(image, key, 40, 32, 0.0).numpy()
-        np.testing.assert_allclose(out[1:-1, 1:-1], resized[top + 1 : top + 31, left + 1 : left + 31], atol=1e-3)
+        # Equal up to float32 rounding of the sampling coordinates (grey levels 0-255).
+        np.testing.assert_allclose(out[1:-1, 1:-1], resized[top + 1 : top + 31, left + 1 : left + 31], atol=5e-3)
         checked += 1
     assert checked >= 3
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (5, 4), (45, 70)])
+def test_no_dark_border_at_the_image_edge_even_for_tiny_images(shape):
+    image = tf.fill([*shape, 3], tf.constant(200, tf.uint8))
+    for seed in range(4):
+        out = augment.train_augment(image, rcm.combine_keys(seed), 40, 32, 0.0).numpy()
+        np.testing.assert_allclose(out, 200.0, atol=1e-3)
+    if shape == (45, 70):  # Rotated corners beyond the image are zero-filled.
+        corners = [augment.train_augment(image, rcm.combine_keys(s), 40, 32, 15.0).numpy().min() for s in range(8)]
+        assert min(corners) < 1.0
 
 
 def test_flips_about_half_and_rotations_stay_in_range():
