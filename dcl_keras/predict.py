@@ -15,7 +15,7 @@ def list_images(inputs):
     for item in inputs:
         if os.path.isdir(item):
             for folder, _, files in sorted(os.walk(item)):
-                paths.extend(os.path.join(folder, f) for f in sorted(files) if readers._is_image(f))
+                paths.extend(os.path.join(folder, f) for f in sorted(files) if readers.is_image_file(f))
         elif os.path.isfile(item):
             paths.append(item)
         else:

@@ -80,7 +80,7 @@ def _require_file(path, what):
         raise FileNotFoundError(f"{what} not found: expected a file at {path!r}")
 
 
-def _is_image(name):
+def is_image_file(name):
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
 
@@ -96,8 +96,8 @@ def _list_class_folders(root):
         images = []
         for current, subdirs, entries in sorted(os.walk(folder)):
             subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-            images += [os.path.join(current, e) for e in sorted(entries) if _is_image(e)]
-            ignored += sum(1 for e in entries if not _is_image(e))
+            images += [os.path.join(current, e) for e in sorted(entries) if is_image_file(e)]
+            ignored += sum(1 for e in entries if not is_image_file(e))
         if not images:
             problems.append(f"{folder}: empty class folder (no {'/'.join(IMAGE_EXTENSIONS)} files)")
         files[name] = sorted(images)
