@@ -24,14 +24,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import write_jpegs  # noqa: E402
 
 
-def median_step_time(run_step, steps, rounds):
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(steps):
-            run_step()
-        times.append((time.perf_counter() - start) / steps)
-    return times
+def step_time(run_step, steps):
+    """Mean seconds per call of `run_step` over `steps` calls."""
+    start = time.perf_counter()
+    for _ in range(steps):
+        run_step()
+    return (time.perf_counter() - start) / steps
 
 
 def main():
@@ -84,8 +82,8 @@ def main():
     plain.train_on_batch(x, y_cls)
     dcl_times, plain_times = [], []
     for _ in range(args.rounds):
-        plain_times += median_step_time(lambda: plain.train_on_batch(x, y_cls), args.steps, 1)
-        dcl_times += median_step_time(lambda: model.train_on_batch(x, targets), args.steps, 1)
+        plain_times.append(step_time(lambda: plain.train_on_batch(x, y_cls), args.steps))
+        dcl_times.append(step_time(lambda: model.train_on_batch(x, targets), args.steps))
     t_dcl, t_plain = np.median(dcl_times), np.median(plain_times)
     print(
         f"(a) train step: DCL {t_dcl * 1000:.1f} ms, plain {t_plain * 1000:.1f} ms, ratio DCL/plain = {t_dcl / t_plain:.3f} (target <= 1.02)"
@@ -109,8 +107,8 @@ def main():
         serve_ref(pixels=x)
         d_times, r_times = [], []
         for _ in range(args.rounds):
-            r_times += median_step_time(lambda: serve_ref(pixels=x)["logits"].numpy(), args.steps, 1)
-            d_times += median_step_time(lambda: serve_dcl(pixels=x)["logits"].numpy(), args.steps, 1)
+            r_times.append(step_time(lambda: serve_ref(pixels=x)["logits"].numpy(), args.steps))
+            d_times.append(step_time(lambda: serve_dcl(pixels=x)["logits"].numpy(), args.steps))
         thr_dcl, thr_ref = b / np.median(d_times), b / np.median(r_times)
         print(
             f"(b) export throughput: DCL {thr_dcl:.1f} img/s, plain {thr_ref:.1f} img/s, ratio = {thr_dcl / thr_ref:.3f} (target >= 0.98)"

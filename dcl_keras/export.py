@@ -102,8 +102,11 @@ def export_classifier(model, export_dir, *, top_k=5, version=None, class_names=N
     return target
 
 
-def export_model_file(model_path, export_dir, *, top_k=5, version=None):
+def export_model_file(model_path, export_dir, *, top_k=5, version=None, model=None):
     """Exports the classifier of a `.keras` DCL model file; returns the version folder.
+
+    `model`, when given, is that file already loaded: the TensorFlow backend
+    exports it without reading the file again.
 
     The export is always a plain TensorFlow graph: under the TensorFlow backend
     the file is loaded here; under another backend (JAX) it is reloaded in a
@@ -111,7 +114,7 @@ def export_model_file(model_path, export_dir, *, top_k=5, version=None):
     of jax2tf's XlaCallModule op, so any TF Serving release loads it.
     """
     if keras.backend.backend() == "tensorflow":
-        model = saving.load_model(model_path)
+        model = model or saving.load_model(model_path)
         return export_classifier(model, export_dir, top_k=top_k, version=version)
     import subprocess
     import sys

@@ -86,8 +86,8 @@ def dtype_policy(name):
         keras.config.set_dtype_policy(previous)
 
 
-def build_model(config, num_classes, class_names=None, steps=1):
-    """The DCL model of a config, compiled with its losses, weights, metrics and optimizer."""
+def build_model(config, num_classes, class_names=None, steps=1, compile=True):
+    """The DCL model of a config, compiled (unless `compile=False`) with its losses, metrics and optimizer."""
     with dtype_policy(config.train.mixed_precision):
         backbone = build_backbone(
             config.model.backbone,
@@ -103,7 +103,8 @@ def build_model(config, num_classes, class_names=None, steps=1):
             class_names=class_names,
             resize_size=config.input.resize_size,
         )
-    compile_model(model, config, steps)
+    if compile:
+        compile_model(model, config, steps)
     return model
 
 
@@ -169,7 +170,7 @@ def train(config, workdir, train_split, test_split=None, process_dir=None):
         logging.info("Resuming from %s after epoch %d.", os.path.join(workdir, CHECKPOINT), start)
         trainer = saving.load_model(os.path.join(workdir, CHECKPOINT))
     else:
-        trainer = build_model(config, train_split.num_classes, train_split.class_names, steps)
+        trainer = build_model(config, train_split.num_classes, train_split.class_names, steps, compile=not on_device)
         if on_device:
             region_confusion = RegionConfusion(
                 config.rcm.n, config.rcm.k, config.rcm.originals, config.rcm.destructed, seed=config.seed
@@ -266,5 +267,5 @@ def train_and_evaluate(config, workdir, cluster=None):
     # Export.
     if config.export.enabled:
         export_dir = config.export.dir or os.path.join(workdir, "export")
-        result["export"] = export.export_model_file(final, export_dir, top_k=config.export.top_k)
+        result["export"] = export.export_model_file(final, export_dir, top_k=config.export.top_k, model=model)
     return result
