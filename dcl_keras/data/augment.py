@@ -2,27 +2,24 @@
 
 Training: resize to `resize_size` x `resize_size`, random rotation within
 +-`rotation` degrees, random crop `image_size`, random horizontal flip (the
-reference code's order), fused into one resampling pass.
+reference code's order), fused into one bilinear resampling that XLA compiles
+(`jit_compile=True`, on the host CPU inside tf.data, as on any device).
 Evaluation: resize, then center crop. Pixels stay float32 in [0, 255]:
 normalisation belongs to the model's backbone preprocessing, in one place.
 
 Randomness is stateless and keyed, so one (seed, epoch, example) always gives
 the same augmentation, and the original and its destructed copy share one draw
-(destruction is applied afterwards, in `pairing`).
+(destruction is applied afterwards, in `pairing`). The draws use the same
+counter hash as RCM (`rcm.hash_uniform`), which gives identical numbers with
+and without XLA.
 """
 
+import functools
 import math
 
 import tensorflow as tf
 
 from dcl_keras.data import rcm
-
-
-def _seed_pair(key, salt):
-    """A [2] int32 seed for tf stateless ops, derived from a uint32 key and a salt."""
-    a = rcm.combine_keys(key, salt)
-    b = rcm.combine_keys(a, salt + 1)
-    return tf.bitcast(tf.stack([a, b]), tf.int32)
 
 
 def resize(image, size):
@@ -41,8 +38,10 @@ def center_crop(image, size):
     return out
 
 
-def _uniform(key, salt, minval, maxval, dtype=tf.float32):
-    return tf.random.stateless_uniform([], seed=_seed_pair(key, salt), minval=minval, maxval=maxval, dtype=dtype)
+def _uniform(key, salt, minval, maxval):
+    """One float32 draw in [minval, maxval) from the counter hash (identical with and without XLA)."""
+    u = rcm.hash_uniform(rcm.combine_keys(key, salt), 1)[0]
+    return minval + (maxval - minval) * u
 
 
 def train_transform(key, input_height, input_width, resize_size, image_size, rotation):
@@ -52,10 +51,13 @@ def train_transform(key, input_height, input_width, resize_size, image_size, rot
     shift by the crop offset in the resized image, undo the rotation about the
     resized image's centre, scale to the decoded image (half-pixel centres, as
     tf.image.resize). Order of the reference code: resize, rotate, crop, flip.
+    The draws come from `rcm.hash_uniform`, so a key gives the same crop, flip
+    and angle eagerly and under XLA.
     """
     s, r = float(image_size), float(resize_size)
-    top = tf.cast(_uniform(key, 11, 0, resize_size - image_size + 1, tf.int32), tf.float32)
-    left = tf.cast(_uniform(key, 13, 0, resize_size - image_size + 1, tf.int32), tf.float32)
+    offsets = float(resize_size - image_size + 1)
+    top = tf.minimum(tf.floor(_uniform(key, 11, 0.0, offsets)), offsets - 1.0)
+    left = tf.minimum(tf.floor(_uniform(key, 13, 0.0, offsets)), offsets - 1.0)
     angle = _uniform(key, 23, -rotation, rotation) * (math.pi / 180.0) if rotation else tf.constant(0.0)
     flip = tf.cast(_uniform(key, 37, 0.0, 1.0) < 0.5, tf.float32)
     fx = 1.0 - 2.0 * flip  # -1 when flipped.
@@ -73,55 +75,84 @@ def train_transform(key, input_height, input_width, resize_size, image_size, rot
 
 
 def train_augment(image, key, resize_size, image_size, rotation):
-    """The paper's training augmentation for one image, keyed by a uint32 `key`.
+    """The paper's training augmentation for one image [H, W, 3], keyed by a uint32 `key`.
 
     Resize to `resize_size`, rotate within +-`rotation` degrees (zero fill),
-    random crop `image_size`, random horizontal flip, all in one resampling of
-    the decoded image (`_warp_two_pass`): one interpolation instead of two,
-    and no intermediate 512 x 512 image.
+    random crop `image_size`, random horizontal flip, all in one bilinear
+    resampling of the decoded image: one interpolation instead of two, no
+    intermediate `resize_size` image. The resampling is compiled with XLA
+    (about 3x faster on CPU than TF's own resampling kernels); images of any
+    size share a few compiled programs (see `_flat_bucket`).
     """
+    image = tf.convert_to_tensor(image)
+    if image.dtype not in (tf.uint8, tf.float32):
+        image = tf.cast(image, tf.float32)
     shape = tf.shape(image)
-    t = train_transform(key, shape[0], shape[1], resize_size, image_size, rotation)
-    out = _warp_two_pass(image, t, image_size)
-    return tf.clip_by_value(tf.ensure_shape(out, [image_size, image_size, 3]), 0.0, 255.0)
+    flat = _flat_bucket(tf.reshape(image, [-1, 3]))
+    out = _compiled_warp(resize_size, image_size, float(rotation))(flat, shape[0], shape[1], key)
+    return tf.ensure_shape(out, [image_size, image_size, 3])
 
 
-def _warp_two_pass(image, t, size):
-    """Samples image[v, u] at (u, v) = (a0 x + a1 y + a2, b0 x + b1 y + b2) for a size x size output.
+def _flat_bucket(pixels):
+    """Pads [P, 3] pixels to a bucketed length, so XLA compiles once per bucket, not per image size.
 
-    Two separable bilinear passes (Catmull and Smith's two-pass warp), each a
-    `crop_and_resize` of one-pixel-high boxes: first along x within every
-    input row (with y rewritten through v), then along the rows within every
-    output column. Exactly bilinear when there is no rotation; for the small
-    rotations used here it differs from one 2-D bilinear pass by a fraction of
-    a grey level, and runs about 20% faster than ImageProjectiveTransformV3.
-    Points outside the image read 0 (the rotation's black corners); a one-pixel
-    border of replicated edge pixels keeps the half pixel at the image's own
-    edge at its edge value, as tf.image.resize does.
+    Buckets are multiples of 2^(ceil(log2 P) - 4): at most 8 per doubling of
+    the pixel count, each at most 1/8 larger than the image it holds. Padding
+    is never read (sampling indices stay inside the H x W image).
     """
-    # Edge replication by concatenation: tf.pad's SYMMETRIC mode costs 20x more.
-    image = tf.concat([image[:1], image, image[-1:]], axis=0)
-    image = tf.concat([image[:, :1], image, image[:, -1:]], axis=1)
-    a0, a1, a2, b0, b1, b2 = t[0], t[1], t[2] + 1.0, t[3], t[4], t[5] + 1.0
-    shape = tf.shape(image)
-    h = tf.cast(shape[0], tf.float32)
-    w = tf.cast(shape[1], tf.float32)
-    s = float(size)
-    # Pass 1, for input row r (v = r): u = slope * x + start(r).
-    rows = tf.range(shape[0], dtype=tf.float32)
-    slope = a0 - a1 * b0 / b1
-    start = (a1 / b1) * rows + (a2 - a1 * b2 / b1)
-    y = rows / (h - 1.0)
-    boxes = tf.stack([y, start / (w - 1.0), y, (start + slope * (s - 1.0)) / (w - 1.0)], axis=1)
-    passed = tf.image.crop_and_resize(image[None], boxes, tf.zeros([shape[0]], tf.int32), [1, size])[:, 0]
-    # Pass 2, for output column x: v = b1 * y + first(x), read from the rows of pass 1.
-    passed = tf.transpose(passed, [1, 0, 2])
-    cols = tf.range(size, dtype=tf.float32)
-    first = b0 * cols + b2
-    x = cols / (s - 1.0)
-    boxes = tf.stack([x, first / (h - 1.0), x, (first + b1 * (s - 1.0)) / (h - 1.0)], axis=1)
-    out = tf.image.crop_and_resize(passed[None], boxes, tf.zeros([size], tf.int32), [1, size])[:, 0]
-    return tf.transpose(out, [1, 0, 2])
+    count = tf.shape(pixels, out_type=tf.int64)[0]
+    bits = tf.math.ceil(tf.math.log(tf.cast(tf.maximum(count, 1), tf.float64)) / math.log(2.0))
+    step = tf.bitwise.left_shift(tf.constant(1, tf.int64), tf.cast(tf.maximum(bits - 4.0, 0.0), tf.int64))
+    bucket = (count + step - 1) // step * step
+    return tf.pad(pixels, [[0, bucket - count], [0, 0]])
+
+
+@functools.cache
+def _compiled_warp(resize_size, image_size, rotation):
+    def warp(flat, height, width, key):
+        t = train_transform(key, height, width, resize_size, image_size, rotation)
+        # Bilinear weights can overshoot 255 by a rounding error; the clip is free once fused.
+        return tf.clip_by_value(bilinear_warp(flat, height, width, t, image_size), 0.0, 255.0)
+
+    return tf.function(warp, jit_compile=True, reduce_retracing=True)
+
+
+def bilinear_warp(flat, height, width, t, size):
+    """Samples the image at (u, v) = (t0 x + t1 y + t2, t3 x + t4 y + t5) for a size x size output.
+
+    Args:
+        flat: [P, 3] pixels (uint8 or float32) of an image `height` x `width`,
+            row-major, possibly followed by padding.
+        height, width: int32 scalars.
+        t: float32 [8], a `train_transform`.
+        size: int, output side.
+
+    Returns:
+        float32 [size, size, 3]. Bilinear with edge pixels replicated inside
+        the image's own area (u in [-0.5, width - 0.5], likewise v), so a
+        resize leaves no dark border even for tiny images; points outside that
+        area (the rotation's corners) are 0.
+    """
+    grid = tf.range(size, dtype=tf.float32)
+    y, x = grid[:, None], grid[None, :]
+    u = t[0] * x + t[1] * y + t[2]
+    v = t[3] * x + t[4] * y + t[5]
+    w = tf.cast(width, tf.float32)
+    h = tf.cast(height, tf.float32)
+    inside = (u >= -0.5) & (u <= w - 0.5) & (v >= -0.5) & (v <= h - 0.5)
+    u0, v0 = tf.floor(u), tf.floor(v)
+    fu, fv = (u - u0)[..., None], (v - v0)[..., None]
+    u0, v0 = tf.cast(u0, tf.int32), tf.cast(v0, tf.int32)
+    left, right = tf.clip_by_value(u0, 0, width - 1), tf.clip_by_value(u0 + 1, 0, width - 1)
+    top, bottom = tf.clip_by_value(v0, 0, height - 1) * width, tf.clip_by_value(v0 + 1, 0, height - 1) * width
+    pixels = tf.cast(flat, tf.float32)
+
+    def tap(index):
+        return tf.gather(pixels, index)
+
+    upper = tap(top + left) * (1.0 - fu) + tap(top + right) * fu
+    lower = tap(bottom + left) * (1.0 - fu) + tap(bottom + right) * fu
+    return (upper * (1.0 - fv) + lower * fv) * tf.cast(inside, tf.float32)[..., None]
 
 
 def eval_preprocess(image, resize_size, image_size):

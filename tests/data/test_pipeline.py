@@ -160,6 +160,55 @@ def test_flips_about_half_and_rotations_stay_in_range():
     assert flipped_image[16, 0, 0] > flipped_image[16, -1, 0]  # A left-to-right ramp now descends.
 
 
+def _numpy_bilinear(image, t, size):
+    """Independent reference: 2-D bilinear sampling, edges replicated inside the image's area, 0 outside."""
+    h, w = image.shape[:2]
+    y, x = np.mgrid[0:size, 0:size].astype(np.float64)
+    u = t[0] * x + t[1] * y + t[2]
+    v = t[3] * x + t[4] * y + t[5]
+    u0, v0 = np.floor(u), np.floor(v)
+    fu, fv = (u - u0)[..., None], (v - v0)[..., None]
+
+    def px(row, col):
+        return image[np.clip(row, 0, h - 1).astype(int), np.clip(col, 0, w - 1).astype(int)]
+
+    out = (px(v0, u0) * (1 - fu) + px(v0, u0 + 1) * fu) * (1 - fv) + (
+        px(v0 + 1, u0) * (1 - fu) + px(v0 + 1, u0 + 1) * fu
+    ) * fv
+    inside = (u >= -0.5) & (u <= w - 0.5) & (v >= -0.5) & (v <= h - 0.5)
+    margin = np.minimum.reduce([np.abs(u + 0.5), np.abs(u - w + 0.5), np.abs(v + 0.5), np.abs(v - h + 0.5)])
+    return out * inside[..., None], margin > 1e-3
+
+
+@pytest.mark.parametrize("shape", [(45, 70), (70, 45), (13, 9)])
+def test_rotated_augmentation_matches_a_numpy_bilinear_reference(shape):
+    """The XLA-compiled resampling equals plain 2-D bilinear sampling at the drawn transform."""
+    image = np.random.default_rng(3).integers(0, 256, (*shape, 3)).astype(np.uint8)
+    for seed in range(6):
+        key = rcm.combine_keys(seed)
+        t = augment.train_transform(key, *shape, 40, 32, 15.0).numpy().astype(np.float64)
+        expected, clear = _numpy_bilinear(image.astype(np.float64), t, 32)
+        out = augment.train_augment(tf.constant(image), key, 40, 32, 15.0).numpy()
+        # Pixels within 1e-3 of the image's edge may fall either side of it in float32.
+        np.testing.assert_allclose(out[clear], expected[clear], atol=0.05)
+        assert clear.mean() > 0.95
+
+
+def test_padding_buckets_bound_the_compiled_shapes_and_never_change_pixels():
+    lengths = np.array([augment._flat_bucket(tf.zeros([p, 3], tf.uint8)).shape[0] for p in range(1, 5000, 7)])
+    counts = np.arange(1, 5000, 7)
+    assert np.all(lengths >= counts) and np.all(lengths <= np.maximum(counts * 9 // 8, 16))
+    assert len(set(lengths)) <= 8 * 13 + 16  # At most 8 buckets per doubling of the pixel count.
+    image = tf.constant(np.random.default_rng(4).integers(0, 256, (37, 53, 3)), tf.uint8)
+    key = rcm.combine_keys(9)
+    padded = augment.train_augment(image, key, 40, 32, 15.0).numpy()
+    compiled = augment._compiled_warp(40, 32, 15.0)
+    np.testing.assert_array_equal(compiled(tf.reshape(image, [-1, 3]), 37, 53, key).numpy(), padded)
+    t = augment.train_transform(key, 37, 53, 40, 32, 15.0)
+    eager = augment.bilinear_warp(tf.reshape(image, [-1, 3]), 37, 53, t, 32).numpy()  # No XLA.
+    np.testing.assert_allclose(padded, eager, atol=0.02)  # Only XLA's float rounding differs.
+
+
 def test_eval_batches_with_dcl_targets(split):
     images, targets = next(iter(pipeline.eval_batches(split, batch_size=3, image_size=32, resize_size=40, n=N)))
     assert images.shape == (3, 32, 32, 3)
