@@ -1,6 +1,6 @@
 """Input pipeline throughput: tf.data vs a per-image Pillow + NumPy implementation.
 
-    python benchmarks/input_pipeline.py [--images 96] [--worker tf|pil DIR CORES]
+    python benchmarks/input_pipeline.py [--images 192] [--worker tf|pil DIR CORES]
 
 The full training element path for each example: read and decode a 500x375
 JPEG, resize to 512, rotate, random crop 448, flip, RCM with N = 7 (k = 2),
@@ -94,7 +94,7 @@ def tf_worker(paths, cores):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--images", type=int, default=96)
+    parser.add_argument("--images", type=int, default=192)
     parser.add_argument("--worker", nargs=3, metavar=("KIND", "DIR", "CORES"))
     args = parser.parse_args()
     if args.worker:
