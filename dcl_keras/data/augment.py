@@ -15,6 +15,7 @@ and without XLA.
 """
 
 import functools
+import logging
 import math
 
 import tensorflow as tf
@@ -114,7 +115,26 @@ def _compiled_warp(resize_size, image_size, rotation):
         # Bilinear weights can overshoot 255 by a rounding error; the clip is free once fused.
         return tf.clip_by_value(bilinear_warp(flat, height, width, t, image_size), 0.0, 255.0)
 
-    return tf.function(warp, jit_compile=True, reduce_retracing=True)
+    return tf.function(warp, jit_compile=xla_available(), reduce_retracing=True)
+
+
+@functools.cache
+def xla_available():
+    """Whether this TensorFlow build compiles with XLA on the host CPU (checked once per process).
+
+    Inside tf.data a failing compilation would surface per example, where the
+    `skip` policy would drop every example; checking first lets the pipeline
+    fall back to TF kernels (same results up to rounding, about 7x slower)
+    with one warning instead.
+    """
+    probe = tf.function(lambda x: x * 2.0, jit_compile=True)
+    try:
+        with tf.init_scope(), tf.device("/CPU:0"):
+            probe(tf.constant([1.0]))
+    except (tf.errors.OpError, ValueError, NotImplementedError) as error:
+        logging.warning("XLA is unavailable on the CPU (%s): the augmentation runs without it, slower.", error)
+        return False
+    return True
 
 
 def bilinear_warp(flat, height, width, t, size):

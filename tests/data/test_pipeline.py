@@ -209,6 +209,34 @@ def test_padding_buckets_bound_the_compiled_shapes_and_never_change_pixels():
     np.testing.assert_allclose(padded, eager, atol=0.02)  # Only XLA's float rounding differs.
 
 
+def test_without_xla_the_same_augmentation_runs_on_tf_kernels(monkeypatch):
+    assert augment.xla_available()  # Every supported TensorFlow build has XLA on the CPU.
+    image = tf.constant(np.random.default_rng(5).integers(0, 256, (30, 41, 3)), tf.uint8)
+    key = rcm.combine_keys(11)
+    with_xla = augment.train_augment(image, key, 40, 32, 15.0).numpy()
+    monkeypatch.setattr(augment, "xla_available", lambda: False)
+    augment._compiled_warp.cache_clear()
+    try:
+        without = augment.train_augment(image, key, 40, 32, 15.0).numpy()
+        assert not augment._compiled_warp(40, 32, 15.0)._jit_compile
+    finally:
+        augment._compiled_warp.cache_clear()
+    np.testing.assert_allclose(without, with_xla, atol=0.02)
+
+
+def test_a_build_without_xla_is_detected_with_one_warning(monkeypatch, caplog):
+    def no_xla(fn, jit_compile=False):
+        def call(*args):
+            raise tf.errors.UnimplementedError(None, None, "XLA_CPU_JIT not registered")
+
+        return call
+
+    monkeypatch.setattr(tf, "function", no_xla)
+    with caplog.at_level("WARNING"):
+        assert augment.xla_available.__wrapped__() is False
+    assert "XLA is unavailable" in caplog.text and "XLA_CPU_JIT not registered" in caplog.text
+
+
 def test_eval_batches_with_dcl_targets(split):
     images, targets = next(iter(pipeline.eval_batches(split, batch_size=3, image_size=32, resize_size=40, n=N)))
     assert images.shape == (3, 32, 32, 3)
