@@ -131,7 +131,7 @@ def xla_available():
     try:
         with tf.init_scope(), tf.device("/CPU:0"):
             probe(tf.constant([1.0]))
-    except (tf.errors.OpError, ValueError, NotImplementedError) as error:
+    except tf.errors.OpError as error:  # Unimplemented / NotFound / InvalidArgument from the JIT.
         logging.warning("XLA is unavailable on the CPU (%s): the augmentation runs without it, slower.", error)
         return False
     return True
@@ -166,12 +166,8 @@ def bilinear_warp(flat, height, width, t, size):
     left, right = tf.clip_by_value(u0, 0, width - 1), tf.clip_by_value(u0 + 1, 0, width - 1)
     top, bottom = tf.clip_by_value(v0, 0, height - 1) * width, tf.clip_by_value(v0 + 1, 0, height - 1) * width
     pixels = tf.cast(flat, tf.float32)
-
-    def tap(index):
-        return tf.gather(pixels, index)
-
-    upper = tap(top + left) * (1.0 - fu) + tap(top + right) * fu
-    lower = tap(bottom + left) * (1.0 - fu) + tap(bottom + right) * fu
+    upper = tf.gather(pixels, top + left) * (1.0 - fu) + tf.gather(pixels, top + right) * fu
+    lower = tf.gather(pixels, bottom + left) * (1.0 - fu) + tf.gather(pixels, bottom + right) * fu
     return (upper * (1.0 - fv) + lower * fv) * tf.cast(inside, tf.float32)[..., None]
 
 
