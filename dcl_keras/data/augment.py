@@ -2,10 +2,18 @@
 
 Training: resize to `resize_size` x `resize_size`, random rotation within
 +-`rotation` degrees, random crop `image_size`, random horizontal flip (the
-reference code's order), fused into one bilinear resampling that XLA compiles
+reference code's order), as one bilinear resampling that XLA compiles
 (`jit_compile=True`, on the host CPU inside tf.data, as on any device).
 Evaluation: resize, then center crop. Pixels stay float32 in [0, 255]:
 normalisation belongs to the model's backbone preprocessing, in one place.
+
+Resizing is Pillow's bilinear resize, which the reference code trains and
+tests on: when an axis shrinks, the triangle filter widens with the scale
+factor (antialiasing), so a photo several times the resize side does not
+alias; when it grows, it is plain bilinear interpolation. For training, an
+image larger than the resize side is first resized that way (a separate TF
+op), and the rotation, crop and flip then resample it at scale 1; smaller
+images (enlarged, as most CUB photos) go through the one fused resampling.
 
 Randomness is stateless and keyed, so one (seed, epoch, example) always gives
 the same augmentation, and the original and its destructed copy share one draw
@@ -24,8 +32,16 @@ from dcl_keras.data import rcm
 
 
 def resize(image, size):
-    """Resizes to size x size (aspect ratio not kept, as in the paper), float32 out."""
-    image = tf.image.resize(tf.cast(image, tf.float32), [size, size], method="bilinear", antialias=False)
+    """Resizes an image [H, W, 3] or batch to size x size as Pillow's bilinear resize does, float32 out.
+
+    The aspect ratio is not kept (as in the paper). A shrinking axis is
+    low-pass filtered (triangle filter as wide as the scale factor, Pillow's
+    antialiasing); a growing axis is plain bilinear with half-pixel centres.
+    """
+    image = tf.convert_to_tensor(image)
+    if image.dtype not in (tf.uint8, tf.float32):
+        image = tf.cast(image, tf.float32)
+    image = tf.image.resize(image, [size, size], method="bilinear", antialias=True)
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
@@ -79,19 +95,30 @@ def train_augment(image, key, resize_size, image_size, rotation):
     """The paper's training augmentation for one image [H, W, 3], keyed by a uint32 `key`.
 
     Resize to `resize_size`, rotate within +-`rotation` degrees (zero fill),
-    random crop `image_size`, random horizontal flip, all in one bilinear
-    resampling of the decoded image: one interpolation instead of two, no
-    intermediate `resize_size` image. The resampling is compiled with XLA
-    (about 3x faster on CPU than TF's own resampling kernels); images of any
-    size share a few compiled programs (see `_flat_bucket`).
+    random crop `image_size`, random horizontal flip. An image with a side
+    larger than `resize_size` is first resized with antialiasing (`resize`);
+    otherwise the resize is fused into the one bilinear resampling that
+    rotates, crops and flips, with no intermediate `resize_size` image. The
+    resampling is compiled with XLA (about 3x faster on CPU than TF's own
+    resampling kernels); images of any size share a few compiled programs
+    (see `_flat_bucket`).
     """
     image = tf.convert_to_tensor(image)
     if image.dtype not in (tf.uint8, tf.float32):
         image = tf.cast(image, tf.float32)
     shape = tf.shape(image)
+    shrinks = (shape[0] > resize_size) | (shape[1] > resize_size)
+    image = tf.cond(shrinks, lambda: _resized_like(image, resize_size), lambda: image)
+    shape = tf.shape(image)
     flat = _flat_bucket(tf.reshape(image, [-1, 3]))
     out = _compiled_warp(resize_size, image_size, float(rotation))(flat, shape[0], shape[1], key)
     return tf.ensure_shape(out, [image_size, image_size, 3])
+
+
+def _resized_like(image, size):
+    """`resize`, keeping the input's dtype: uint8 images are rounded, as Pillow's resize output is."""
+    resized = resize(image, size)
+    return tf.cast(tf.round(resized), tf.uint8) if image.dtype == tf.uint8 else resized
 
 
 def _flat_bucket(pixels):

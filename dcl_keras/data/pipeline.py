@@ -23,14 +23,68 @@ BAD_FILE_POLICIES = ("skip", "strict")
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def decode_image(data):
-    """Decodes JPEG/PNG/BMP/GIF bytes to uint8 [H, W, 3] (gray, RGBA, CMYK, 16-bit converted)."""
-    image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+JPEG_SCALES = (1, 2, 4, 8)
+
+
+def decode_image(data, *, crop_bottom=0, resize_size=0, reducing_gap=0.0):
+    """Decodes JPEG/PNG/BMP/GIF/WebP bytes to uint8 [H, W, 3] (gray, RGBA, CMYK, 16-bit converted).
+
+    JPEGs use libjpeg's accurate integer IDCT, which gives Pillow's pixels
+    exactly (TF's default fast IDCT is about one grey level off). GIFs give
+    their first frame.
+
+    Args:
+        data: tf.string scalar, the encoded file.
+        crop_bottom: int, rows removed from the bottom after decoding, in
+            full-resolution pixels (FGVC-Aircraft's copyright banner).
+        resize_size, reducing_gap: with `reducing_gap` >= 1, a JPEG is decoded
+            at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, Pillow's "draft"
+            mode) as long as both sides stay at least `reducing_gap` x
+            `resize_size`, which the later antialiased resize then reduces
+            further: several times cheaper for large photos, within about one
+            grey level of the full decode at a gap of 2
+            (benchmarks/README.md). 0 decodes every pixel.
+    """
+    if reducing_gap and reducing_gap < 1.0:
+        raise ValueError(f"`reducing_gap` must be 0 (off) or >= 1. Received: reducing_gap={reducing_gap!r}")
+    data = tf.convert_to_tensor(data, tf.string)
+    if reducing_gap and resize_size:
+        image, scale = tf.cond(
+            tf.io.is_jpeg(data),
+            lambda: _decode_jpeg_draft(data, crop_bottom, resize_size * reducing_gap),
+            lambda: (_decode_any(data), tf.constant(1, tf.int32)),
+        )
+    else:
+        image, scale = _decode_any(data), 1
+    if crop_bottom:
+        # Rows of the decoded image, which holds every `scale`-th row of the file.
+        rows = tf.shape(image)[0] - tf.cast(tf.round(crop_bottom / tf.cast(scale, tf.float32)), tf.int32)
+        image = image[: tf.maximum(rows, 1)]
     return tf.ensure_shape(image, [None, None, 3])
 
 
-def read_image(path):
-    return decode_image(tf.io.read_file(path))
+def _decode_any(data):
+    return tf.cond(
+        tf.io.is_jpeg(data),
+        lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False),
+    )
+
+
+def _decode_jpeg_draft(data, crop_bottom, min_side):
+    """(image, scale): the JPEG decoded at the smallest DCT scale 1/s whose sides stay >= min_side."""
+    shape = tf.io.extract_jpeg_shape(data)
+    short = tf.cast(tf.minimum(shape[0] - crop_bottom, shape[1]), tf.float32)
+    index = tf.reduce_sum(tf.cast(short / tf.constant(JPEG_SCALES[1:], tf.float32) >= min_side, tf.int32))
+    branches = [
+        lambda s=s: tf.io.decode_jpeg(data, channels=3, ratio=s, dct_method="INTEGER_ACCURATE") for s in JPEG_SCALES
+    ]
+    return tf.switch_case(index, branches), tf.gather(JPEG_SCALES, index)
+
+
+def read_image(path, **decode_options):
+    """Reads and decodes an image file (see `decode_image` for the options)."""
+    return decode_image(tf.io.read_file(path), **decode_options)
 
 
 class UndecodableImagesError(ValueError):
@@ -71,19 +125,31 @@ def check_images(split, policy="skip"):
     return split.subset(keep)
 
 
-def examples(source, order_key=None):
+def examples(source, order_key=None, *, resize_size=0, reducing_gap=0.0, shuffle_buffer=4096):
     """The (image uint8 [H, W, 3], label int32) stream of a split, optionally shuffled.
 
-    Files are decoded here; a decoding error raises (callers drop it under the
-    skip policy). `order_key` is a uint32 tensor; None keeps the listed order.
+    Files are decoded here, after shuffling (see `decode_image` for
+    `resize_size` and `reducing_gap`); a decoding error raises (callers drop
+    it under the skip policy). `order_key` is a uint32 tensor; None keeps the
+    listed order. File splits shuffle their index list; TFDS splits shuffle
+    their encoded records through a buffer of `shuffle_buffer` records, so
+    memory stays flat in the dataset size.
     """
-    if hasattr(source, "tfds_dataset"):
-        ds = source.tfds_dataset()
+    decode_options = dict(
+        crop_bottom=getattr(source, "crop_bottom", 0), resize_size=resize_size, reducing_gap=reducing_gap
+    )
+    if hasattr(source, "encoded_dataset"):
+        ds = source.encoded_dataset()
         if order_key is not None:
             ds = ds.shuffle(
-                min(source.num_examples, 10_000), seed=tf.cast(order_key, tf.int64), reshuffle_each_iteration=False
+                min(source.num_examples, shuffle_buffer),
+                seed=tf.cast(order_key, tf.int64),
+                reshuffle_each_iteration=False,
             )
-        return ds.map(lambda image, label: (_rgb(image), tf.cast(label, tf.int32)), num_parallel_calls=AUTOTUNE)
+        return ds.map(
+            lambda data, label: (decode_image(data, **decode_options), tf.cast(label, tf.int32)),
+            num_parallel_calls=AUTOTUNE,
+        )
     paths = tf.constant(source.paths)
     labels = tf.constant(source.labels, tf.int32)
     indices = tf.range(source.num_examples)
@@ -91,14 +157,7 @@ def examples(source, order_key=None):
         seed = tf.bitcast(tf.stack([order_key, rcm.combine_keys(order_key, 7)]), tf.int32)
         indices = tf.random.experimental.stateless_shuffle(indices, seed=seed)
     ds = tf.data.Dataset.from_tensor_slices(indices)
-    return ds.map(lambda i: (read_image(paths[i]), labels[i]), num_parallel_calls=AUTOTUNE)
-
-
-def _rgb(image):
-    image = tf.convert_to_tensor(image)
-    if image.shape.rank == 3 and image.shape[-1] == 1:
-        image = tf.image.grayscale_to_rgb(image)
-    return tf.cast(image, tf.uint8)
+    return ds.map(lambda i: (read_image(paths[i], **decode_options), labels[i]), num_parallel_calls=AUTOTUNE)
 
 
 def train_batches(
@@ -116,6 +175,8 @@ def train_batches(
     start_epoch=0,
     bad_files="skip",
     rcm_in_pipeline=True,
+    reducing_gap=0.0,
+    shuffle_buffer=4096,
 ):
     """The endless DCL training stream (see the module and `pairing` docstrings).
 
@@ -133,6 +194,9 @@ def train_batches(
         rcm_in_pipeline: False leaves destruction and pairing to the device
             (`dcl_keras.models.region_confusion`): the stream then yields the
             augmented originals and their labels only.
+        reducing_gap: JPEG draft decoding (see `decode_image`); 0 decodes
+            every pixel.
+        shuffle_buffer: encoded records in the shuffle buffer of TFDS splits.
 
     Returns:
         tf.data.Dataset of (images [M, H, W, 3] float32, targets dict), or of
@@ -158,7 +222,9 @@ def train_batches(
 
     def one_epoch(epoch):
         order_key = rcm.combine_keys(seed, epoch, -1)
-        ds = examples(source, order_key).enumerate()
+        ds = examples(
+            source, order_key, resize_size=resize_size, reducing_gap=reducing_gap, shuffle_buffer=shuffle_buffer
+        ).enumerate()
         ds = ds.map(lambda i, ex: prepare(i, ex, epoch), num_parallel_calls=AUTOTUNE)
         return ds
 

@@ -96,7 +96,7 @@ def test_every_example_once_per_epoch(split):
 def test_eval_preprocessing_is_resize_then_center_crop():
     image = tf.constant(np.arange(50 * 60 * 3).reshape(50, 60, 3) % 251, tf.uint8)
     out = augment.eval_preprocess(image, 40, 32).numpy()
-    resized = tf.image.resize(tf.cast(image, tf.float32), [40, 40]).numpy()
+    resized = tf.image.resize(tf.cast(image, tf.float32), [40, 40], antialias=True).numpy()
     np.testing.assert_allclose(out, resized[4:36, 4:36])
     batch = augment.eval_preprocess(tf.stack([image, image]), 40, 32).numpy()
     np.testing.assert_allclose(batch[1], out)
@@ -111,18 +111,20 @@ def test_train_augmentation_is_keyed():
     assert a.shape == (32, 32, 3) and not np.array_equal(a, c)
 
 
-def test_without_rotation_and_flip_it_is_resize_then_crop():
-    """The fused resampling equals tf.image.resize followed by the crop at the drawn offset."""
-    image = tf.constant(np.random.default_rng(1).uniform(0, 255, (45, 70, 3)), tf.float32)
-    resized = tf.image.resize(image, [40, 40]).numpy()
+@pytest.mark.parametrize("shape", [(25, 33), (45, 70)])
+def test_without_rotation_and_flip_it_is_resize_then_crop(shape):
+    """Fused (enlarging) or resized first (shrinking): tf.image.resize, then the crop at the drawn offset."""
+    image = tf.constant(np.random.default_rng(1).uniform(0, 255, (*shape, 3)), tf.float32)
+    resized = augment.resize(image, 40).numpy()
+    height, width = shape if max(shape) <= 40 else (40, 40)  # The warp's input.
     checked = 0
     for seed in range(12):
         key = rcm.combine_keys(seed)
-        t = augment.train_transform(key, 45, 70, 40, 32, 0.0).numpy()
+        t = augment.train_transform(key, height, width, 40, 32, 0.0).numpy()
         if t[0] < 0:  # Flipped draw.
             continue
-        left = int(round((t[2] + 0.5) / (70 / 40) - 0.5))
-        top = int(round((t[5] + 0.5) / (45 / 40) - 0.5))
+        left = int(round((t[2] + 0.5) / (width / 40) - 0.5))
+        top = int(round((t[5] + 0.5) / (height / 40) - 0.5))
         out = augment.train_augment(image, key, 40, 32, 0.0).numpy()
         # Equal up to float32 rounding of the sampling coordinates (grey levels 0-255).
         np.testing.assert_allclose(out[1:-1, 1:-1], resized[top + 1 : top + 31, left + 1 : left + 31], atol=5e-3)
@@ -180,7 +182,7 @@ def _numpy_bilinear(image, t, size):
     return out * inside[..., None], margin > 1e-3
 
 
-@pytest.mark.parametrize("shape", [(45, 70), (70, 45), (13, 9)])
+@pytest.mark.parametrize("shape", [(25, 38), (38, 25), (13, 9)])
 def test_rotated_augmentation_matches_a_numpy_bilinear_reference(shape):
     """The XLA-compiled resampling equals plain 2-D bilinear sampling at the drawn transform."""
     image = np.random.default_rng(3).integers(0, 256, (*shape, 3)).astype(np.uint8)
@@ -199,13 +201,13 @@ def test_padding_buckets_bound_the_compiled_shapes_and_never_change_pixels():
     counts = np.arange(1, 5000, 7)
     assert np.all(lengths >= counts) and np.all(lengths <= np.maximum(counts * 9 // 8, 16))
     assert len(set(lengths)) <= 8 * 13 + 16  # At most 8 buckets per doubling of the pixel count.
-    image = tf.constant(np.random.default_rng(4).integers(0, 256, (37, 53, 3)), tf.uint8)
+    image = tf.constant(np.random.default_rng(4).integers(0, 256, (37, 39, 3)), tf.uint8)
     key = rcm.combine_keys(9)
     padded = augment.train_augment(image, key, 40, 32, 15.0).numpy()
     compiled = augment._compiled_warp(40, 32, 15.0)
-    np.testing.assert_array_equal(compiled(tf.reshape(image, [-1, 3]), 37, 53, key).numpy(), padded)
-    t = augment.train_transform(key, 37, 53, 40, 32, 15.0)
-    eager = augment.bilinear_warp(tf.reshape(image, [-1, 3]), 37, 53, t, 32).numpy()  # No XLA.
+    np.testing.assert_array_equal(compiled(tf.reshape(image, [-1, 3]), 37, 39, key).numpy(), padded)
+    t = augment.train_transform(key, 37, 39, 40, 32, 15.0)
+    eager = augment.bilinear_warp(tf.reshape(image, [-1, 3]), 37, 39, t, 32).numpy()  # No XLA.
     np.testing.assert_allclose(padded, eager, atol=0.02)  # Only XLA's float rounding differs.
 
 

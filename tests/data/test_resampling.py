@@ -1,0 +1,159 @@
+"""Fidelity to the reference recipe's input: Pillow's antialiased bilinear resize and its JPEG decoder."""
+
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from dcl_keras.data import augment, pipeline, rcm
+
+RESIZE, CROP = 64, 56
+
+
+def _pink(h, w, seed=0):
+    """Noise with a natural image's 1/f amplitude spectrum, three channels, uint8."""
+    rng = np.random.default_rng(seed)
+    spectrum = np.fft.rfft2(rng.normal(size=(h, w)))
+    radius = np.sqrt(np.fft.fftfreq(h)[:, None] ** 2 + np.fft.rfftfreq(w)[None, :] ** 2)
+    a = np.fft.irfft2(spectrum / np.maximum(radius, 1.0 / max(h, w)), (h, w))
+    a = (a - a.mean()) / a.std() * 50 + 128
+    return np.clip(np.stack([a, np.roll(a, 7, 1), 255 - a], -1), 0, 255).astype(np.uint8)
+
+
+def _stripes(h, w, seed=0):
+    """1-pixel vertical lines every third column: aliases badly without a low-pass filter."""
+    del seed
+    line = np.where(np.arange(w) % 3 == 0, 255, 0).astype(np.uint8)
+    return np.repeat(np.repeat(line[None, :, None], h, 0), 3, 2)
+
+
+def _pil_resize(array, size=RESIZE):
+    return np.asarray(Image.fromarray(array).resize((size, size), Image.BILINEAR), np.float32)
+
+
+def _sized(factor):
+    return int(RESIZE * factor * 0.75) + 1, int(RESIZE * factor) + 3
+
+
+@pytest.mark.parametrize("factor", [1.0, 1.3, 2.0, 2.7, 4.0, 5.5, 8.0])
+@pytest.mark.parametrize("pattern", [_pink, _stripes])
+def test_eval_preprocess_matches_pillow_for_downscale_factors_up_to_8(factor, pattern):
+    image = pattern(*_sized(factor))
+    top = (RESIZE - CROP) // 2
+    expected = _pil_resize(image)[top : top + CROP, top : top + CROP]
+    out = augment.eval_preprocess(tf.constant(image), RESIZE, CROP).numpy()
+    assert np.abs(out - expected).mean() < 2.0
+    assert abs(out.std() - expected.std()) < 2.0  # No aliasing: stripes average out as in Pillow.
+
+
+def test_without_antialiasing_the_stripes_would_alias():
+    """The check above can fail: plain bilinear sampling misses Pillow by tens of grey levels."""
+    image = _stripes(*_sized(4.0))
+    plain = tf.image.resize(tf.constant(image, tf.float32), [RESIZE, RESIZE], antialias=False).numpy()
+    assert np.abs(plain - _pil_resize(image)).mean() > 20.0
+
+
+def test_upscaling_is_unchanged_plain_bilinear():
+    image = _pink(30, 41)
+    out = augment.eval_preprocess(tf.constant(image), RESIZE, CROP).numpy()
+    plain = tf.image.resize(tf.constant(image, tf.float32), [RESIZE, RESIZE], antialias=False).numpy()
+    top = (RESIZE - CROP) // 2
+    np.testing.assert_allclose(out, plain[top : top + CROP, top : top + CROP], atol=2e-3)
+    assert np.abs(out - _pil_resize(image)[top : top + CROP, top : top + CROP]).mean() < 1.0
+
+
+def _drawn_crop(key, height, width):
+    """(top, left, flipped) of a rotation-free training draw, read back from its transform."""
+    t = augment.train_transform(key, height, width, RESIZE, CROP, 0.0).numpy()
+    flipped = t[0] < 0
+    sx, sy = width / RESIZE, height / RESIZE
+    left = (t[2] + 0.5) / sx - 0.5 - (CROP - 1 if flipped else 0)
+    top = (t[5] + 0.5) / sy - 0.5
+    return int(round(top)), int(round(left)), flipped
+
+
+@pytest.mark.parametrize("factor", [2.0, 5.5])
+@pytest.mark.parametrize("pattern", [_pink, _stripes])
+def test_training_transform_without_rotation_is_pillows_resize_then_crop(factor, pattern):
+    image = pattern(*_sized(factor))
+    reference = _pil_resize(image)
+    for seed in range(4):
+        key = rcm.combine_keys(seed)
+        top, left, flipped = _drawn_crop(key, RESIZE, RESIZE)  # A large image is resized first, then cropped.
+        expected = reference[top : top + CROP, left : left + CROP]
+        expected = expected[:, ::-1] if flipped else expected
+        out = augment.train_augment(tf.constant(image), key, RESIZE, CROP, 0.0).numpy()
+        assert np.abs(out - expected).mean() < 1.0
+        assert abs(out.std() - expected.std()) < 1.0 and abs(out.mean() - expected.mean()) < 1.0
+
+
+def test_large_image_path_is_keyed_and_identical_with_and_without_xla(monkeypatch):
+    image = tf.constant(_pink(300, 410, seed=2))
+    key = rcm.combine_keys(5)
+    with_xla = augment.train_augment(image, key, RESIZE, CROP, 15.0).numpy()
+    np.testing.assert_array_equal(with_xla, augment.train_augment(image, key, RESIZE, CROP, 15.0).numpy())
+    assert not np.array_equal(with_xla, augment.train_augment(image, rcm.combine_keys(6), RESIZE, CROP, 15.0).numpy())
+    monkeypatch.setattr(augment, "xla_available", lambda: False)
+    augment._compiled_warp.cache_clear()
+    try:
+        without = augment.train_augment(image, key, RESIZE, CROP, 15.0).numpy()
+    finally:
+        augment._compiled_warp.cache_clear()
+    np.testing.assert_allclose(without, with_xla, atol=0.02)
+
+
+def test_large_flat_image_has_no_dark_border():
+    image = tf.fill([700, 500, 3], tf.constant(200, tf.uint8))
+    for seed in range(4):
+        out = augment.train_augment(image, rcm.combine_keys(seed), RESIZE, CROP, 0.0).numpy()
+        np.testing.assert_allclose(out, 200.0, atol=1e-3)
+    np.testing.assert_allclose(augment.eval_preprocess(image, RESIZE, CROP).numpy(), 200.0, atol=1e-3)
+
+
+def _jpeg(array, quality=90):
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def test_jpeg_decoding_gives_pillows_pixels_exactly():
+    data = _jpeg(_pink(120, 170, seed=3))
+    decoded = pipeline.decode_image(tf.constant(data)).numpy()
+    np.testing.assert_array_equal(decoded, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+
+
+@pytest.mark.parametrize(
+    "shape,gap,scale", [((600, 800), 2.0, 4), ((600, 800), 3.0, 2), ((600, 800), 0.0, 1), ((200, 900), 2.0, 1)]
+)
+def test_draft_decoding_picks_the_smallest_scale_that_keeps_the_gap(shape, gap, scale):
+    data = tf.constant(_jpeg(_pink(*shape, seed=4)))
+    image = pipeline.decode_image(data, resize_size=RESIZE, reducing_gap=gap)
+    assert tuple(image.shape[:2]) == (-(-shape[0] // scale), -(-shape[1] // scale))
+    assert min(image.shape[:2]) >= gap * RESIZE
+    # What training then sees stays close to the full decode's antialiased resize.
+    full = augment.resize(pipeline.decode_image(data), RESIZE).numpy()
+    assert np.abs(augment.resize(image, RESIZE).numpy() - full).mean() < 1.5
+
+
+def test_draft_decoding_of_png_and_the_reducing_gap_check():
+    buffer = io.BytesIO()
+    Image.fromarray(_pink(600, 800)).save(buffer, "PNG")
+    assert pipeline.decode_image(tf.constant(buffer.getvalue()), resize_size=RESIZE, reducing_gap=2.0).shape == (
+        600,
+        800,
+        3,
+    )
+    with pytest.raises(ValueError, match="reducing_gap=0.5"):
+        pipeline.decode_image(tf.constant(buffer.getvalue()), resize_size=RESIZE, reducing_gap=0.5)
+
+
+@pytest.mark.parametrize("gap", [0.0, 2.0])
+def test_crop_bottom_removes_full_resolution_rows_at_any_decode_scale(gap):
+    array = np.full((600, 800, 3), 40, np.uint8)
+    array[-20:] = 250  # A bright banner.
+    image = pipeline.decode_image(tf.constant(_jpeg(array, 95)), crop_bottom=20, resize_size=RESIZE, reducing_gap=gap)
+    scale = 4 if gap else 1
+    assert image.shape[0] == (600 - 20) // scale
+    assert image.numpy()[-1].mean() < 60  # The banner is gone.
