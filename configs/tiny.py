@@ -23,7 +23,6 @@ def get_config(arg=None):
     c.model.backbone = "tiny"
     c.model.weights = "none"
     c.model.width = 8
-    c.loss.alignment_reduction = "mean"
     c.train.head_multiplier = 1.0
     c.train.epochs = 2
     c.train.learning_rate = 0.01

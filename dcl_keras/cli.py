@@ -41,14 +41,21 @@ def run_main(main, argv):
 
 
 def load_workdir_config(workdir):
-    """The resolved config that bin/train wrote into a workdir."""
-    import ml_collections
+    """The resolved config that bin/train wrote into a workdir, over today's defaults.
+
+    Fields added since the run was started take their default values.
+    """
+    from dcl_keras.config import base_config
 
     path = os.path.join(workdir, "config.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No config.json in the workdir: expected {path} (written by bin/train)")
     with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+        saved = json.load(f)
+    config = base_config()
+    with config.unlocked():
+        config.update(saved)
+    return config
 
 
 def model_path(workdir, model):

@@ -33,13 +33,18 @@ def base_config():
     c.data.label_base = config_dict.placeholder(int)  # annotation_lists: 0, 1 or None (detect).
     c.data.num_classes = config_dict.placeholder(int)  # annotation_lists: None infers it.
     c.data.test_fraction = 0.2  # image_folder without train/ and test/: held-out share.
-    c.data.aircraft_train_split = "trainval"  # fgvc_aircraft: training split.
+    c.data.split_seed = 0  # Seed of the test_fraction split and of the val_fraction carve-out.
+    c.data.val_fraction = 0.0  # Validation carved out of training (seeded, stratified) where the source has none.
+    c.data.aircraft_train_split = "trainval"  # fgvc_aircraft: training split ("train" validates on "val").
     c.data.aircraft_level = "variant"  # fgvc_aircraft: variant, family or manufacturer.
+    c.data.aircraft_remove_banner = True  # fgvc_aircraft: drop the 20-pixel copyright banner (dataset README).
     c.data.tfds_name = ""  # tfds: builder name, e.g. caltech_birds2011.
     c.data.tfds_data_dir = ""  # tfds: data_dir ("" = TFDS default).
     c.data.tfds_manual_dir = ""  # tfds: manual_dir for builders that need archives.
     c.data.tfds_train_split = "train"
+    c.data.tfds_val_split = ""  # tfds: the builder's own validation split ("" = carve out val_fraction).
     c.data.tfds_test_split = "test"
+    c.data.tfds_shuffle_buffer = 4096  # tfds: encoded records in the shuffle buffer (memory flat in dataset size).
     c.data.tfds_prepare = False  # tfds: build the dataset when missing (needs network or archives).
     c.data.bad_files = "skip"  # "skip" (log and drop undecodable files) or "strict" (raise).
     c.data.check_files = True  # Decode every file once before training, reporting bad ones.
@@ -52,6 +57,7 @@ def base_config():
     c.input.resize_size = 512  # Resize side before the crop.
     c.input.rotation = 15.0  # Max rotation in degrees (reference code); 0 disables.
     c.input.batch_size = 16  # Examples per step; images per step = batch_size * (originals + destructed).
+    c.input.jpeg_reducing_gap = 2.0  # Training: JPEG DCT-scaled decode while sides stay >= gap x resize_size; 0 off.
 
     c.rcm = ml_collections.ConfigDict()
     c.rcm.n = 7  # Regions per side (N).
@@ -71,7 +77,7 @@ def base_config():
     c.loss.alpha = 1.0  # Classification.
     c.loss.beta = 1.0  # Destruction discriminator (adversarial).
     c.loss.gamma = 1.0  # Region alignment (construction); 0.01 for rigid objects.
-    c.loss.alignment_reduction = "sum"  # "sum" over cells (paper) or "mean" (reference code).
+    c.loss.alignment_reduction = "mean"  # "mean" over cells (reference code, published numbers) or "sum" (2N^2 x).
 
     c.train = ml_collections.ConfigDict()
     c.train.epochs = 180
@@ -88,7 +94,7 @@ def base_config():
     c.train.mixed_precision = "none"  # "none", "mixed_float16" or "mixed_bfloat16" (heads and losses stay float32).
     c.train.distribution = "none"  # none, mirrored, tpu (TF backend) or data_parallel (JAX); see dcl_keras.distribute.
     c.train.tpu = ""  # train.distribution=tpu: TPU name or grpc:// address ("" = from the environment).
-    c.train.validation_freq = 0  # Evaluate on the test split every this many epochs (0: never).
+    c.train.validation_freq = 0  # Evaluate on the validation split every this many epochs (0: never).
     c.train.verbose = 1  # Keras progress bars: 0 silent, 1 bar, 2 one line per epoch.
 
     c.eval = ml_collections.ConfigDict()
@@ -129,6 +135,12 @@ def validate_config(c):
         _fail("data.bad_files", f"one of {pipeline.BAD_FILE_POLICIES}", c.data.bad_files)
     if c.model.backbone not in backbones.BACKBONES:
         _fail("model.backbone", f"one of {sorted(backbones.BACKBONES)}", c.model.backbone)
+    if not 0.0 <= c.data.val_fraction < 1.0:
+        _fail("data.val_fraction", "a fraction in [0, 1) (0: no carved-out validation split)", c.data.val_fraction)
+    if c.data.tfds_shuffle_buffer < 1:
+        _fail("data.tfds_shuffle_buffer", "a positive number of records", c.data.tfds_shuffle_buffer)
+    if c.input.jpeg_reducing_gap and c.input.jpeg_reducing_gap < 1.0:
+        _fail("input.jpeg_reducing_gap", "0 (decode every pixel) or a factor >= 1", c.input.jpeg_reducing_gap)
     for field in ("image_size", "resize_size", "batch_size"):
         if c.input[field] < 1:
             _fail(f"input.{field}", "a positive integer", c.input[field])

@@ -18,7 +18,7 @@ def predict_logits(classifier, split, *, image_size, resize_size, batch_size=32,
         logits.append(np.asarray(classifier.predict_on_batch(images.numpy())))
         labels.append(batch_labels.numpy())
     if not logits:
-        raise ValueError(f"No decodable test images in {split.name}")
+        raise ValueError(f"No decodable images to evaluate in {split.name}")
     return np.concatenate(logits), np.concatenate(labels)
 
 
@@ -68,14 +68,27 @@ def plot_confusion_matrix(confusion, class_names, path):
 
 
 def evaluate(
-    classifier, split, *, image_size, resize_size, batch_size=32, class_names=None, out_dir=None, bad_files="skip"
+    classifier,
+    split,
+    *,
+    image_size,
+    resize_size,
+    batch_size=32,
+    class_names=None,
+    out_dir=None,
+    bad_files="skip",
+    split_role="test",
 ):
-    """Evaluates a classifier model on a split; writes evaluation.json and confusion_matrix.png to out_dir."""
+    """Evaluates a classifier model on a split; writes evaluation.json and confusion_matrix.png to out_dir.
+
+    The report names the split: `split` is its role ("test" or "val") and
+    `split_name` the dataset split it was read from.
+    """
     class_names = list(class_names or split.class_names)
     logits, labels = predict_logits(
         classifier, split, image_size=image_size, resize_size=resize_size, batch_size=batch_size, bad_files=bad_files
     )
-    report = classification_report(logits, labels, class_names)
+    report = {"split": split_role, "split_name": split.name, **classification_report(logits, labels, class_names)}
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         report["report_path"] = os.path.join(out_dir, "evaluation.json")

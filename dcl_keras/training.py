@@ -14,7 +14,7 @@ import os
 import keras
 
 from dcl_keras import losses, optim, saving
-from dcl_keras.config import JIT_COMPILE, validate_config
+from dcl_keras.config import JIT_COMPILE, ConfigError, validate_config
 from dcl_keras.data import datasets, pipeline
 from dcl_keras.models import dcl
 from dcl_keras.models.backbones import build_backbone
@@ -152,11 +152,16 @@ def train_batches(config, split, start_epoch=0):
         start_epoch=start_epoch,
         bad_files=config.data.bad_files,
         rcm_in_pipeline=config.rcm.placement == "pipeline",
+        reducing_gap=config.input.jpeg_reducing_gap,
+        shuffle_buffer=config.data.tfds_shuffle_buffer,
     )
 
 
-def train(config, workdir, train_split, test_split=None, process_dir=None):
+def train(config, workdir, train_split, val_split=None, process_dir=None):
     """Trains (or resumes) the DCL model in `workdir`; returns the trained model.
+
+    `val_split` is evaluated every `train.validation_freq` epochs; the test
+    split never enters training.
 
     With several processes, saving is collective (every process takes part),
     so every process checkpoints: the chief into `workdir`, the others into
@@ -182,10 +187,16 @@ def train(config, workdir, train_split, test_split=None, process_dir=None):
         logging.info("Training already finished (%d epochs).", start)
         return model
     validation = {}
-    if config.train.validation_freq and test_split is not None:
+    if config.train.validation_freq:
+        if val_split is None:
+            raise ConfigError(
+                "Config field `train.validation_freq`: needs a validation split; set data.val_fraction "
+                "(or use a source with its own). Received: "
+                f"train.validation_freq={config.train.validation_freq}, data.val_fraction={config.data.val_fraction}"
+            )
         validation = dict(
             validation_data=pipeline.eval_batches(
-                test_split,
+                val_split,
                 batch_size=config.eval.batch_size,
                 image_size=config.input.image_size,
                 resize_size=config.input.resize_size,
@@ -232,13 +243,14 @@ def train_and_evaluate(config, workdir, cluster=None):
         _atomic_json(os.path.join(workdir, "config.json"), config.to_dict())
     keras.utils.set_random_seed(config.seed)
     # Data.
-    train_split, test_split = datasets.load_splits(config.data)
+    splits = datasets.load_splits(config.data)
+    train_split = splits.train
     # Model and training.
     process_dir = None if cluster.is_chief else os.path.join(workdir, f"process_{cluster.process_id}")
     if process_dir:
         os.makedirs(os.path.join(process_dir, "checkpoints"), exist_ok=True)
     with scope:
-        model = train(config, workdir, train_split, test_split, process_dir)
+        model = train(config, workdir, train_split, splits.val, process_dir)
     if process_dir:
         model.save(os.path.join(process_dir, FINAL_MODEL))
         return {"model": os.path.join(process_dir, FINAL_MODEL)}
@@ -255,7 +267,7 @@ def train_and_evaluate(config, workdir, cluster=None):
     elif config.eval.enabled:
         report = evaluation.evaluate(
             dcl.classifier_model(model),
-            test_split,
+            splits.test,
             image_size=config.input.image_size,
             resize_size=config.input.resize_size,
             batch_size=config.eval.batch_size,

@@ -1,16 +1,41 @@
-"""From the `data` section of a config to (train, test) splits of any source."""
+"""From the `data` section of a config to the train, validation and test splits of any source."""
 
+import collections
 import logging
+import os
+
+import numpy as np
 
 from dcl_keras.data import demo, pipeline, readers
 
+Splits = collections.namedtuple("Splits", ["train", "val", "test"])
 
-def load_splits(data):
-    """Returns (train, test) splits (FileSplit or TfdsSplit) for a config's `data` section.
 
-    File splits are checked once for undecodable images under `data.bad_files`
-    when `data.check_files` is set.
+def carve_validation(split, fraction, seed):
+    """(train, val): a seeded, stratified share `fraction` of every class moved out of `split`.
+
+    Every class keeps at least one training example; a class with one example
+    gives none to validation.
     """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"`val_fraction` must be in (0, 1). Received: val_fraction={fraction!r}")
+    labels = np.asarray(split.labels if isinstance(split, readers.FileSplit) else split.labels())
+    rng = np.random.default_rng(seed)
+    val = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        count = min(int(round(len(members) * fraction)), len(members) - 1)
+        val.extend(rng.permutation(members)[:count].tolist())
+    val = sorted(val)
+    train = sorted(set(range(len(labels))) - set(val))
+    return (
+        split.subset(train, name=f"{split.name} minus {fraction:g} for validation"),
+        split.subset(val, name=f"{split.name}, {fraction:g} carved out for validation (seed {seed})"),
+    )
+
+
+def _source_splits(data):
+    """(train, own validation split or None, test) as the source defines them."""
     source = data.source
     if source == "demo":
         d = data.demo
@@ -18,37 +43,64 @@ def load_splits(data):
             d.cache_dir or None, d.num_classes, d.train_per_class, d.test_per_class, d.image_size, d.seed
         )
         logging.info("Demo dataset at %s", root)
-        train, test = readers.image_folder(root, "train"), readers.image_folder(root, "test")
-    elif source == "image_folder":
-        train = readers.image_folder(data.root, "train", data.test_fraction, data.get("split_seed", 0))
-        test = readers.image_folder(data.root, "test", data.test_fraction, data.get("split_seed", 0))
-    elif source == "annotation_lists":
+        return readers.image_folder(root, "train"), None, readers.image_folder(root, "test")
+    if source == "image_folder":
+        seed = data.split_seed
+        root = os.path.expanduser(data.root)
+        own_val = all(os.path.isdir(os.path.join(root, d)) for d in ("train", "val", "test"))
+        return (
+            readers.image_folder(data.root, "train", data.test_fraction, seed),
+            readers.image_folder(data.root, "val") if own_val else None,
+            readers.image_folder(data.root, "test", data.test_fraction, seed),
+        )
+    if source == "annotation_lists":
         base = data.label_base
         if base is None:
             base = readers.detect_label_base(data.root, [data.train_list, data.test_list])
         train = readers.annotation_lists(data.root, data.train_list, data.num_classes, base)
-        test = readers.annotation_lists(data.root, data.test_list, train.num_classes, base)
-    elif source == "cub200":
-        train, test = readers.cub200(data.root, "train"), readers.cub200(data.root, "test")
-    elif source == "fgvc_aircraft":
-        train = readers.fgvc_aircraft(data.root, data.aircraft_train_split, data.aircraft_level)
-        test = readers.fgvc_aircraft(data.root, "test", data.aircraft_level)
-    elif source == "tfds":
+        return train, None, readers.annotation_lists(data.root, data.test_list, train.num_classes, base)
+    if source == "cub200":
+        return readers.cub200(data.root, "train"), None, readers.cub200(data.root, "test")
+    if source == "fgvc_aircraft":
+        level, banner = data.aircraft_level, data.aircraft_remove_banner
+        train = readers.fgvc_aircraft(data.root, data.aircraft_train_split, level, banner)
+        own_val = data.aircraft_train_split == "train"
+        val = readers.fgvc_aircraft(data.root, "val", level, banner) if own_val else None
+        return train, val, readers.fgvc_aircraft(data.root, "test", level, banner)
+    if source == "tfds":
         kwargs = dict(
             data_dir=data.tfds_data_dir or None, manual_dir=data.tfds_manual_dir or None, prepare=data.tfds_prepare
         )
         train = readers.tfds(data.tfds_name, data.tfds_train_split, **kwargs)
-        test = readers.tfds(data.tfds_name, data.tfds_test_split, **kwargs)
-    else:
-        raise ValueError(f"Unknown data source. Received: data.source={source!r}")
+        val = readers.tfds(data.tfds_name, data.tfds_val_split, **kwargs) if data.tfds_val_split else None
+        return train, val, readers.tfds(data.tfds_name, data.tfds_test_split, **kwargs)
+    raise ValueError(f"Unknown data source. Received: data.source={source!r}")
+
+
+def load_splits(data):
+    """Splits(train, val, test) (FileSplit or TfdsSplit) for a config's `data` section.
+
+    The validation split is the source's own where it has one (FGVC-Aircraft
+    `val` when training on `train`, an image folder's `val/`, TFDS
+    `data.tfds_val_split`), otherwise a seeded, stratified carve-out of
+    `data.val_fraction` of the training split, otherwise None. The test split
+    is only read by the final evaluation. File splits are checked once for
+    undecodable images under `data.bad_files` when `data.check_files` is set.
+    """
+    train, val, test = _source_splits(data)
+    if val is None and data.val_fraction:
+        train, val = carve_validation(train, data.val_fraction, data.split_seed)
+    elif val is not None:
+        logging.info("Validation split: %s (the source's own).", val.name)
     if isinstance(train, readers.FileSplit) and data.check_files:
-        train = pipeline.check_images(train, data.bad_files)
-        test = pipeline.check_images(test, data.bad_files)
+        train, test = pipeline.check_images(train, data.bad_files), pipeline.check_images(test, data.bad_files)
+        val = None if val is None else pipeline.check_images(val, data.bad_files)
     logging.info(
-        "Data: %d training and %d test examples, %d classes (%s).",
+        "Data: %d training, %d validation and %d test examples, %d classes (%s).",
         train.num_examples,
+        val.num_examples if val else 0,
         test.num_examples,
         train.num_classes,
         train.name,
     )
-    return train, test
+    return Splits(train, val, test)

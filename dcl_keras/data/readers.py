@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
 
 
 class DatasetError(ValueError):
@@ -42,8 +42,11 @@ class FileSplit:
         labels: list of int labels.
         class_names: ordered class names; label i is class_names[i].
         boxes: optional float32 [len(paths), 4] boxes (x, y, width, height) in
-            pixels, for later localization work; not used by DCL training.
+            pixels of the image file, for localization work; not used by DCL
+            training.
         name: a short description used in logs and errors.
+        crop_bottom: rows removed from the bottom of every image after
+            decoding (FGVC-Aircraft's copyright banner), 0 for none.
     """
 
     paths: list
@@ -51,6 +54,7 @@ class FileSplit:
     class_names: list
     boxes: np.ndarray | None = None
     name: str = "dataset"
+    crop_bottom: int = 0
 
     @property
     def num_examples(self):
@@ -60,13 +64,14 @@ class FileSplit:
     def num_classes(self):
         return len(self.class_names)
 
-    def subset(self, indices):
+    def subset(self, indices, name=None):
         indices = list(indices)
         return dataclasses.replace(
             self,
             paths=[self.paths[i] for i in indices],
             labels=[self.labels[i] for i in indices],
             boxes=None if self.boxes is None else self.boxes[indices],
+            name=name or self.name,
         )
 
 
@@ -90,19 +95,28 @@ def _list_class_folders(root):
     class_names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
     if not class_names:
         raise DatasetError(f"Image folder {root!r}", [f"{root}: no class sub-folders (expected root/<class>/*.jpg)"])
-    files, problems, ignored = {}, [], 0
+    files, problems, ignored, kinds = {}, [], 0, {}
     for name in class_names:
         folder = os.path.join(root, name)
         images = []
         for current, subdirs, entries in sorted(os.walk(folder)):
             subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-            images += [os.path.join(current, e) for e in sorted(entries) if is_image_file(e)]
-            ignored += sum(1 for e in entries if not is_image_file(e))
+            found = [e for e in sorted(entries) if is_image_file(e)]
+            images += [os.path.join(current, e) for e in found]
+            ignored += len(entries) - len(found)
+            for e in found:
+                kind = os.path.splitext(e)[1].lower().lstrip(".").replace("jpeg", "jpg")
+                kinds[kind] = kinds.get(kind, 0) + 1
         if not images:
             problems.append(f"{folder}: empty class folder (no {'/'.join(IMAGE_EXTENSIONS)} files)")
         files[name] = sorted(images)
-    if ignored:
-        logging.info("%s: ignored %d non-image file(s) in class folders.", root, ignored)
+    logging.info(
+        "%s: %d image file(s) (%s); ignored %d other file(s).",
+        root,
+        sum(kinds.values()),
+        ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items())) or "none",
+        ignored,
+    )
     if problems:
         raise DatasetError(f"Image folder {root!r}", problems)
     return class_names, files
@@ -112,20 +126,26 @@ def image_folder(root, split="train", test_fraction=0.2, seed=0):
     """Reads `root/<class>/*` images.
 
     If `root/train` and `root/test` exist they are the splits (classes from
-    `train/`); otherwise every class folder is split, class by class, with a
-    seeded `test_fraction` going to "test".
+    `train/`, and an optional `root/val` is the "val" split); otherwise every
+    class folder is split, class by class, with a seeded `test_fraction`
+    going to "test".
 
     Args:
         root: str, dataset directory.
-        split: "train" or "test".
+        split: "train", "val" (split folders only) or "test".
         test_fraction: float in (0, 1), used when there are no split folders.
         seed: int, seed of that split.
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"`split` must be 'train' or 'test'. Received: split={split!r}")
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"`split` must be 'train', 'val' or 'test'. Received: split={split!r}")
     root = os.path.abspath(os.path.expanduser(root))
     _require_dir(root, "Image folder")
-    if os.path.isdir(os.path.join(root, "train")) and os.path.isdir(os.path.join(root, "test")):
+    split_folders = os.path.isdir(os.path.join(root, "train")) and os.path.isdir(os.path.join(root, "test"))
+    if split == "val":
+        if not split_folders:
+            raise FileNotFoundError(f"Image folder {root!r}: a 'val' split needs train/, val/ and test/ folders")
+        _require_dir(os.path.join(root, "val"), "Validation folder of the image folder")
+    if split_folders:
         class_names, _ = _list_class_folders(os.path.join(root, "train"))
         split_names, files = _list_class_folders(os.path.join(root, split))
         unknown = sorted(set(split_names) - set(class_names))
@@ -310,13 +330,25 @@ def cub200(root, split="train"):
 
 AIRCRAFT_SPLITS = ("train", "val", "trainval", "test")
 AIRCRAFT_LEVELS = ("variant", "family", "manufacturer")
+AIRCRAFT_CLASS_LISTS = {"variant": "variants.txt", "family": "families.txt", "manufacturer": "manufacturers.txt"}
+AIRCRAFT_BANNER_ROWS = 20  # The copyright banner at the bottom of every FGVC-Aircraft image.
 
 
-def fgvc_aircraft(root, split="trainval", level="variant"):
+def fgvc_aircraft(root, split="trainval", level="variant", remove_banner=True):
     """FGVC-Aircraft in its official layout (the folder that holds data/).
 
-    Reads `data/images_<level>_<split>.txt` ("<image id> <class name>") and
-    `data/<level>s.txt` (class names, one per line; variants.txt for variants).
+    Reads `data/images_<level>_<split>.txt` ("<image id> <class name>"), the
+    class list of the level (`variants.txt`, `families.txt` or
+    `manufacturers.txt`) and the boxes of `data/images_box.txt` ("<image id>
+    xmin ymin xmax ymax", 1-based inclusive pixels), kept as (x, y, width,
+    height) like CUB's.
+
+    Args:
+        root: str, the dataset folder (e.g. fgvc-aircraft-2013b).
+        split: one of AIRCRAFT_SPLITS.
+        level: one of AIRCRAFT_LEVELS.
+        remove_banner: drop the 20-pixel copyright banner at the bottom of
+            every image after decoding, as the dataset's README asks.
     """
     if split not in AIRCRAFT_SPLITS:
         raise ValueError(f"`split` must be one of {AIRCRAFT_SPLITS}. Received: split={split!r}")
@@ -325,13 +357,15 @@ def fgvc_aircraft(root, split="trainval", level="variant"):
     root = os.path.abspath(os.path.expanduser(root))
     data = os.path.join(root, "data")
     _require_dir(data, "FGVC-Aircraft data/ folder")
-    names_path = os.path.join(data, "variants.txt" if level == "variant" else f"{level}s.txt")
-    _require_file(names_path, "FGVC-Aircraft class list")
+    names_path = os.path.join(data, AIRCRAFT_CLASS_LISTS[level])
+    _require_file(names_path, f"FGVC-Aircraft class list of level {level!r}")
     class_names = [line for _, line in _read_lines(names_path)]
     index = {name: i for i, name in enumerate(class_names)}
     list_path = os.path.join(data, f"images_{level}_{split}.txt")
     _require_file(list_path, "FGVC-Aircraft split list")
-    paths, labels, problems = [], [], []
+    boxes_path = os.path.join(data, "images_box.txt")
+    boxes = _id_table(boxes_path, "FGVC-Aircraft images_box.txt") if os.path.isfile(boxes_path) else {}
+    paths, labels, out_boxes, problems = [], [], [], []
     for line_no, line in _read_lines(list_path):
         image_id, _, name = line.partition(" ")
         path = os.path.join(data, "images", f"{image_id}.jpg")
@@ -342,9 +376,29 @@ def fgvc_aircraft(root, split="trainval", level="variant"):
         else:
             paths.append(path)
             labels.append(index[name])
+            out_boxes.append(_aircraft_box(boxes.get(image_id), image_id, boxes_path, problems))
     if problems:
         raise DatasetError(f"FGVC-Aircraft at {root!r}", problems)
-    return FileSplit(paths, labels, class_names, name=f"FGVC-Aircraft [{split}]")
+    return FileSplit(
+        paths,
+        labels,
+        class_names,
+        np.asarray(out_boxes, np.float32).reshape(-1, 4),
+        name=f"FGVC-Aircraft [{split}, {level}]",
+        crop_bottom=AIRCRAFT_BANNER_ROWS if remove_banner else 0,
+    )
+
+
+def _aircraft_box(text, image_id, boxes_path, problems):
+    """(x, y, width, height) from "xmin ymin xmax ymax" (1-based, inclusive); NaNs when absent."""
+    if text is None:
+        return [np.nan] * 4
+    try:
+        xmin, ymin, xmax, ymax = (float(v) for v in text.split())
+    except ValueError:
+        problems.append(f"{boxes_path}: image {image_id}: expected 'xmin ymin xmax ymax', got {text!r}")
+        return [np.nan] * 4
+    return [xmin - 1.0, ymin - 1.0, xmax - xmin + 1.0, ymax - ymin + 1.0]
 
 
 TFDS_DATASETS = (
@@ -359,20 +413,64 @@ TFDS_DATASETS = (
 
 @dataclasses.dataclass
 class TfdsSplit:
-    """A split of a prepared TFDS dataset: (image, label) elements and class names."""
+    """A split of a prepared TFDS dataset: encoded (image, label) records and class names.
+
+    Attributes:
+        builder: the prepared TFDS builder.
+        split: the TFDS split string.
+        class_names: ordered class names.
+        num_examples: int, records in this split (after `indices`).
+        name: a short description used in logs and errors.
+        indices: optional sorted int64 positions of the records kept from the
+            TFDS split (a carved-out validation set or its complement); None
+            keeps all.
+    """
 
     builder: object
     split: str
     class_names: list
     num_examples: int
     name: str = "tfds"
+    indices: np.ndarray | None = None
 
     @property
     def num_classes(self):
         return len(self.class_names)
 
-    def tfds_dataset(self):
-        return self.builder.as_dataset(split=self.split, as_supervised=True, shuffle_files=False)
+    def encoded_dataset(self):
+        """(encoded image bytes, label) records in stored order, not decoded (decoding comes after shuffling)."""
+        import tensorflow as tf
+        import tensorflow_datasets as tfds_lib
+
+        image_key, label_key = self.builder.info.supervised_keys[:2]
+        ds = self.builder.as_dataset(
+            split=self.split, shuffle_files=False, decoders={image_key: tfds_lib.decode.SkipDecoding()}
+        )
+        ds = ds.map(lambda ex: (ex[image_key], ex[label_key]))
+        if self.indices is None:
+            return ds
+        keep = np.zeros(int(self.indices.max(initial=-1)) + 1, bool)
+        keep[self.indices] = True
+        table = tf.constant(keep)
+        ds = ds.enumerate().take(len(keep))
+        return ds.filter(lambda i, ex: table[i]).map(lambda i, ex: ex)
+
+    def labels(self):
+        """int64 [num_examples] labels, read without decoding any image."""
+        import tensorflow_datasets as tfds_lib
+
+        image_key, label_key = self.builder.info.supervised_keys[:2]
+        ds = self.builder.as_dataset(
+            split=self.split, shuffle_files=False, decoders={image_key: tfds_lib.decode.SkipDecoding()}
+        )
+        labels = np.fromiter((int(ex[label_key]) for ex in ds.as_numpy_iterator()), np.int64)
+        return labels if self.indices is None else labels[self.indices]
+
+    def subset(self, indices, name=None):
+        """The records at `indices` (positions within this split)."""
+        positions = np.arange(self.num_examples) if self.indices is None else self.indices
+        chosen = np.sort(positions[np.asarray(list(indices), np.int64)])
+        return dataclasses.replace(self, indices=chosen, num_examples=len(chosen), name=name or self.name)
 
 
 def tfds(name, split="train", data_dir=None, manual_dir=None, prepare=False):

@@ -141,27 +141,134 @@ def test_cub200_missing_file_is_named(tmp_path):
         readers.cub200(str(tmp_path), "train")
 
 
-def test_fgvc_aircraft_official_layout(tmp_path):
-    data = tmp_path / "data"
-    names = ["707-320", "A300B4", "Boeing 747"]
+AIRCRAFT = {  # image id: (variant, family, manufacturer), as in the official lists.
+    "0034309": ("707-320", "Boeing 707", "Boeing"),
+    "0034958": ("A300B4", "A300", "Airbus"),
+    "0037511": ("747-400", "Boeing 747", "Boeing"),
+    "0041975": ("A300B4", "A300", "Airbus"),
+    "1514522": ("707-320", "Boeing 707", "Boeing"),
+}
+AIRCRAFT_SPLIT_IDS = {
+    "train": ["0034309", "0034958"],
+    "val": ["0037511"],
+    "trainval": ["0034309", "0034958", "0037511"],
+    "test": ["0041975", "1514522"],
+}
+
+
+def _write_aircraft(root, width=120, height=90):
+    """fgvc-aircraft-2013b/data as distributed: lists per level and split, boxes, images with a banner."""
+    from PIL import Image
+
+    data = root / "data"
     (data / "images").mkdir(parents=True)
-    (data / "variants.txt").write_text("\n".join(names) + "\n")
-    for split, ids in (
-        ("trainval", ["0001", "0002", "0003"]),
-        ("test", ["0004"]),
-        ("train", ["0001"]),
-        ("val", ["0002"]),
+    for image_id in AIRCRAFT:
+        array = np.full((height, width, 3), 60, np.uint8)
+        array[-20:] = 255  # The copyright banner of every image.
+        Image.fromarray(array).save(data / "images" / f"{image_id}.jpg", quality=95)
+    (data / "images_box.txt").write_text("".join(f"{i} 11 21 60 70\n" for i in AIRCRAFT))
+    for level, column, listing in (
+        ("variant", 0, "variants.txt"),
+        ("family", 1, "families.txt"),
+        ("manufacturer", 2, "manufacturers.txt"),
     ):
-        lines = []
-        for j, image_id in enumerate(ids):
-            write_image(str(data / "images" / f"{image_id}.jpg"), seed=j)
-            lines.append(f"{image_id} {names[(int(image_id) - 1) % 3]}")
-        (data / f"images_variant_{split}.txt").write_text("\n".join(lines) + "\n")
-    trainval = readers.fgvc_aircraft(str(tmp_path), "trainval")
-    assert trainval.class_names == names and trainval.labels == [0, 1, 2]
-    assert readers.fgvc_aircraft(str(tmp_path), "test").labels == [0]
+        names = sorted({v[column] for v in AIRCRAFT.values()})
+        (data / listing).write_text("\n".join(names) + "\n")
+        for split, ids in AIRCRAFT_SPLIT_IDS.items():
+            (data / f"images_{level}_{split}.txt").write_text("".join(f"{i} {AIRCRAFT[i][column]}\n" for i in ids))
+    return root
+
+
+@pytest.mark.parametrize("level,column", [("variant", 0), ("family", 1), ("manufacturer", 2)])
+def test_fgvc_aircraft_official_layout_at_every_level(tmp_path, level, column):
+    root = str(_write_aircraft(tmp_path))
+    trainval = readers.fgvc_aircraft(root, "trainval", level)
+    names = sorted({v[column] for v in AIRCRAFT.values()})
+    assert trainval.class_names == names
+    assert [names[label] for label in trainval.labels] == [AIRCRAFT[i][column] for i in AIRCRAFT_SPLIT_IDS["trainval"]]
+    assert readers.fgvc_aircraft(root, "test", level).num_examples == 2
+    # Boxes: 1-based inclusive (xmin, ymin, xmax, ymax) -> 0-based (x, y, width, height).
+    np.testing.assert_allclose(trainval.boxes, [[10, 20, 50, 50]] * 3)
     with pytest.raises(ValueError, match="split='valid'"):
-        readers.fgvc_aircraft(str(tmp_path), "valid")
+        readers.fgvc_aircraft(root, "valid", level)
+
+
+def test_fgvc_aircraft_banner_is_removed_in_training_and_evaluation_unless_kept(tmp_path):
+    root = str(_write_aircraft(tmp_path))
+    split = readers.fgvc_aircraft(root, "test")
+    assert split.crop_bottom == 20
+    images = [image for image, _ in pipeline.examples(split).as_numpy_iterator()]
+    assert all(image.shape == (70, 120, 3) and image.max() < 100 for image in images)
+    evaluated, _ = next(iter(pipeline.eval_batches(split, batch_size=2, image_size=32, resize_size=40)))
+    assert float(evaluated.numpy().max()) < 100  # No banner row reaches the model.
+    trained, _ = next(
+        iter(pipeline.train_batches(split, seed=0, batch_size=2, image_size=32, resize_size=40, n=4, k=2))
+    )
+    assert float(trained.numpy().max()) < 100
+    kept = readers.fgvc_aircraft(root, "test", remove_banner=False)
+    assert next(iter(pipeline.examples(kept)))[0].shape == (90, 120, 3)
+
+
+def test_fgvc_aircraft_missing_level_list_is_named(tmp_path):
+    root = _write_aircraft(tmp_path)
+    os.remove(root / "data" / "families.txt")
+    with pytest.raises(FileNotFoundError, match="families.txt"):
+        readers.fgvc_aircraft(str(root), "trainval", "family")
+
+
+def test_aircraft_validation_is_the_official_val_split_when_training_on_train(tmp_path):
+    from configs import aircraft_resnet50
+
+    root = str(_write_aircraft(tmp_path))
+    config = aircraft_resnet50.get_config(f"root={root},split=train,level=family")
+    config.data.check_files = False
+    train, val, test = datasets.load_splits(config.data)
+    assert (train.num_examples, val.num_examples, test.num_examples) == (2, 1, 2)
+    assert "val" in val.name and train.crop_bottom == val.crop_bottom == test.crop_bottom == 20
+    assert aircraft_resnet50.get_config(f"root={root},banner=true").data.aircraft_remove_banner is False
+
+
+def test_webp_and_gif_files_are_listed_and_decoded(tmp_path, caplog):
+    from PIL import Image
+
+    _write_folder(tmp_path / "train" / "a", [""], 1)
+    _write_folder(tmp_path / "test" / "a", [""], 1)
+    frames = [Image.fromarray(np.full((30, 40, 3), v, np.uint8)) for v in (10, 200)]
+    frames[0].save(tmp_path / "train" / "a" / "anim.gif", save_all=True, append_images=frames[1:])
+    Image.fromarray(np.full((30, 40, 3), 90, np.uint8)).save(tmp_path / "train" / "a" / "shop.webp", lossless=True)
+    with caplog.at_level("INFO"):
+        split = readers.image_folder(str(tmp_path), "train")
+    assert sorted(os.path.basename(p) for p in split.paths) == ["0.jpg", "anim.gif", "shop.webp"]
+    assert "gif 1" in caplog.text and "webp 1" in caplog.text and "jpg 1" in caplog.text
+    images = {os.path.basename(p): pipeline.read_image(p).numpy() for p in split.paths}
+    assert images["anim.gif"].shape == (30, 40, 3) and abs(float(images["anim.gif"].mean()) - 10) < 3  # First frame.
+    assert images["shop.webp"].shape == (30, 40, 3) and float(images["shop.webp"].mean()) == 90.0
+    assert pipeline.check_images(split).num_examples == 3
+
+
+def test_validation_carve_out_is_seeded_stratified_and_disjoint(tmp_path):
+    _write_folder(tmp_path, ["x", "y", "z"], 10)
+    train = readers.image_folder(str(tmp_path), "train", test_fraction=0.2, seed=1)
+    rest, val = datasets.carve_validation(train, 0.25, seed=4)
+    assert np.bincount(val.labels).tolist() == [2, 2, 2] and rest.num_examples == 18
+    assert not set(rest.paths) & set(val.paths) and set(rest.paths) | set(val.paths) == set(train.paths)
+    assert datasets.carve_validation(train, 0.25, seed=4)[1].paths == val.paths
+    assert datasets.carve_validation(train, 0.25, seed=5)[1].paths != val.paths
+
+
+def test_image_folder_val_folder_is_the_validation_split(tmp_path, tiny_config):
+    for split in ("train", "val", "test"):
+        _write_folder(tmp_path / split, ["a", "b"], 2)
+    config = tiny_config.copy_and_resolve_references()
+    config.data.source, config.data.root = "image_folder", str(tmp_path)
+    train, val, test = datasets.load_splits(config.data)
+    assert val.num_examples == 4 and all("/val/" in p for p in val.paths)
+    _write_folder(tmp_path / "flat", ["a", "b"], 5)
+    config.data.root = str(tmp_path / "flat")  # No split folders: carve out of training.
+    config.data.val_fraction = 0.5
+    train, val, test = datasets.load_splits(config.data)
+    assert (train.num_examples, val.num_examples, test.num_examples) == (4, 4, 2)
+    assert not set(train.paths) & set(val.paths) and not set(val.paths) & set(test.paths)
 
 
 def test_tfds_not_prepared_fails_within_seconds(tmp_path):
@@ -176,20 +283,49 @@ def test_tfds_unknown_name():
         readers.tfds("no_such_birds")
 
 
-def test_tfds_reader_with_mock_data():
-    import tensorflow_datasets as tfds
+@pytest.fixture(scope="module")
+def toy_tfds(tmp_path_factory):
+    import toy_tfds
 
-    with tfds.testing.mock_data(num_examples=6):
-        split = readers.tfds("cars196", "train", prepare=True)
-        assert split.num_classes == 196
-        images = list(pipeline.examples(split).take(3).as_numpy_iterator())
-        assert all(img.ndim == 3 and img.shape[-1] == 3 and img.dtype == np.uint8 for img, _ in images)
-        batches = pipeline.train_batches(split, seed=0, batch_size=2, image_size=32, resize_size=40, n=4, k=2)
-        images, targets = next(iter(batches))
-        assert images.shape == (4, 32, 32, 3)
-        assert 0 <= int(targets["classifier"].numpy().max()) < 196
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    return toy_tfds.prepare(data_dir), data_dir
+
+
+def test_tfds_records_are_shuffled_encoded_and_decoded_after(toy_tfds):
+    name, data_dir = toy_tfds
+    split = readers.tfds(name, "train", data_dir=data_dir)
+    assert split.num_examples == 12 and split.class_names == ["bird_0", "bird_1", "bird_2"]
+    encoded, _ = next(iter(split.encoded_dataset()))
+    assert encoded.dtype.name == "string"  # Bytes: nothing is decoded before shuffling.
+    stored = [int(y) for _, y in split.encoded_dataset()]
+    np.testing.assert_array_equal(split.labels(), stored)
+    np.testing.assert_array_equal(np.bincount(stored), [4, 4, 4])
+    import tensorflow as tf
+
+    key = tf.constant(5, tf.uint32)
+    first = [int(y) for _, y in pipeline.examples(split, key, shuffle_buffer=4)]
+    assert first == [int(y) for _, y in pipeline.examples(split, key, shuffle_buffer=4)]  # Seeded.
+    assert sorted(first) == sorted(stored)
+    images = list(pipeline.examples(split).take(3).as_numpy_iterator())
+    assert all(img.shape == (30, 40, 3) and img.dtype == np.uint8 for img, _ in images)
+    batches = pipeline.train_batches(split, seed=0, batch_size=2, image_size=32, resize_size=40, n=4, k=2)
+    images, targets = next(iter(batches))
+    assert images.shape == (4, 32, 32, 3) and 0 <= int(targets["classifier"].numpy().max()) < 3
+
+
+def test_tfds_validation_carve_out_is_stratified_and_streams_only_its_records(toy_tfds):
+    name, data_dir = toy_tfds
+    split = readers.tfds(name, "train", data_dir=data_dir)
+    train, val = datasets.carve_validation(split, 0.25, seed=3)
+    assert (train.num_examples, val.num_examples) == (9, 3)
+    np.testing.assert_array_equal(np.bincount(val.labels()), [1, 1, 1])
+    assert not set(train.indices) & set(val.indices)
+    streamed = sorted(int(y) for _, y in pipeline.examples(val))
+    assert streamed == sorted(val.labels().tolist()) and len(streamed) == 3
+    again = datasets.carve_validation(split, 0.25, seed=3)[1]
+    np.testing.assert_array_equal(again.indices, val.indices)
 
 
 def test_load_splits_from_config_demo(tiny_config):
-    train, test = datasets.load_splits(tiny_config.data)
-    assert train.num_classes == 4 and train.num_examples == 24 and test.num_examples == 12
+    train, val, test = datasets.load_splits(tiny_config.data)
+    assert train.num_classes == 4 and train.num_examples == 24 and test.num_examples == 12 and val is None
