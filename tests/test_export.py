@@ -62,13 +62,26 @@ except tf.errors.InvalidArgumentError:
     print("INVALID_ARGUMENT")
 pixels = tf.saved_model.load(sys.argv[1]).signatures["serve_pixels"]
 print(pixels(pixels=tf.zeros([2, 70, 50, 3]))["probabilities"].shape)
+large = tf.io.decode_jpeg(open(paths[-1], "rb").read(), channels=3, dct_method="INTEGER_ACCURATE")
+print(json.dumps(pixels(pixels=tf.cast(large, tf.float32)[None])["logits"].numpy().tolist()))
 """
 
 
-def test_tf_only_process_matches_keras_logits_and_bin_predict(trained, demo_root):
+def _large_photo(path, width=4000, height=3000):
+    """A 4000x3000 JPEG with detail finer than the resize can keep (aliases unless filtered)."""
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = 127 + 80 * np.sin(xx / 1.7) * np.cos(yy / 2.3) + 40 * np.sin(xx / 400 + yy / 300)
+    image = np.clip(np.stack([base, base[::-1], 255 - base], -1), 0, 255).astype(np.uint8)
+    Image.fromarray(image).save(path, quality=90)
+    return str(path)
+
+
+def test_tf_only_process_matches_keras_logits_and_bin_predict(trained, demo_root, tmp_path):
     workdir, path, config = trained
     test = readers.image_folder(demo_root, "test")
-    paths = test.paths[:5]
+    paths = test.paths[:5] + [_large_photo(tmp_path / "large.jpg")]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     done = subprocess.run(
         [sys.executable, "-c", CLIENT, path, json.dumps(paths)], capture_output=True, text=True, env=env, timeout=300
@@ -79,7 +92,9 @@ def test_tf_only_process_matches_keras_logits_and_bin_predict(trained, demo_root
     assert lines[1] == "INVALID_ARGUMENT"
     assert lines[2] == "(2, 4)"
     keras_logits = Predictor(str(workdir / "model.keras")).logits(paths)
-    assert np.max(np.abs(np.array(served["logits"]) - keras_logits)) <= 1e-4
+    assert np.max(np.abs(np.array(served["logits"]) - keras_logits)) <= 1e-4  # The 4000x3000 JPEG included.
+    # serve_pixels on the decoded photo preprocesses exactly as serving_default on its bytes.
+    assert np.max(np.abs(np.array(json.loads(lines[3])[0]) - np.array(served["logits"][-1]))) <= 1e-4
     predicted = run_bin("predict", f"--model={workdir / 'model.keras'}", "--top_k=1", *paths)
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     top1 = [line.split()[-1] for line in predicted.stdout.splitlines() if line.startswith("  ")]

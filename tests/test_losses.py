@@ -21,6 +21,9 @@ def test_region_alignment_loss_sum_and_mean_by_hand():
     assert float(total) == pytest.approx((0.5 + 2.0) / 2)  # Summed per image, mean over images.
     mean = losses.RegionAlignmentLoss("mean")(y_true, y_pred)
     assert float(mean) == pytest.approx((0.5 / 8 + 0.25) / 2)
+    # The default is the mean, the scale of the published numbers; the sum is 2 N^2 times larger.
+    assert float(losses.RegionAlignmentLoss()(y_true, y_pred)) == pytest.approx(float(mean))
+    assert losses.dcl_losses()["region_alignment"].cell_reduction == "mean"
 
 
 def test_weighted_total_is_alpha_cls_plus_beta_adv_plus_gamma_loc():

@@ -43,6 +43,25 @@ def test_config_errors_name_the_field(tiny_config, field, value, expected):
         validate_config(config)
 
 
+def test_validation_without_a_validation_split_is_refused(tiny_config, tmp_path):
+    config = tiny_config.copy_and_resolve_references()
+    config.train.validation_freq = 1
+    with pytest.raises(ConfigError, match="train.validation_freq.*data.val_fraction"):
+        training.train_and_evaluate(config, str(tmp_path))
+    assert not (tmp_path / "checkpoints" / "latest.keras").exists()
+
+
+def test_paper_defaults_alignment_mean_and_aircraft_k():
+    from configs import aircraft_resnet50, cub_resnet50
+    from dcl_keras import config as config_lib
+
+    assert config_lib.base_config().loss.alignment_reduction == "mean"
+    assert cub_resnet50.get_config("root=/x").loss.alignment_reduction == "mean"
+    assert aircraft_resnet50.get_config("root=/x").rcm.k == 1  # N = 2 allows only k = 1.
+    assert aircraft_resnet50.get_config("root=/x,n=7").rcm.k == 2  # The paper's k.
+    assert aircraft_resnet50.get_config("root=/x,n=7,k=3").rcm.k == 3
+
+
 def test_missing_dataset_path_fails_before_training(tmp_path):
     result = run_bin(
         "train",
@@ -62,7 +81,8 @@ def test_bad_override_is_reported_by_name(tmp_path):
 
 def test_bin_train_writes_everything_and_resumes(tiny_config, tmp_path):
     workdir = tmp_path / "run"
-    first = run_bin("train", "--config=configs/tiny.py", f"--workdir={workdir}", *_overrides(tiny_config))
+    validation = ["--config.data.val_fraction=0.25", "--config.train.validation_freq=1"]
+    first = run_bin("train", "--config=configs/tiny.py", f"--workdir={workdir}", *validation, *_overrides(tiny_config))
     assert first.returncode == 0, first.stderr[-3000:]
     for name in (
         "config.json",
@@ -78,6 +98,13 @@ def test_bin_train_writes_everything_and_resumes(tiny_config, tmp_path):
     assert json.loads((workdir / "config.json").read_text())["rcm"]["n"] == 4
     report = json.loads((workdir / "evaluation.json").read_text())
     assert report["num_examples"] == 12 and 0.0 <= report["top1"] <= 1.0
+    assert report["split"] == "test" and "[test]" in report["split_name"]
+    with open(workdir / "metrics.csv") as f:
+        assert "val_loss" in next(csv.DictReader(f))  # Monitored on the carved-out validation split.
+    on_val = run_bin("evaluate", f"--workdir={workdir}", "--split=val", f"--out_dir={workdir / 'val'}")
+    assert on_val.returncode == 0, on_val.stderr[-3000:]
+    val_report = json.loads((workdir / "val" / "evaluation.json").read_text())
+    assert val_report["split"] == "val" and val_report["num_examples"] == 8  # 2 of 6 per class, 4 classes.
 
     evaluated = run_bin("evaluate", f"--workdir={workdir}", f"--out_dir={workdir / 'eval'}")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
@@ -93,6 +120,7 @@ def test_bin_train_writes_everything_and_resumes(tiny_config, tmp_path):
         f"--workdir={workdir}",
         "--config.train.epochs=3",
         "--config.export.enabled=False",
+        *validation,
         *_overrides(tiny_config),
     )
     assert second.returncode == 0, second.stderr[-3000:]

@@ -437,16 +437,21 @@ class TfdsSplit:
     def num_classes(self):
         return len(self.class_names)
 
-    def encoded_dataset(self):
-        """(encoded image bytes, label) records in stored order, not decoded (decoding comes after shuffling)."""
-        import tensorflow as tf
+    def _records(self):
+        """(encoded image bytes, label) of every record of the TFDS split, in stored order."""
         import tensorflow_datasets as tfds_lib
 
         image_key, label_key = self.builder.info.supervised_keys[:2]
         ds = self.builder.as_dataset(
             split=self.split, shuffle_files=False, decoders={image_key: tfds_lib.decode.SkipDecoding()}
         )
-        ds = ds.map(lambda ex: (ex[image_key], ex[label_key]))
+        return ds.map(lambda ex: (ex[image_key], ex[label_key]))
+
+    def encoded_dataset(self):
+        """(encoded image bytes, label) records in stored order, not decoded (decoding comes after shuffling)."""
+        import tensorflow as tf
+
+        ds = self._records()
         if self.indices is None:
             return ds
         keep = np.zeros(int(self.indices.max(initial=-1)) + 1, bool)
@@ -457,13 +462,7 @@ class TfdsSplit:
 
     def labels(self):
         """int64 [num_examples] labels, read without decoding any image."""
-        import tensorflow_datasets as tfds_lib
-
-        image_key, label_key = self.builder.info.supervised_keys[:2]
-        ds = self.builder.as_dataset(
-            split=self.split, shuffle_files=False, decoders={image_key: tfds_lib.decode.SkipDecoding()}
-        )
-        labels = np.fromiter((int(ex[label_key]) for ex in ds.as_numpy_iterator()), np.int64)
+        labels = np.fromiter((int(label) for _, label in self._records().as_numpy_iterator()), np.int64)
         return labels if self.indices is None else labels[self.indices]
 
     def subset(self, indices, name=None):
@@ -506,7 +505,13 @@ def tfds(name, split="train", data_dir=None, manual_dir=None, prepare=False):
             )
         download_config = tfds_lib.download.DownloadConfig(manual_dir=manual_dir)
         builder.download_and_prepare(download_config=download_config)
-    label = builder.info.features["label"]
+    keys = builder.info.supervised_keys
+    if not keys or len(keys) < 2:
+        raise ValueError(
+            f"TFDS dataset {name!r} has no (image, label) supervised keys to classify with. Received: "
+            f"supervised_keys={keys!r}"
+        )
+    label = builder.info.features[keys[1]]
     if builder.info.splits:
         try:
             num_examples = builder.info.splits[split].num_examples
