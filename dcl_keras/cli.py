@@ -27,14 +27,17 @@ def select_backend(argv=None):
 
 
 def run_main(main, argv):
-    """Runs `main(argv)`, turning errors about the user's input into one clear line (exit 2)."""
-    from dcl_keras.config import ConfigError
-    from dcl_keras.data.pipeline import UndecodableImagesError
-    from dcl_keras.data.readers import DatasetError
+    """Runs `main(argv)`, turning errors about the user's input into one clear line (exit 2).
+
+    Those are `UserError`s (config, dataset, workdir, divergence) and missing or
+    existing paths. Anything else, a bug here, in Keras or in TensorFlow, keeps
+    its traceback.
+    """
+    from dcl_keras.errors import UserError
 
     try:
         return main(argv)
-    except (ConfigError, DatasetError, UndecodableImagesError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (UserError, FileNotFoundError, FileExistsError) as e:
         logging.debug("Full traceback:", exc_info=True)
         print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
         sys.exit(2)

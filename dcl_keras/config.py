@@ -9,7 +9,8 @@ import os
 import ml_collections
 from ml_collections import config_dict
 
-from dcl_keras.data import pairing, pipeline, rcm
+from dcl_keras.data import pairing, pipeline, rcm, readers
+from dcl_keras.errors import UserError
 from dcl_keras.losses import ALIGNMENT_REDUCTIONS
 from dcl_keras.models import backbones
 
@@ -94,6 +95,7 @@ def base_config():
     c.train.mixed_precision = "none"  # "none", "mixed_float16" or "mixed_bfloat16" (heads and losses stay float32).
     c.train.distribution = "none"  # none, mirrored, tpu (TF backend) or data_parallel (JAX); see dcl_keras.distribute.
     c.train.tpu = ""  # train.distribution=tpu: TPU name or grpc:// address ("" = from the environment).
+    c.train.checkpoint_every_steps = 0  # Also checkpoint every this many steps (0: after each epoch only).
     c.train.validation_freq = 0  # Evaluate on the validation split every this many epochs (0: never).
     c.train.verbose = 1  # Keras progress bars: 0 silent, 1 bar, 2 one line per epoch.
 
@@ -108,8 +110,8 @@ def base_config():
     return c
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(UserError):
+    """A config field that cannot work; the message names the field."""
 
 
 def _fail(field, expected, value):
@@ -131,6 +133,11 @@ def validate_config(c):
         )
     if c.data.source == "tfds" and not c.data.tfds_name:
         _fail("data.tfds_name", "a TFDS builder name", c.data.tfds_name)
+    if c.data.source == "fgvc_aircraft":
+        if c.data.aircraft_level not in readers.AIRCRAFT_LEVELS:
+            _fail("data.aircraft_level", f"one of {readers.AIRCRAFT_LEVELS}", c.data.aircraft_level)
+        if c.data.aircraft_train_split not in ("train", "trainval"):
+            _fail("data.aircraft_train_split", "'train' or 'trainval'", c.data.aircraft_train_split)
     if c.data.bad_files not in pipeline.BAD_FILE_POLICIES:
         _fail("data.bad_files", f"one of {pipeline.BAD_FILE_POLICIES}", c.data.bad_files)
     if c.model.backbone not in backbones.BACKBONES:
@@ -166,6 +173,12 @@ def validate_config(c):
         _fail("train.epochs", "an integer >= 1", c.train.epochs)
     if c.train.steps_per_epoch < 0:
         _fail("train.steps_per_epoch", "0 (one pass) or a positive integer", c.train.steps_per_epoch)
+    if c.train.checkpoint_every_steps < 0:
+        _fail(
+            "train.checkpoint_every_steps",
+            "0 (per epoch) or a positive number of steps",
+            c.train.checkpoint_every_steps,
+        )
     if str(c.train.jit_compile).lower() not in JIT_COMPILE:
         _fail("train.jit_compile", f"one of {tuple(JIT_COMPILE)}", c.train.jit_compile)
     if c.train.distribution not in DISTRIBUTIONS:

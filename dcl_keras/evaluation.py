@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from dcl_keras.data import pipeline
+from dcl_keras.errors import UserError
 
 
 def predict_logits(classifier, split, *, image_size, resize_size, batch_size=32, bad_files="skip"):
@@ -18,7 +19,7 @@ def predict_logits(classifier, split, *, image_size, resize_size, batch_size=32,
         logits.append(np.asarray(classifier.predict_on_batch(images.numpy())))
         labels.append(batch_labels.numpy())
     if not logits:
-        raise ValueError(f"No decodable images to evaluate in {split.name}")
+        raise UserError(f"No decodable images to evaluate in {split.name}")
     return np.concatenate(logits), np.concatenate(labels)
 
 

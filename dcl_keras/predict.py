@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from dcl_keras import saving
 from dcl_keras.data import augment, pipeline, readers
+from dcl_keras.errors import UserError
 
 
 def list_images(inputs):
@@ -62,30 +63,60 @@ class Predictor:
                 f"Model not found: expected a .keras file or an export folder. Received: {model_path!r}"
             )
 
-    def logits(self, paths):
-        """Logits [len(paths), C] for image files."""
+    def _read(self, paths, failures):
+        """(readable paths, their encoded bytes, their decoded pixels); unreadable files reported or raised."""
+        good, data, images = [], [], []
+        for path in paths:
+            try:
+                encoded = tf.io.read_file(path)
+                image = pipeline.decode_image(encoded)
+            except tf.errors.OpError as e:
+                reason = f"{path}: cannot be read or decoded as an image ({e.message.splitlines()[0][:200]})"
+                if failures is None:
+                    raise UserError(reason) from None
+                failures.append((path, reason))
+                continue
+            good.append(path)
+            data.append(encoded.numpy())
+            images.append(image)
+        return good, data, images
+
+    def logits(self, paths, failures=None):
+        """Logits [len(readable paths), C] for image files (see `predict` for `failures`)."""
+        good, data, images = self._read(paths, failures)
+        if not good:
+            return np.zeros((0, len(self.class_names or [])), np.float32)
         if self._serving is not None:
-            data = tf.constant([tf.io.read_file(p).numpy() for p in paths])
-            return self._serving(images=data)["logits"].numpy()
-        images = tf.stack(
-            [augment.eval_preprocess(pipeline.read_image(p), self._resize_size, self._image_size) for p in paths]
-        )
-        return np.asarray(self._classifier.predict_on_batch(images.numpy()))
+            return self._serving(images=tf.constant(data))["logits"].numpy()
+        return self._keras_logits(images)
 
-    def predict(self, paths):
-        """[(path, [(class name, probability), ...]), ...] with the top-k per image.
+    def _keras_logits(self, images):
+        pixels = tf.stack([augment.eval_preprocess(image, self._resize_size, self._image_size) for image in images])
+        return np.asarray(self._classifier.predict_on_batch(pixels.numpy()))
 
-        From an export, k is at most the top_k it was exported with.
+    def predict(self, paths, failures=None):
+        """[(path, [(class name, probability), ...]), ...] with the top-k per readable image.
+
+        A file that cannot be read or decoded raises UserError naming it; with
+        a `failures` list it is appended there as (path, reason) instead, and
+        the other files are still predicted. From an export, k is at most the
+        top_k it was exported with.
         """
         if self._serving is not None:
-            out = self._serving(images=tf.constant([tf.io.read_file(p).numpy() for p in paths]))
+            paths, data, _ = self._read(paths, failures)
+            if not paths:
+                return []
+            out = self._serving(images=tf.constant(data))
             indices, scores = out["top_k_indices"].numpy(), out["top_k_scores"].numpy()
             names = out["top_k_names"].numpy() if "top_k_names" in out else indices.astype(str).astype(bytes)
             names = [[n.decode() for n in row[: self.top_k]] for row in names]
             return [
                 (p, list(zip(names[i], scores[i][: self.top_k].tolist(), strict=True))) for i, p in enumerate(paths)
             ]
-        probs = tf.nn.softmax(self.logits(paths), axis=-1).numpy()
+        paths, _, images = self._read(paths, failures)
+        if not paths:
+            return []
+        probs = tf.nn.softmax(self._keras_logits(images), axis=-1).numpy()
         results = []
         for path, row in zip(paths, probs, strict=True):
             order = np.argsort(-row)[: self.top_k]

@@ -2,49 +2,26 @@
 
 `train_and_evaluate(config, workdir)` runs the stages of `bin/train`: setup,
 data, model, training, evaluation, export. Rerunning it on the same workdir
-resumes after the last completed epoch (weights, optimizer state and the data
-stream included); a finished run is not trained again.
+resumes from the last checkpoint (after every epoch, and every
+`train.checkpoint_every_steps` steps) at that exact step: weights, optimizer
+state, the data stream and the RCM draws are those of an uninterrupted run. A
+finished run is not trained again. See `dcl_keras.checkpointing`.
 """
 
 import contextlib
-import json
 import logging
 import os
 
 import keras
 
-from dcl_keras import losses, optim, saving
+from dcl_keras import checkpointing, losses, optim, saving
 from dcl_keras.config import JIT_COMPILE, ConfigError, validate_config
-from dcl_keras.data import datasets, pipeline
+from dcl_keras.data import datasets, pipeline, readers
 from dcl_keras.models import dcl
 from dcl_keras.models.backbones import build_backbone
 from dcl_keras.models.region_confusion import RegionConfusion
 
-CHECKPOINT = os.path.join("checkpoints", "latest.keras")
-STATE = os.path.join("checkpoints", "state.json")
 FINAL_MODEL = "model.keras"
-
-
-def _atomic_json(path, payload):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-
-
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves model and optimizer state after every epoch, atomically, for resuming."""
-
-    def __init__(self, workdir):
-        super().__init__()
-        self.workdir = workdir
-
-    def on_epoch_end(self, epoch, logs=None):
-        path = os.path.join(self.workdir, CHECKPOINT)
-        tmp = path.replace(".keras", ".tmp.keras")
-        self.model.save(tmp)
-        os.replace(tmp, path)
-        _atomic_json(os.path.join(self.workdir, STATE), {"completed_epochs": epoch + 1})
 
 
 class AlignmentHeadMonitor(keras.callbacks.Callback):
@@ -65,14 +42,6 @@ class AlignmentHeadMonitor(keras.callbacks.Callback):
                 epoch + 1,
                 error,
             )
-
-
-def completed_epochs(workdir):
-    path = os.path.join(workdir, STATE)
-    if not os.path.isfile(path) or not os.path.isfile(os.path.join(workdir, CHECKPOINT)):
-        return 0
-    with open(path) as f:
-        return int(json.load(f)["completed_epochs"])
 
 
 @contextlib.contextmanager
@@ -108,12 +77,9 @@ def build_model(config, num_classes, class_names=None, steps=1, compile=True):
     return model
 
 
-def steps_per_epoch(config, num_examples):
-    if config.train.steps_per_epoch:
-        return config.train.steps_per_epoch
-    if num_examples is None:
-        raise ValueError("steps_per_epoch needs the number of training examples")
-    return max(1, num_examples // config.input.batch_size)
+def steps_per_epoch(config, split):
+    """Steps of one Keras epoch: `train.steps_per_epoch`, or one epoch of the training stream."""
+    return config.train.steps_per_epoch or pipeline.steps_per_epoch(split, config.input.batch_size)
 
 
 def compile_model(model, config, steps):
@@ -137,7 +103,7 @@ def compile_model(model, config, steps):
     )
 
 
-def train_batches(config, split, start_epoch=0):
+def train_batches(config, split, start_step=0):
     return pipeline.train_batches(
         split,
         seed=config.seed,
@@ -149,11 +115,44 @@ def train_batches(config, split, start_epoch=0):
         k=config.rcm.k,
         originals=config.rcm.originals,
         destructed=config.rcm.destructed,
-        start_epoch=start_epoch,
+        start_step=start_step,
         bad_files=config.data.bad_files,
         rcm_in_pipeline=config.rcm.placement == "pipeline",
         reducing_gap=config.input.jpeg_reducing_gap,
         shuffle_buffer=config.data.tfds_shuffle_buffer,
+    )
+
+
+def _build_trainer(config, split, steps):
+    """A new trainer: the DCLModel, or a DeviceRCMTrainer around it for rcm.placement=device; compiled."""
+    on_device = config.rcm.placement == "device"
+    trainer = build_model(config, split.num_classes, split.class_names, steps, compile=not on_device)
+    if on_device:
+        region_confusion = RegionConfusion(
+            config.rcm.n, config.rcm.k, config.rcm.originals, config.rcm.destructed, seed=config.seed
+        )
+        trainer = dcl.DeviceRCMTrainer(trainer, region_confusion)
+        compile_model(trainer, config, steps)
+    return trainer
+
+
+def _resume(path, config, steps):
+    """The trainer of a checkpoint, recompiled from `config` with the checkpoint's optimizer state."""
+    trainer = saving.load_model(path)
+    old_optimizer = trainer.optimizer
+    compile_model(trainer, config, steps)
+    checkpointing.adopt_optimizer_state(trainer, old_optimizer)
+    return trainer
+
+
+def _empty_stream_error(error, split):
+    """The DatasetError that names the unreadable files behind an all-failed epoch."""
+    bad = pipeline.find_undecodable(list(getattr(split, "paths", [])))
+    names = [split.paths[i] for i in bad] or [f"every record of {split.name}"]
+    return readers.DatasetError(
+        f"{split.name}: training stopped, no example of an epoch could be decoded "
+        f"({str(error.message).split(pipeline.EMPTY_EPOCH_MESSAGE)[-1].strip()[:40]})",
+        [f"{name}: cannot be read or decoded now" for name in names],
     )
 
 
@@ -168,24 +167,21 @@ def train(config, workdir, train_split, val_split=None, process_dir=None):
     their `process_dir`; only the chief writes logs. All resume from the
     chief's checkpoint.
     """
-    steps = steps_per_epoch(config, train_split.num_examples)
-    start = completed_epochs(workdir)
-    on_device = config.rcm.placement == "device"
-    if start:
-        logging.info("Resuming from %s after epoch %d.", os.path.join(workdir, CHECKPOINT), start)
-        trainer = saving.load_model(os.path.join(workdir, CHECKPOINT))
+    steps = steps_per_epoch(config, train_split)
+    checkpoint = os.path.join(workdir, checkpointing.CHECKPOINT)
+    if os.path.isfile(checkpoint):
+        trainer = _resume(checkpoint, config, steps)
+        logging.info("Resuming from %s at step %d.", checkpoint, checkpointing.completed_steps(trainer))
     else:
-        trainer = build_model(config, train_split.num_classes, train_split.class_names, steps, compile=not on_device)
-        if on_device:
-            region_confusion = RegionConfusion(
-                config.rcm.n, config.rcm.k, config.rcm.originals, config.rcm.destructed, seed=config.seed
-            )
-            trainer = dcl.DeviceRCMTrainer(trainer, region_confusion)
-            compile_model(trainer, config, steps)
+        trainer = _build_trainer(config, train_split, steps)
     model = trainer.dcl_model if isinstance(trainer, dcl.DeviceRCMTrainer) else trainer
-    if start >= config.train.epochs:
-        logging.info("Training already finished (%d epochs).", start)
+    step = checkpointing.completed_steps(trainer)
+    epoch, done_in_epoch = divmod(step, steps)
+    if epoch >= config.train.epochs:
+        logging.info("Training already finished (%d epochs).", epoch)
         return model
+    if process_dir is None:
+        checkpointing.check_writable(workdir, "The workdir", checkpointing.checkpoint_bytes(trainer))
     validation = {}
     if config.train.validation_freq:
         if val_split is None:
@@ -200,28 +196,54 @@ def train(config, workdir, train_split, val_split=None, process_dir=None):
                 batch_size=config.eval.batch_size,
                 image_size=config.input.image_size,
                 resize_size=config.input.resize_size,
-                n=None if on_device else config.rcm.n,
+                n=None if config.rcm.placement == "device" else config.rcm.n,
                 bad_files=config.data.bad_files,
             ),
             validation_freq=config.train.validation_freq,
         )
-    callbacks = [AlignmentHeadMonitor(), EpochCheckpoint(process_dir or workdir)]
+    save_dir = process_dir or workdir
+    callbacks = [
+        checkpointing.DivergenceGuard(workdir),
+        AlignmentHeadMonitor(),
+        checkpointing.Checkpointer(save_dir, config.train.checkpoint_every_steps),
+    ]
     if process_dir is None:
         callbacks += [
             keras.callbacks.CSVLogger(os.path.join(workdir, "metrics.csv"), append=True),
             keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
         ]
-    trainer.fit(
-        train_batches(config, train_split, start_epoch=start),
-        epochs=config.train.epochs,
-        initial_epoch=start,
-        steps_per_epoch=steps,
-        callbacks=callbacks,
-        shuffle=False,
-        verbose=config.train.verbose,
-        **validation,
-    )
+    fit = dict(callbacks=callbacks, shuffle=False, verbose=config.train.verbose, **validation)
+    try:
+        if done_in_epoch:  # Killed between two step checkpoints: finish that epoch first.
+            logging.info("Finishing epoch %d from its step %d.", epoch + 1, done_in_epoch)
+            trainer.fit(
+                train_batches(config, train_split, start_step=step),
+                epochs=epoch + 1,
+                initial_epoch=epoch,
+                steps_per_epoch=steps - done_in_epoch,
+                **fit,
+            )
+            epoch += 1
+        if epoch < config.train.epochs:
+            trainer.fit(
+                train_batches(config, train_split, start_step=epoch * steps),
+                epochs=config.train.epochs,
+                initial_epoch=epoch,
+                steps_per_epoch=steps,
+                **fit,
+            )
+    except tf_errors().InvalidArgumentError as e:
+        if pipeline.EMPTY_EPOCH_MESSAGE not in str(e):
+            raise
+        raise _empty_stream_error(e, train_split) from None
     return model
+
+
+def tf_errors():
+    """tf.errors, whose InvalidArgumentError the tf.data stream raises under any Keras backend."""
+    import tensorflow as tf
+
+    return tf.errors
 
 
 def train_and_evaluate(config, workdir, cluster=None):
@@ -231,16 +253,27 @@ def train_and_evaluate(config, workdir, cluster=None):
     the chief alone writes the workdir, evaluates and exports, and the others
     save their final model under `<workdir>/process_<id>/`.
     """
-    from dcl_keras import distribute, evaluation, export
+    from dcl_keras import distribute
 
     # Setup.
     validate_config(config)
     cluster = cluster or distribute.Cluster()
     scope = distribute.setup(config.train.distribution, cluster, config.train.tpu)
     workdir = os.path.abspath(os.path.expanduser(workdir))
-    os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)
-    if cluster.is_chief:
-        _atomic_json(os.path.join(workdir, "config.json"), config.to_dict())
+    export_dir = config.export.dir or os.path.join(workdir, "export")
+    if not cluster.is_chief:
+        return _train_stages(config, workdir, cluster, scope, export_dir)
+    checkpointing.check_writable(os.path.join(workdir, "checkpoints"), "The workdir")
+    if config.export.enabled:
+        checkpointing.check_writable(export_dir, "The export folder (export.dir)")
+    with checkpointing.WorkdirLock(workdir):
+        checkpointing.atomic_json(os.path.join(workdir, "config.json"), config.to_dict())
+        return _train_stages(config, workdir, cluster, scope, export_dir)
+
+
+def _train_stages(config, workdir, cluster, scope, export_dir):
+    from dcl_keras import evaluation, export
+
     keras.utils.set_random_seed(config.seed)
     # Data.
     splits = datasets.load_splits(config.data)
@@ -251,11 +284,12 @@ def train_and_evaluate(config, workdir, cluster=None):
         os.makedirs(os.path.join(process_dir, "checkpoints"), exist_ok=True)
     with scope:
         model = train(config, workdir, train_split, splits.val, process_dir)
+    final = os.path.join(process_dir or workdir, FINAL_MODEL)
+    tmp = final.replace(".keras", ".tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, final)
     if process_dir:
-        model.save(os.path.join(process_dir, FINAL_MODEL))
-        return {"model": os.path.join(process_dir, FINAL_MODEL)}
-    final = os.path.join(workdir, FINAL_MODEL)
-    model.save(final)
+        return {"model": final}
     result = {"model": final}
     # Evaluation.
     if config.eval.enabled and cluster.num_processes > 1:
@@ -278,6 +312,5 @@ def train_and_evaluate(config, workdir, cluster=None):
         result["evaluation"] = report
     # Export.
     if config.export.enabled:
-        export_dir = config.export.dir or os.path.join(workdir, "export")
         result["export"] = export.export_model_file(final, export_dir, top_k=config.export.top_k, model=model)
     return result

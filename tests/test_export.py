@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import tensorflow as tf
 
 from dcl_keras import export, training
 from dcl_keras.data import readers
+from dcl_keras.errors import UserError
 from dcl_keras.models import dcl
 from dcl_keras.predict import Predictor
 
@@ -101,6 +103,23 @@ def test_tf_only_process_matches_keras_logits_and_bin_predict(trained, demo_root
     assert top1 == served["names"]
     from_export = run_bin("predict", f"--model={os.path.dirname(path)}", "--top_k=1", *paths)
     assert [line.split()[-1] for line in from_export.stdout.splitlines() if line.startswith("  ")] == served["names"]
+
+
+def test_bin_predict_names_an_unreadable_file_and_predicts_the_others(trained, demo_root, tmp_path):
+    workdir, path, _ = trained
+    good = readers.image_folder(demo_root, "test").paths[0]
+    folder = tmp_path / "scraped"
+    folder.mkdir()
+    shutil.copy(good, folder / "good.png")
+    (folder / "random.jpg").write_bytes(os.urandom(2000))
+    for model in (str(workdir / "model.keras"), os.path.dirname(path)):
+        result = run_bin("predict", f"--model={model}", "--top_k=1", str(folder))
+        assert result.returncode == 1, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr and "InvalidArgumentError" not in result.stderr
+        assert f"{folder / 'random.jpg'}: cannot be read or decoded" in result.stderr
+        assert str(folder / "good.png") in result.stdout and "random.jpg" not in result.stdout
+    with pytest.raises(UserError, match="random.jpg: cannot be read"):
+        Predictor(str(workdir / "model.keras")).predict([str(folder / "random.jpg")])
 
 
 def test_versions_increment_and_existing_version_is_refused(trained, tmp_path):

@@ -23,6 +23,8 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from dcl_keras.errors import UserError
+
 CRESTS = ("none", "spike", "tuft", "double")
 WINGS = ("plain", "stripes", "dots")
 TAILS = ("fan", "fork")
@@ -32,7 +34,7 @@ MAX_CLASSES = len(CRESTS) * len(WINGS) * len(TAILS)
 def class_attributes(num_classes):
     """The (crest, wing, tail) triples of the first `num_classes` classes."""
     if not 2 <= num_classes <= MAX_CLASSES:
-        raise ValueError(
+        raise UserError(
             f"The demo dataset has between 2 and {MAX_CLASSES} classes. Received: num_classes={num_classes}"
         )
     return list(itertools.product(CRESTS, WINGS, TAILS))[:num_classes]

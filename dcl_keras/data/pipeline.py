@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from dcl_keras.data import augment, pairing, rcm
+from dcl_keras.errors import UserError
 
 BAD_FILE_POLICIES = ("skip", "strict")
 AUTOTUNE = tf.data.AUTOTUNE
@@ -87,8 +88,8 @@ def read_image(path, **decode_options):
     return decode_image(tf.io.read_file(path), **decode_options)
 
 
-class UndecodableImagesError(ValueError):
-    pass
+class UndecodableImagesError(UserError):
+    """Files of a split that cannot be decoded, all named."""
 
 
 def find_undecodable(paths):
@@ -135,6 +136,19 @@ def examples(source, order_key=None, *, resize_size=0, reducing_gap=0.0, shuffle
     their encoded records through a buffer of `shuffle_buffer` records, so
     memory stays flat in the dataset size.
     """
+    ds = positioned_examples(
+        source, order_key, resize_size=resize_size, reducing_gap=reducing_gap, shuffle_buffer=shuffle_buffer
+    )
+    return ds.map(lambda position, image, label: (image, label))
+
+
+def positioned_examples(source, order_key=None, *, resize_size=0, reducing_gap=0.0, shuffle_buffer=4096):
+    """(position int64, image, label): `examples` with each example's place in the (shuffled) order.
+
+    Positions are numbered before decoding, so a file that fails to decode
+    (and is dropped) never shifts the position, and so the key, of the
+    examples after it.
+    """
     decode_options = dict(
         crop_bottom=getattr(source, "crop_bottom", 0), resize_size=resize_size, reducing_gap=reducing_gap
     )
@@ -146,8 +160,8 @@ def examples(source, order_key=None, *, resize_size=0, reducing_gap=0.0, shuffle
                 seed=tf.cast(order_key, tf.int64),
                 reshuffle_each_iteration=False,
             )
-        return ds.map(
-            lambda data, label: (decode_image(data, **decode_options), tf.cast(label, tf.int32)),
+        return ds.enumerate().map(
+            lambda i, record: (i, decode_image(record[0], **decode_options), tf.cast(record[1], tf.int32)),
             num_parallel_calls=AUTOTUNE,
         )
     paths = tf.constant(source.paths)
@@ -156,8 +170,38 @@ def examples(source, order_key=None, *, resize_size=0, reducing_gap=0.0, shuffle
     if order_key is not None:
         seed = tf.bitcast(tf.stack([order_key, rcm.combine_keys(order_key, 7)]), tf.int32)
         indices = tf.random.experimental.stateless_shuffle(indices, seed=seed)
-    ds = tf.data.Dataset.from_tensor_slices(indices)
-    return ds.map(lambda i: (read_image(paths[i], **decode_options), labels[i]), num_parallel_calls=AUTOTUNE)
+    ds = tf.data.Dataset.from_tensor_slices(indices).enumerate()
+    return ds.map(
+        lambda position, i: (position, read_image(paths[i], **decode_options), labels[i]),
+        num_parallel_calls=AUTOTUNE,
+    )
+
+
+EMPTY_EPOCH_MESSAGE = "Training stream: no example of epoch"
+
+
+def _fail_if_empty(batches, epoch):
+    """`batches`, raising InvalidArgumentError at its end if it held no batch at all.
+
+    Without this, an endless stream whose every file has become unreadable
+    (deleted after the start, a lost mount) drops every element under the
+    skip policy and waits forever. A zero sentinel batch marks each epoch's
+    end; a scan counts the real batches before it.
+    """
+    spec = batches.element_spec
+    sentinel = tf.data.Dataset.from_tensors(tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), spec))
+    flagged = batches.map(lambda *x: (True, x)).concatenate(sentinel.map(lambda *x: (False, x)))
+
+    def count(seen, item):
+        real, x = item
+        check = tf.debugging.Assert(
+            real | (seen > 0), [EMPTY_EPOCH_MESSAGE, epoch, "could be decoded: every file failed."]
+        )
+        with tf.control_dependencies([check]):
+            return tf.where(real, seen + 1, 0), item
+
+    checked = flagged.scan(tf.constant(0, tf.int64), count)
+    return checked.filter(lambda real, x: real).map(lambda real, x: x)
 
 
 def train_batches(
@@ -172,13 +216,19 @@ def train_batches(
     k=2,
     originals=1,
     destructed=1,
-    start_epoch=0,
+    start_step=0,
     bad_files="skip",
     rcm_in_pipeline=True,
     reducing_gap=0.0,
     shuffle_buffer=4096,
 ):
     """The endless DCL training stream (see the module and `pairing` docstrings).
+
+    Each epoch is batched on its own: it yields `steps_per_epoch(source,
+    batch_size)` batches (its last `num_examples % batch_size` examples, a
+    different few each epoch, are dropped), so an epoch of the stream is an
+    epoch of Keras `fit` whatever the split size, and a run resumed at any
+    step sees exactly the batches an uninterrupted run would have seen.
 
     Args:
         source: a FileSplit or TfdsSplit.
@@ -189,18 +239,22 @@ def train_batches(
         rotation: float, max absolute rotation in degrees (0 disables).
         n, k: RCM grid and neighbourhood.
         originals, destructed: views per example (1:1 by default).
-        start_epoch: int, first epoch of the stream (for resuming).
+        start_step: int, batches already consumed (for resuming): the stream
+            starts in epoch `start_step // steps_per_epoch`, that many
+            batches into it.
         bad_files: "skip" or "strict".
         rcm_in_pipeline: False leaves destruction and pairing to the device
             (`dcl_keras.models.region_confusion`): the stream then yields the
-            augmented originals and their labels only.
+            augmented originals with their uint32 example keys, and the
+            labels.
         reducing_gap: JPEG draft decoding (see `decode_image`); 0 decodes
             every pixel.
         shuffle_buffer: encoded records in the shuffle buffer of TFDS splits.
 
     Returns:
         tf.data.Dataset of (images [M, H, W, 3] float32, targets dict), or of
-        (images [B, H, W, 3] float32, labels [B] int32) when rcm_in_pipeline is False.
+        ({"images": [B, H, W, 3] float32, "rcm_keys": [B] uint32}, labels [B]
+        int32) when rcm_in_pipeline is False.
     """
     rcm.validate_rcm_args(n, k, image_size)
     pairing.validate_ratio(originals, destructed)
@@ -211,30 +265,47 @@ def train_batches(
         )
     if bad_files not in BAD_FILE_POLICIES:
         raise ValueError(f"`bad_files` must be one of {BAD_FILE_POLICIES}. Received: bad_files={bad_files!r}")
+    per_epoch = steps_per_epoch(source, batch_size)
+    first_epoch, skip = divmod(int(start_step), per_epoch)
 
-    def prepare(position, example, epoch):
-        image, label = example
+    def prepare(position, image, label, epoch):
         key = rcm.combine_keys(seed, epoch, position)
         image = augment.train_augment(image, key, resize_size, image_size, rotation)
         if not rcm_in_pipeline:
-            return image, label
+            return {DEVICE_IMAGES: image, DEVICE_KEYS: key}, label
         return pairing.make_views(image, label, key, n=n, k=k, originals=originals, destructed=destructed)
 
     def one_epoch(epoch):
         order_key = rcm.combine_keys(seed, epoch, -1)
-        ds = examples(
+        ds = positioned_examples(
             source, order_key, resize_size=resize_size, reducing_gap=reducing_gap, shuffle_buffer=shuffle_buffer
-        ).enumerate()
-        ds = ds.map(lambda i, ex: prepare(i, ex, epoch), num_parallel_calls=AUTOTUNE)
-        return ds
+        )
+        ds = ds.map(lambda i, image, label: prepare(i, image, label, epoch), num_parallel_calls=AUTOTUNE)
+        if bad_files == "skip":
+            ds = ds.ignore_errors(log_warning=True)
+        ds = ds.batch(batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE).take(per_epoch)
+        ds = ds.skip(tf.where(epoch == first_epoch, tf.constant(skip, tf.int64), 0))
+        return _fail_if_empty(ds, epoch)
 
-    ds = tf.data.Dataset.range(start_epoch, 1 << 40).flat_map(one_epoch)
-    if bad_files == "skip":
-        ds = ds.ignore_errors(log_warning=True)
-    ds = ds.batch(batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE)
+    ds = tf.data.Dataset.range(first_epoch, 1 << 40).flat_map(one_epoch)
     if rcm_in_pipeline:
         ds = ds.map(pairing.flatten_views, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
+
+
+DEVICE_IMAGES = "images"
+DEVICE_KEYS = "rcm_keys"
+
+
+def steps_per_epoch(source, batch_size):
+    """Batches in one epoch of the training stream: whole batches only."""
+    steps = source.num_examples // batch_size
+    if steps < 1:
+        raise UserError(
+            f"{source.name}: {source.num_examples} training example(s) do not fill one batch. "
+            f"Received: batch_size={batch_size}"
+        )
+    return steps
 
 
 def eval_batches(source, *, batch_size, image_size, resize_size, n=None, bad_files="skip"):

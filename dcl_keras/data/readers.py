@@ -20,10 +20,12 @@ import os
 
 import numpy as np
 
+from dcl_keras.errors import UserError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """Problems found while listing a dataset, all reported at once."""
 
     def __init__(self, what, problems):
@@ -492,7 +494,7 @@ def tfds(name, split="train", data_dir=None, manual_dir=None, prepare=False):
     try:
         builder = tfds_lib.builder(name, data_dir=data_dir)
     except tfds_lib.core.registered.DatasetNotFoundError as e:
-        raise ValueError(
+        raise UserError(
             f"Unknown TFDS dataset name. Known fine-grained ones: {', '.join(TFDS_DATASETS)}. Received: name={name!r}"
         ) from e
     if not builder.is_prepared():
@@ -507,7 +509,7 @@ def tfds(name, split="train", data_dir=None, manual_dir=None, prepare=False):
         builder.download_and_prepare(download_config=download_config)
     keys = builder.info.supervised_keys
     if not keys or len(keys) < 2:
-        raise ValueError(
+        raise UserError(
             f"TFDS dataset {name!r} has no (image, label) supervised keys to classify with. Received: "
             f"supervised_keys={keys!r}"
         )
@@ -516,7 +518,7 @@ def tfds(name, split="train", data_dir=None, manual_dir=None, prepare=False):
         try:
             num_examples = builder.info.splits[split].num_examples
         except (KeyError, ValueError) as e:
-            raise ValueError(
+            raise UserError(
                 f"TFDS dataset {name!r} has splits {sorted(builder.info.splits)}. Received: split={split!r}"
             ) from e
     else:  # Builders without recorded split sizes (e.g. under tfds.testing.mock_data): count.

@@ -17,6 +17,7 @@ import socket
 
 import keras
 
+from dcl_keras.errors import UserError
 from dcl_keras.models.layers import PixelNormalization
 
 
@@ -120,7 +121,7 @@ def resolve_weights(name, weights, network_check=network_available):
         return None
     if weights == "imagenet":
         if spec.imagenet_file is None:
-            raise ValueError(f"Backbone {name!r} has no ImageNet weights. Received: weights='imagenet'")
+            raise UserError(f"Backbone {name!r} has no ImageNet weights. Received: weights='imagenet'")
         cached = os.path.join(keras_cache_dir(), spec.imagenet_file)
         if os.path.isfile(cached):
             return cached

@@ -123,14 +123,23 @@ def originals_only_weights(y, sample_weight=None):
     return {CLASSIFIER: originals, DISCRIMINATOR: ones, ALIGNMENT: ones}
 
 
+DEVICE_IMAGES = "images"  # The keys of the device-RCM stream (dcl_keras.data.pipeline, same strings).
+DEVICE_KEYS = "rcm_keys"
+
+
 @keras.saving.register_keras_serializable(package="dcl_keras")
 class DeviceRCMTrainer(keras.Model):
     """Trains a DCLModel with the Region Confusion Mechanism inside the train step.
 
-    The input pipeline sends augmented originals and labels; `region_confusion`
-    (a `RegionConfusion` layer, keras.ops only) builds the destructed views and
+    The input pipeline sends augmented originals with their uint32 example
+    keys ({"images", "rcm_keys"}) and labels; `region_confusion` (a
+    `RegionConfusion` layer, keras.ops only) builds the destructed views and
     the discriminator and alignment targets on the device, under TF, JAX or
-    XLA. In inference mode (validation) only the originals go through.
+    XLA. The keys are the pipeline's (seed, epoch, position) keys, so the
+    device draws exactly the permutations the pipeline RCM would, and a
+    resumed run draws what an uninterrupted one would: no random state lives
+    outside the data stream. In inference mode (validation) only the
+    originals go through.
 
     Args:
         dcl_model: the DCLModel to train (saved and exported on its own).
@@ -150,10 +159,14 @@ class DeviceRCMTrainer(keras.Model):
         # The wrapped DCL model is a built functional model; RCM holds only its seed state.
         self.built = True
 
-    def call(self, images, training=False):
+    def call(self, inputs, training=False):
+        if isinstance(inputs, dict):  # The training stream: images with their example keys.
+            images, keys = inputs[DEVICE_IMAGES], inputs[DEVICE_KEYS]
+        else:
+            images, keys = inputs, None
         batch = ops.shape(images)[0]
         if training:
-            views, targets = self.region_confusion(images, ops.arange(batch, dtype="int32"))
+            views, targets = self.region_confusion(images, ops.arange(batch, dtype="int32"), keys=keys)
         else:
             views, targets = self.region_confusion.originals_only(images, ops.arange(batch, dtype="int32"))
         # The classifier "target" carried here is each view's example index; the labels come in y.

@@ -1,0 +1,242 @@
+"""Runs that survive faults: exact resume after SIGKILL, mid-epoch checkpoints, clean stops with the cause."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dcl_keras import checkpointing, cli, training
+from dcl_keras.data import pipeline, readers
+from dcl_keras.errors import UserError
+from dcl_keras.saving import load_model
+
+from helpers import ROOT
+
+BATCH = 5  # 24 demo examples: 4 batches an epoch and 4 examples left over, as CUB at batch 16.
+
+
+def _stream(split, count, **kwargs):
+    args = dict(seed=3, batch_size=BATCH, image_size=32, resize_size=40, rotation=10.0, n=4, k=2)
+    args.update(kwargs)
+    return list(pipeline.train_batches(split, **args).take(count).as_numpy_iterator())
+
+
+@pytest.fixture(scope="module")
+def split(demo_root):
+    return readers.image_folder(demo_root, "train")
+
+
+@pytest.mark.parametrize("in_pipeline", [True, False])
+def test_the_stream_resumed_at_any_step_is_the_uninterrupted_stream(split, in_pipeline):
+    assert split.num_examples % BATCH and pipeline.steps_per_epoch(split, BATCH) == 4
+    full = _stream(split, 11, rcm_in_pipeline=in_pipeline)
+    for start in (1, 4, 6):
+        resumed = _stream(split, 11 - start, rcm_in_pipeline=in_pipeline, start_step=start)
+        for a, b in zip(full[start:], resumed, strict=True):
+            tf.nest.map_structure(np.testing.assert_array_equal, a, b)
+    # One epoch of the stream is one Keras epoch: every example at most once, 4 left out.
+    labels = np.concatenate([b[1]["classifier"][::2] if in_pipeline else b[1] for b in full[:4]])
+    assert len(labels) == 20 and np.all(np.bincount(labels, minlength=4) <= 6)
+
+
+def test_device_keys_are_the_pipeline_keys_so_both_placements_destroy_alike(split):
+    from dcl_keras.models.region_confusion import RegionConfusion
+
+    host = _stream(split, 1)[0]
+    device_inputs, labels = _stream(split, 1, rcm_in_pipeline=False)[0]
+    views, targets = RegionConfusion(4, 2)(device_inputs["images"], labels, keys=device_inputs["rcm_keys"])
+    np.testing.assert_allclose(np.asarray(views), host[0], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(targets["region_alignment"]), host[1]["region_alignment"])
+
+
+def test_a_bad_file_never_shifts_the_keys_of_later_examples(split, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(os.urandom(500))
+    with_bad = readers.FileSplit([str(bad), *split.paths], [0, *split.labels], split.class_names)
+    keys = {}
+    for name, source in (("clean", split), ("with_bad", with_bad)):
+        ds = pipeline.positioned_examples(source).ignore_errors()
+        keys[name] = {int(pos): label for pos, _, label in ds.as_numpy_iterator()}
+    # The positions (hence keys) of the good files are their listing positions, whatever failed before them.
+    assert set(keys["with_bad"]) == set(range(1, len(split.paths) + 1))
+    assert [keys["with_bad"][i + 1] for i in range(len(split.paths))] == [keys["clean"][i] for i in keys["clean"]]
+
+
+def test_an_epoch_with_no_readable_file_stops_the_stream_instead_of_hanging(split, tmp_path):
+    files = []
+    for i, path in enumerate(split.paths[:6]):
+        files.append(str(tmp_path / f"{i}.png"))
+        shutil.copy(path, files[-1])
+    gone = readers.FileSplit(files, split.labels[:6], split.class_names, name="vanishing")
+    stream = iter(pipeline.train_batches(gone, seed=0, batch_size=2, image_size=32, resize_size=40, n=4, k=2))
+    next(stream)
+    for path in files:
+        os.remove(path)  # Deleted after the start, as by a lost mount.
+    start = time.monotonic()
+    with pytest.raises(tf.errors.InvalidArgumentError, match=pipeline.EMPTY_EPOCH_MESSAGE):
+        for _ in range(10):
+            next(stream)
+    assert time.monotonic() - start < 60
+
+
+def test_training_on_files_that_vanished_names_them(tiny_config, tmp_path, monkeypatch):
+    config = tiny_config.copy_and_resolve_references()
+    config.eval.enabled = config.export.enabled = False
+    config.data.check_files = False
+    real_load = training.datasets.load_splits
+
+    def vanishing(data):
+        splits = real_load(data)
+        copies = [str(tmp_path / f"{i}.png") for i in range(len(splits.train.paths))]
+        train = readers.FileSplit(copies, splits.train.labels, splits.train.class_names, name="vanished")
+        return splits._replace(train=train)
+
+    monkeypatch.setattr(training.datasets, "load_splits", vanishing)
+    with pytest.raises(readers.DatasetError, match=r"(?s)no example of an epoch.*0\.png: cannot be read"):
+        training.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def _train_cmd(workdir, tiny_config, *extra):
+    config = tiny_config
+    return [
+        sys.executable,
+        os.path.join(ROOT, "bin", "train"),
+        "--config=configs/tiny.py",
+        f"--workdir={workdir}",
+        f"--config.data.demo.cache_dir={config.data.demo.cache_dir}",
+        f"--config.data.demo.train_per_class={config.data.demo.train_per_class}",
+        f"--config.data.demo.test_per_class={config.data.demo.test_per_class}",
+        f"--config.input.batch_size={BATCH}",
+        "--config.train.epochs=5",
+        "--config.eval.enabled=False",
+        "--config.export.enabled=False",
+        *extra,
+    ]
+
+
+def _run(cmd):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+
+
+def _kill_when(cmd, ready):
+    """Starts bin/train, SIGKILLs it as soon as `ready(state)` holds for its checkpoints/state.json."""
+    workdir = cmd[3].split("=", 1)[1]
+    state_path = os.path.join(workdir, checkpointing.STATE)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    deadline = time.monotonic() + 600
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with open(state_path) as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            state = None
+        if state and ready(state):
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    process.wait()
+    return process.returncode, state
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "placement,every,ready",
+    [
+        ("pipeline", 0, lambda s: s.get("completed_epochs", 0) >= 2),
+        ("device", 0, lambda s: s.get("completed_epochs", 0) >= 2),
+        ("pipeline", 3, lambda s: s["step"] % 4 and s["step"] >= 5),  # The last checkpoint is mid-epoch.
+    ],
+)
+def test_sigkill_and_rerun_ends_with_the_weights_of_an_uninterrupted_run(
+    tiny_config, tmp_path, placement, every, ready
+):
+    extra = [f"--config.rcm.placement={placement}", f"--config.train.checkpoint_every_steps={every}"]
+    straight = _run(_train_cmd(tmp_path / "straight", tiny_config, *extra))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    killed = _train_cmd(tmp_path / "killed", tiny_config, *extra)
+    code, state = _kill_when(killed, ready)
+    assert code == -signal.SIGKILL and state is not None, "the run ended before it could be killed"
+    assert not (tmp_path / "killed" / "model.keras").exists()
+    again = _run(killed)  # The same command.
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Resuming from" in again.stderr
+    if every:
+        assert "Finishing epoch" in again.stderr
+    a = load_model(str(tmp_path / "straight" / "model.keras"))
+    b = load_model(str(tmp_path / "killed" / "model.keras"))
+    worst = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(a.weights, b.weights, strict=True))
+    assert worst <= 1e-5
+
+
+def test_a_diverging_run_stops_naming_step_and_term_and_resumes_with_a_lower_rate(tiny_config, tmp_path):
+    config = tiny_config.copy_and_resolve_references()
+    config.eval.enabled = config.export.enabled = False
+    config.train.epochs = 1
+    training.train_and_evaluate(config, str(tmp_path))
+    good = load_model(str(tmp_path / checkpointing.CHECKPOINT))
+    config.train.epochs = 3
+    config.train.learning_rate = 1e12
+    with pytest.raises(checkpointing.TrainingDivergedError, match=r"diverged at step \d+.*classifier_loss"):
+        training.train_and_evaluate(config, str(tmp_path))
+    kept = load_model(str(tmp_path / checkpointing.CHECKPOINT))
+    assert checkpointing.completed_steps(kept) == 6  # Still the last good checkpoint, epoch 1.
+    for a, b in zip(good.weights, kept.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    config.train.learning_rate = 0.01  # The same command with a lower rate resumes from it.
+    result = training.train_and_evaluate(config, str(tmp_path))
+    final = load_model(result["model"])
+    assert all(np.all(np.isfinite(np.asarray(w))) for w in final.weights)
+    assert checkpointing.completed_steps(load_model(str(tmp_path / checkpointing.CHECKPOINT))) == 18
+
+
+def test_a_second_run_on_a_held_workdir_is_refused(tiny_config, tmp_path):
+    config = tiny_config.copy_and_resolve_references()
+    os.makedirs(tmp_path / "checkpoints")
+    with checkpointing.WorkdirLock(str(tmp_path)):
+        with pytest.raises(checkpointing.WorkdirError, match=rf"in use by a live run \(pid {os.getpid()} on"):
+            training.train_and_evaluate(config, str(tmp_path))
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_unwritable_or_full_workdir_and_export_folder_are_reported_before_training(tiny_config, tmp_path, monkeypatch):
+    config = tiny_config.copy_and_resolve_references()
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(checkpointing.WorkdirError, match="The workdir is not writable"):
+        training.train_and_evaluate(config, str(blocker / "run"))
+    config.export.dir = str(blocker / "export")
+    with pytest.raises(checkpointing.WorkdirError, match=r"export folder \(export.dir\) is not writable"):
+        training.train_and_evaluate(config, str(tmp_path / "run"))
+    config.export.dir = ""
+
+    class Full:
+        free = 1 << 20
+
+    monkeypatch.setattr(checkpointing.shutil, "disk_usage", lambda path: Full)
+    with pytest.raises(checkpointing.WorkdirError, match="1 MiB free"):
+        training.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run" / checkpointing.CHECKPOINT).exists()
+
+
+def test_user_errors_are_one_line_and_other_errors_keep_their_traceback(capsys):
+    def user(argv):
+        raise UserError("Config field `x`: expected y. Received: x=1")
+
+    with pytest.raises(SystemExit) as stop:
+        cli.run_main(user, [])
+    assert stop.value.code == 2 and "Received: x=1" in capsys.readouterr().err
+
+    def bug(argv):
+        raise ValueError("a bug deep inside")
+
+    with pytest.raises(ValueError, match="a bug deep inside"):
+        cli.run_main(bug, [])
