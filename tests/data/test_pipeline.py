@@ -76,7 +76,7 @@ def test_same_seed_same_batches_and_other_seed_differs(split):
 def test_resuming_at_an_epoch_rebuilds_the_same_stream(split):
     per_epoch = split.num_examples // 2
     full = _batches(split, 2 * per_epoch)
-    resumed = _batches(split, per_epoch, start_epoch=1)
+    resumed = _batches(split, per_epoch, start_step=per_epoch)
     for (ia, ta), (ib, tb) in zip(full[per_epoch:], resumed, strict=True):
         np.testing.assert_array_equal(ia, ib)
         np.testing.assert_array_equal(ta["classifier"], tb["classifier"])
