@@ -63,10 +63,11 @@ class Checkpointer(keras.callbacks.Callback):
     good checkpoint: training stops with TrainingDivergedError instead.
     """
 
-    def __init__(self, workdir, every_steps=0):
+    def __init__(self, workdir, every_steps=0, stream=None):
         super().__init__()
         self.workdir = workdir
         self.every_steps = int(every_steps)
+        self.stream = stream
         self.step = 0
 
     def on_train_begin(self, logs=None):
@@ -92,7 +93,7 @@ class Checkpointer(keras.callbacks.Callback):
         tmp = path.replace(".keras", ".tmp.keras")
         self.model.save(tmp)
         os.replace(tmp, path)
-        state = {"step": self.step, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        state = {"step": self.step, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "stream": self.stream}
         if epochs is not None:
             state["completed_epochs"] = epochs
         atomic_json(os.path.join(self.workdir, STATE), state)
@@ -121,7 +122,7 @@ class DivergenceGuard(keras.callbacks.Callback):
             return
         terms = sorted(k for k, v in logs.items() if k.endswith("_loss") and not math.isfinite(float(v)))
         path = os.path.join(self.workdir, CHECKPOINT)
-        saved = _saved_step(self.workdir)
+        saved = saved_state(self.workdir).get("step")
         last = f"{path} (step {saved})" if saved is not None else "none yet (the run will start over)"
         raise TrainingDivergedError(
             f"Training diverged at step {self.step}: the loss is {float(loss)} "
@@ -130,12 +131,13 @@ class DivergenceGuard(keras.callbacks.Callback):
         )
 
 
-def _saved_step(workdir):
+def saved_state(workdir):
+    """The state.json of the workdir's checkpoint ({} when there is none): step, epochs, stream."""
     try:
         with open(os.path.join(workdir, STATE)) as f:
-            return json.load(f).get("step")
+            return json.load(f)
     except (OSError, ValueError):
-        return None
+        return {}
 
 
 class WorkdirLock:
@@ -199,6 +201,11 @@ def checkpoint_bytes(model):
     """A generous estimate of one checkpoint on disk: weights and optimizer slots, twice (temporary copy)."""
     values = sum(int(np.prod(v.shape)) for v in model.weights)
     return 2 * 3 * 4 * values + (16 << 20)
+
+
+def export_bytes(model):
+    """A generous estimate of one export on disk: float32 weights and the graph."""
+    return 4 * sum(int(np.prod(v.shape)) for v in model.weights) + (16 << 20)
 
 
 def adopt_optimizer_state(model, old_optimizer):

@@ -142,6 +142,12 @@ def validate_config(c):
         _fail("data.bad_files", f"one of {pipeline.BAD_FILE_POLICIES}", c.data.bad_files)
     if c.model.backbone not in backbones.BACKBONES:
         _fail("model.backbone", f"one of {sorted(backbones.BACKBONES)}", c.model.backbone)
+    if c.data.source == "image_folder" and not 0.0 < c.data.test_fraction < 1.0:
+        _fail(
+            "data.test_fraction", "a fraction in (0, 1) (used when root has no train/ and test/)", c.data.test_fraction
+        )
+    if c.data.label_base not in (None, 0, 1):
+        _fail("data.label_base", "0, 1 or None (detect)", c.data.label_base)
     if not 0.0 <= c.data.val_fraction < 1.0:
         _fail("data.val_fraction", "a fraction in [0, 1) (0: no carved-out validation split)", c.data.val_fraction)
     if c.data.tfds_shuffle_buffer < 1:

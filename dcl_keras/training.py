@@ -22,6 +22,15 @@ from dcl_keras.models.backbones import build_backbone
 from dcl_keras.models.region_confusion import RegionConfusion
 
 FINAL_MODEL = "model.keras"
+EXPORT_FOLDER = "The export folder (export.dir)"
+STREAM_FIELDS = (
+    "seed",
+    "input.batch_size",
+    "rcm.placement",
+    "rcm.originals",
+    "rcm.destructed",
+    "train.steps_per_epoch",
+)
 
 
 class AlignmentHeadMonitor(keras.callbacks.Callback):
@@ -156,7 +165,30 @@ def _empty_stream_error(error, split):
     )
 
 
-def train(config, workdir, train_split, val_split=None, process_dir=None):
+def stream_fingerprint(config, split):
+    """What fixes how a step maps to data: a resumed run must match the checkpoint's."""
+    values = {}
+    for field in STREAM_FIELDS:
+        value = config
+        for part in field.split("."):
+            value = value[part]
+        values[field] = value
+    values["training examples"] = split.num_examples
+    return values
+
+
+def _check_same_stream(workdir, fingerprint):
+    saved = checkpointing.saved_state(workdir).get("stream")
+    changed = [f"{k} {saved[k]!r} -> {v!r}" for k, v in fingerprint.items() if saved and k in saved and saved[k] != v]
+    if changed:
+        raise ConfigError(
+            "The checkpoint in the workdir was trained on another data stream; resuming would not continue it. "
+            f"Changed since: {', '.join(changed)}. Resume with the original values, or use a new --workdir. "
+            f"Received: {checkpointing.CHECKPOINT} in {workdir}"
+        )
+
+
+def train(config, workdir, train_split, val_split=None, process_dir=None, export_dir=None):
     """Trains (or resumes) the DCL model in `workdir`; returns the trained model.
 
     `val_split` is evaluated every `train.validation_freq` epochs; the test
@@ -169,7 +201,9 @@ def train(config, workdir, train_split, val_split=None, process_dir=None):
     """
     steps = steps_per_epoch(config, train_split)
     checkpoint = os.path.join(workdir, checkpointing.CHECKPOINT)
+    fingerprint = stream_fingerprint(config, train_split)
     if os.path.isfile(checkpoint):
+        _check_same_stream(workdir, fingerprint)
         trainer = _resume(checkpoint, config, steps)
         logging.info("Resuming from %s at step %d.", checkpoint, checkpointing.completed_steps(trainer))
     else:
@@ -182,6 +216,8 @@ def train(config, workdir, train_split, val_split=None, process_dir=None):
         return model
     if process_dir is None:
         checkpointing.check_writable(workdir, "The workdir", checkpointing.checkpoint_bytes(trainer))
+        if export_dir:
+            checkpointing.check_writable(export_dir, EXPORT_FOLDER, checkpointing.export_bytes(model))
     validation = {}
     if config.train.validation_freq:
         if val_split is None:
@@ -205,7 +241,7 @@ def train(config, workdir, train_split, val_split=None, process_dir=None):
     callbacks = [
         checkpointing.DivergenceGuard(workdir),
         AlignmentHeadMonitor(),
-        checkpointing.Checkpointer(save_dir, config.train.checkpoint_every_steps),
+        checkpointing.Checkpointer(save_dir, config.train.checkpoint_every_steps, stream=fingerprint),
     ]
     if process_dir is None:
         callbacks += [
@@ -258,16 +294,18 @@ def train_and_evaluate(config, workdir, cluster=None):
     # Setup.
     validate_config(config)
     cluster = cluster or distribute.Cluster()
-    scope = distribute.setup(config.train.distribution, cluster, config.train.tpu)
     workdir = os.path.abspath(os.path.expanduser(workdir))
     export_dir = config.export.dir or os.path.join(workdir, "export")
-    if not cluster.is_chief:
-        return _train_stages(config, workdir, cluster, scope, export_dir)
-    checkpointing.check_writable(os.path.join(workdir, "checkpoints"), "The workdir")
-    if config.export.enabled:
-        checkpointing.check_writable(export_dir, "The export folder (export.dir)")
-    with checkpointing.WorkdirLock(workdir):
-        checkpointing.atomic_json(os.path.join(workdir, "config.json"), config.to_dict())
+    lock = contextlib.nullcontext()
+    if cluster.is_chief:  # Before the processes connect, so a refusal never leaves the others waiting.
+        checkpointing.check_writable(os.path.join(workdir, "checkpoints"), "The workdir")
+        if config.export.enabled:
+            checkpointing.check_writable(export_dir, EXPORT_FOLDER)
+        lock = checkpointing.WorkdirLock(workdir)
+    with lock:
+        scope = distribute.setup(config.train.distribution, cluster, config.train.tpu)
+        if cluster.is_chief:
+            checkpointing.atomic_json(os.path.join(workdir, "config.json"), config.to_dict())
         return _train_stages(config, workdir, cluster, scope, export_dir)
 
 
@@ -283,7 +321,9 @@ def _train_stages(config, workdir, cluster, scope, export_dir):
     if process_dir:
         os.makedirs(os.path.join(process_dir, "checkpoints"), exist_ok=True)
     with scope:
-        model = train(config, workdir, train_split, splits.val, process_dir)
+        model = train(
+            config, workdir, train_split, splits.val, process_dir, export_dir if config.export.enabled else None
+        )
     final = os.path.join(process_dir or workdir, FINAL_MODEL)
     tmp = final.replace(".keras", ".tmp.keras")
     model.save(tmp)

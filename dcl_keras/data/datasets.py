@@ -7,25 +7,38 @@ import os
 import numpy as np
 
 from dcl_keras.data import demo, pipeline, readers
+from dcl_keras.errors import UserError
 
 Splits = collections.namedtuple("Splits", ["train", "val", "test"])
 
 
 def carve_validation(split, fraction, seed):
-    """(train, val): a seeded, stratified share `fraction` of every class moved out of `split`.
+    """(train, val): a seeded, stratified share `fraction` of `split` moved out for validation.
 
-    Every class keeps at least one training example; a class with one example
-    gives none to validation.
+    round(fraction x examples) go to validation, shared among the classes in
+    proportion to their sizes (largest remainders get the rounding, ties
+    broken by the seed), so even a small fraction of many small classes gives
+    a validation split. Every class keeps at least one training example.
     """
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"`val_fraction` must be in (0, 1). Received: val_fraction={fraction!r}")
+        raise UserError(f"`val_fraction` must be in (0, 1). Received: val_fraction={fraction!r}")
     labels = np.asarray(split.labels if isinstance(split, readers.FileSplit) else split.labels())
     rng = np.random.default_rng(seed)
+    classes, sizes = np.unique(labels, return_counts=True)
+    quota = sizes * fraction
+    counts = np.floor(quota).astype(int)
+    spare = int(round(len(labels) * fraction)) - counts.sum()
+    order = np.lexsort((rng.random(len(classes)), -(quota - counts)))  # Largest remainder first.
+    counts[order[:spare]] += 1
+    counts = np.minimum(counts, sizes - 1)
     val = []
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        count = min(int(round(len(members) * fraction)), len(members) - 1)
-        val.extend(rng.permutation(members)[:count].tolist())
+    for label, count in zip(classes, counts, strict=True):
+        val.extend(rng.permutation(np.flatnonzero(labels == label))[:count].tolist())
+    if not val:
+        raise UserError(
+            f"{split.name}: data.val_fraction={fraction:g} of {len(labels)} examples leaves no validation "
+            f"example. Received: val_fraction={fraction!r}"
+        )
     val = sorted(val)
     train = sorted(set(range(len(labels))) - set(val))
     return (

@@ -88,6 +88,24 @@ def read_image(path, **decode_options):
     return decode_image(tf.io.read_file(path), **decode_options)
 
 
+def _keyed_shuffle(ds, buffer, key):
+    """`ds.shuffle` seeded by the uint32 tensor `key` alone, whatever `tf.random.set_seed` holds.
+
+    TF mixes the graph's global seed into op seeds, and with a global seed of
+    0 (what `keras.utils.set_random_seed(0)` sets) its seed check evaluates a
+    tensor seed as a Python bool and fails while the stream is traced. The
+    graph seed is set aside while the op is made, so the order depends on the
+    key only.
+    """
+    graph = tf.compat.v1.get_default_graph()
+    saved = graph.seed
+    graph.seed = None
+    try:
+        return ds.shuffle(buffer, seed=tf.cast(key, tf.int64), reshuffle_each_iteration=False)
+    finally:
+        graph.seed = saved
+
+
 class UndecodableImagesError(UserError):
     """Files of a split that cannot be decoded, all named."""
 
@@ -142,12 +160,16 @@ def examples(source, order_key=None, *, resize_size=0, reducing_gap=0.0, shuffle
     return ds.map(lambda position, image, label: (image, label))
 
 
-def positioned_examples(source, order_key=None, *, resize_size=0, reducing_gap=0.0, shuffle_buffer=4096):
+@tf.autograph.experimental.do_not_convert  # Plain Python on Python values; traced inside flat_map as is.
+def positioned_examples(
+    source, order_key=None, *, resize_size=0, reducing_gap=0.0, shuffle_buffer=4096, start=0, passes=1
+):
     """(position int64, image, label): `examples` with each example's place in the (shuffled) order.
 
     Positions are numbered before decoding, so a file that fails to decode
     (and is dropped) never shifts the position, and so the key, of the
-    examples after it.
+    examples after it. `passes` repeats the order (positions go on counting);
+    the first `start` positions are skipped before anything is read.
     """
     decode_options = dict(
         crop_bottom=getattr(source, "crop_bottom", 0), resize_size=resize_size, reducing_gap=reducing_gap
@@ -155,14 +177,15 @@ def positioned_examples(source, order_key=None, *, resize_size=0, reducing_gap=0
     if hasattr(source, "encoded_dataset"):
         ds = source.encoded_dataset()
         if order_key is not None:
-            ds = ds.shuffle(
-                min(source.num_examples, shuffle_buffer),
-                seed=tf.cast(order_key, tf.int64),
-                reshuffle_each_iteration=False,
+            ds = _keyed_shuffle(ds, min(source.num_examples, shuffle_buffer), order_key)
+        return (
+            ds.repeat(passes)
+            .enumerate()
+            .skip(start)
+            .map(
+                lambda i, record: (i, decode_image(record[0], **decode_options), tf.cast(record[1], tf.int32)),
+                num_parallel_calls=AUTOTUNE,
             )
-        return ds.enumerate().map(
-            lambda i, record: (i, decode_image(record[0], **decode_options), tf.cast(record[1], tf.int32)),
-            num_parallel_calls=AUTOTUNE,
         )
     paths = tf.constant(source.paths)
     labels = tf.constant(source.labels, tf.int32)
@@ -170,7 +193,7 @@ def positioned_examples(source, order_key=None, *, resize_size=0, reducing_gap=0
     if order_key is not None:
         seed = tf.bitcast(tf.stack([order_key, rcm.combine_keys(order_key, 7)]), tf.int32)
         indices = tf.random.experimental.stateless_shuffle(indices, seed=seed)
-    ds = tf.data.Dataset.from_tensor_slices(indices).enumerate()
+    ds = tf.data.Dataset.from_tensor_slices(indices).repeat(passes).enumerate().skip(start)
     return ds.map(
         lambda position, i: (position, read_image(paths[i], **decode_options), labels[i]),
         num_parallel_calls=AUTOTUNE,
@@ -276,15 +299,24 @@ def train_batches(
         return pairing.make_views(image, label, key, n=n, k=k, originals=originals, destructed=destructed)
 
     def one_epoch(epoch):
+        # A second pass over the epoch's order fills the batches of files that failed to decode, so an epoch
+        # always yields `per_epoch` batches and stays a Keras epoch; it is read only when needed. A resumed
+        # epoch skips the examples already consumed before reading them (exact when none of them failed).
         order_key = rcm.combine_keys(seed, epoch, -1)
         ds = positioned_examples(
-            source, order_key, resize_size=resize_size, reducing_gap=reducing_gap, shuffle_buffer=shuffle_buffer
+            source,
+            order_key,
+            resize_size=resize_size,
+            reducing_gap=reducing_gap,
+            shuffle_buffer=shuffle_buffer,
+            start=tf.where(epoch == first_epoch, tf.constant(skip * batch_size, tf.int64), 0),
+            passes=2,
         )
         ds = ds.map(lambda i, image, label: prepare(i, image, label, epoch), num_parallel_calls=AUTOTUNE)
         if bad_files == "skip":
             ds = ds.ignore_errors(log_warning=True)
-        ds = ds.batch(batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE).take(per_epoch)
-        ds = ds.skip(tf.where(epoch == first_epoch, tf.constant(skip, tf.int64), 0))
+        ds = ds.batch(batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE)
+        ds = ds.take(tf.where(epoch == first_epoch, tf.constant(per_epoch - skip, tf.int64), per_epoch))
         return _fail_if_empty(ds, epoch)
 
     ds = tf.data.Dataset.range(first_epoch, 1 << 40).flat_map(one_epoch)

@@ -163,7 +163,7 @@ def image_folder(root, split="train", test_fraction=0.2, seed=0):
                 labels.append(label)
         return FileSplit(paths, labels, class_names, name=f"{root} [{split}]")
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(
+        raise UserError(
             f"`test_fraction` must be in (0, 1) for an unsplit image folder. Received: test_fraction={test_fraction!r}"
         )
     class_names, files = _list_class_folders(root)
@@ -228,7 +228,7 @@ def annotation_lists(root, list_file, num_classes=None, label_base=None, class_n
     list_path = list_file if os.path.isabs(list_file) else os.path.join(root, list_file)
     _require_file(list_path, "Annotation list")
     if label_base not in (None, 0, 1):
-        raise ValueError(f"`label_base` must be 0, 1 or None. Received: label_base={label_base!r}")
+        raise UserError(f"`label_base` must be 0, 1 or None. Received: label_base={label_base!r}")
     entries, problems = [], []
     for line_no, line in _read_lines(list_path):
         parts = line.rsplit(None, 1)  # The label is the last field; paths may hold spaces.

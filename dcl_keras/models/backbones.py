@@ -166,12 +166,18 @@ def build_backbone(name, image_size, weights="none", network_check=network_avail
     own_weights_file = isinstance(resolved, str) and resolved.endswith(".weights.h5")
     if name == "tiny":
         if resolved is not None and not own_weights_file:
-            raise ValueError(
+            raise UserError(
                 f"The tiny backbone loads only `.weights.h5` files saved from it. Received: weights={weights!r}"
             )
         model = _tiny(input_shape, **options)
     else:
         model = spec.builder(input_shape, None if own_weights_file else resolved)
     if own_weights_file:
-        model.load_weights(resolved)
+        try:
+            model.load_weights(resolved)
+        except ValueError as e:  # Keras: a layer count or shape that does not match this backbone.
+            raise UserError(
+                f"The weights file does not fit backbone {name!r} at {image_size} px: {str(e)[:300]}. "
+                f"Received: weights={weights!r}"
+            ) from None
     return model

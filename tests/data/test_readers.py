@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from dcl_keras.data import datasets, pipeline, readers
+from dcl_keras.errors import UserError
 
 from conftest import write_image
 
@@ -256,6 +257,15 @@ def test_validation_carve_out_is_seeded_stratified_and_disjoint(tmp_path):
     assert datasets.carve_validation(train, 0.25, seed=5)[1].paths != val.paths
 
 
+def test_a_small_validation_fraction_of_many_small_classes_is_not_empty():
+    split = readers.FileSplit([f"{i}.jpg" for i in range(300)], [i % 10 for i in range(300)], list("abcdefghij"))
+    train, val = datasets.carve_validation(split, 0.01, seed=0)  # 30 per class: 0.3 each, 3 in all.
+    assert (train.num_examples, val.num_examples) == (297, 3) and len(set(val.labels)) == 3
+    tiny = readers.FileSplit(["a.jpg", "b.jpg"], [0, 1], ["x", "y"], name="two")
+    with pytest.raises(UserError, match="leaves no validation example"):
+        datasets.carve_validation(tiny, 0.2, seed=0)
+
+
 def test_image_folder_val_folder_is_the_validation_split(tmp_path, tiny_config):
     for split in ("train", "val", "test"):
         _write_folder(tmp_path / split, ["a", "b"], 2)
@@ -305,12 +315,29 @@ def test_tfds_records_are_shuffled_encoded_and_decoded_after(toy_tfds):
     key = tf.constant(5, tf.uint32)
     first = [int(y) for _, y in pipeline.examples(split, key, shuffle_buffer=4)]
     assert first == [int(y) for _, y in pipeline.examples(split, key, shuffle_buffer=4)]  # Seeded.
-    assert sorted(first) == sorted(stored)
+    assert sorted(first) == sorted(stored) and first != stored
     images = list(pipeline.examples(split).take(3).as_numpy_iterator())
     assert all(img.shape == (30, 40, 3) and img.dtype == np.uint8 for img, _ in images)
     batches = pipeline.train_batches(split, seed=0, batch_size=2, image_size=32, resize_size=40, n=4, k=2)
     images, targets = next(iter(batches))
     assert images.shape == (4, 32, 32, 3) and 0 <= int(targets["classifier"].numpy().max()) < 3
+
+
+def test_training_from_tfds_with_seed_0_and_a_validation_carve_out(toy_tfds, tiny_config, tmp_path):
+    """keras.utils.set_random_seed(0) sets TF's global seed to 0, which once broke the keyed shuffle."""
+    from dcl_keras import training
+
+    name, data_dir = toy_tfds
+    config = tiny_config.copy_and_resolve_references()
+    config.seed = 0
+    config.data.source, config.data.tfds_name, config.data.tfds_data_dir = "tfds", name, data_dir
+    config.data.val_fraction = 0.25
+    config.train.validation_freq = 1
+    config.train.epochs = 1
+    config.input.batch_size = 3
+    config.export.enabled = False
+    result = training.train_and_evaluate(config, str(tmp_path))
+    assert result["evaluation"]["num_examples"] == 6 and result["evaluation"]["split"] == "test"
 
 
 def test_tfds_validation_carve_out_is_stratified_and_streams_only_its_records(toy_tfds):
