@@ -105,7 +105,7 @@ def test_bin_train_writes_everything_and_resumes(tiny_config, tmp_path):
     on_val = run_bin("evaluate", f"--workdir={workdir}", "--split=val", f"--out_dir={workdir / 'val'}")
     assert on_val.returncode == 0, on_val.stderr[-3000:]
     val_report = json.loads((workdir / "val" / "evaluation.json").read_text())
-    assert val_report["split"] == "val" and val_report["num_examples"] == 8  # 2 of 6 per class, 4 classes.
+    assert val_report["split"] == "val" and val_report["num_examples"] == 6  # A quarter of the 24.
 
     evaluated = run_bin("evaluate", f"--workdir={workdir}", f"--out_dir={workdir / 'eval'}")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
