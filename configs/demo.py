@@ -1,4 +1,4 @@
-"""DCL on the embedded demo dataset: a tiny backbone at 96 px, a few minutes on 2 CPU cores.
+"""DCL on the embedded demo dataset: a tiny backbone at 96 px, 4 to 19 minutes on 2 CPU cores.
 
     bin/train --config=configs/demo.py --workdir=workdirs/demo
 
