@@ -56,18 +56,12 @@ def _non_finite_weights(model):
     return [v.path for v in model.trainable_variables if not np.all(np.isfinite(keras.ops.convert_to_numpy(v)))]
 
 
-class Checkpointer(keras.callbacks.Callback):
-    """Saves model and optimizer state atomically after every epoch and every `every_steps` steps.
+class _StepCallback(keras.callbacks.Callback):
+    """Counts the run's optimizer steps from the model's own counter, without reading it every step."""
 
-    A model whose weights are no longer finite is never saved over the last
-    good checkpoint: training stops with TrainingDivergedError instead.
-    """
-
-    def __init__(self, workdir, every_steps=0, stream=None):
+    def __init__(self, workdir):
         super().__init__()
         self.workdir = workdir
-        self.every_steps = int(every_steps)
-        self.stream = stream
         self.step = 0
 
     def on_train_begin(self, logs=None):
@@ -75,6 +69,22 @@ class Checkpointer(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
+
+
+class Checkpointer(_StepCallback):
+    """Saves model and optimizer state atomically after every epoch and every `every_steps` steps.
+
+    A model whose weights are no longer finite is never saved over the last
+    good checkpoint: training stops with TrainingDivergedError instead.
+    """
+
+    def __init__(self, workdir, every_steps=0, stream=None):
+        super().__init__(workdir)
+        self.every_steps = int(every_steps)
+        self.stream = stream
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, logs)
         if self.every_steps and self.step % self.every_steps == 0:
             self.save()
 
@@ -99,7 +109,7 @@ class Checkpointer(keras.callbacks.Callback):
         atomic_json(os.path.join(self.workdir, STATE), state)
 
 
-class DivergenceGuard(keras.callbacks.Callback):
+class DivergenceGuard(_StepCallback):
     """Stops at the first step whose loss is NaN or infinite, naming the step and the bad loss terms.
 
     Keras logs running means over the epoch, so one non-finite step makes
@@ -107,16 +117,8 @@ class DivergenceGuard(keras.callbacks.Callback):
     that step is written (this callback runs before the Checkpointer).
     """
 
-    def __init__(self, workdir):
-        super().__init__()
-        self.workdir = workdir
-        self.step = 0
-
-    def on_train_begin(self, logs=None):
-        self.step = completed_steps(self.model)
-
     def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
+        super().on_train_batch_end(batch, logs)
         loss = (logs or {}).get("loss")
         if loss is None or math.isfinite(float(loss)):
             return

@@ -154,13 +154,12 @@ def _resume(path, config, steps):
     return trainer
 
 
-def _empty_stream_error(error, split):
+def _empty_stream_error(split):
     """The DatasetError that names the unreadable files behind an all-failed epoch."""
     bad = pipeline.find_undecodable(list(getattr(split, "paths", [])))
     names = [split.paths[i] for i in bad] or [f"every record of {split.name}"]
     return readers.DatasetError(
-        f"{split.name}: training stopped, no example of an epoch could be decoded "
-        f"({str(error.message).split(pipeline.EMPTY_EPOCH_MESSAGE)[-1].strip()[:40]})",
+        f"{split.name}: training stopped, no example of an epoch could be decoded",
         [f"{name}: cannot be read or decoded now" for name in names],
     )
 
@@ -271,7 +270,7 @@ def train(config, workdir, train_split, val_split=None, process_dir=None, export
     except tf_errors().InvalidArgumentError as e:
         if pipeline.EMPTY_EPOCH_MESSAGE not in str(e):
             raise
-        raise _empty_stream_error(e, train_split) from None
+        raise _empty_stream_error(train_split) from None
     return model
 
 
