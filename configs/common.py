@@ -31,4 +31,7 @@ def paper_config(source, gamma, n, backbone, root):
     c.model.weights = "imagenet"
     if n != 7 and c.input.image_size % n:
         c.input.image_size = 448 // n * n
+    if n == 1:  # N = 1 leaves the image whole: DCL is the plain baseline (dcl-spec.md section 5).
+        c.rcm.destructed = 0
+        c.loss.beta = c.loss.gamma = 0.0
     return c

@@ -5,9 +5,11 @@
 
 `root` is the extracted CUB_200_2011 folder (the one holding images.txt). To use
 the TFDS builder instead: `source=tfds` (caltech_birds2011, data_dir from
---config.data.tfds_data_dir). Ablations of the paper: n=1 is the baseline;
---config.rcm.destructed=0 trains on originals only; --config.loss.beta=0 and
---config.loss.gamma=0 drop the discriminator or the construction loss.
+--config.data.tfds_data_dir). Ablations of the paper: N=1 is the baseline;
+--config.loss.beta=0 and --config.loss.gamma=0 drop the discriminator or the
+construction head; the whole ablation (baseline, equal-compute baseline,
+destruction only, ...) and the N, ratio and k sweeps are named grids of
+bin/sweep (see dcl_keras/experiments.py).
 """
 
 from configs.common import paper_config, parse_arg

@@ -73,16 +73,20 @@ def base_config():
     c.model.width = 32  # tiny backbone only: channels of its first block.
     c.model.norm = "batch"  # tiny backbone only: "batch" or "group" (per-sample, exact under data parallelism).
     c.model.dropout = 0.0  # Dropout before the classifier.
+    c.model.discriminator = "2way"  # "2way" (paper) or "2c" (reference code: class x original/destructed).
 
+    # A head exists only while its weight is > 0: beta = gamma = 0 with rcm.destructed = 0 is the plain
+    # classifier (the ablation's baseline), beta = gamma = 0 with destructed views is "destruction only".
     c.loss = ml_collections.ConfigDict()
     c.loss.alpha = 1.0  # Classification.
-    c.loss.beta = 1.0  # Destruction discriminator (adversarial).
-    c.loss.gamma = 1.0  # Region alignment (construction); 0.01 for rigid objects.
+    c.loss.beta = 1.0  # Destruction discriminator (adversarial); 0 builds no discriminator.
+    c.loss.gamma = 1.0  # Region alignment (construction); 0.01 for rigid objects; 0 builds no alignment head.
     c.loss.alignment_reduction = "mean"  # "mean" over cells (reference code, published numbers) or "sum" (2N^2 x).
 
     c.train = ml_collections.ConfigDict()
     c.train.epochs = 180
-    c.train.steps_per_epoch = 0  # 0: one pass over the training examples.
+    c.train.steps_per_epoch = 0  # 0: one pass over the training examples (at epoch_batch_size a step).
+    c.train.epoch_batch_size = 0  # Examples per step that define an epoch (0: input.batch_size); equal compute.
     c.train.learning_rate = 0.0008  # Backbone learning rate (reference code).
     c.train.head_multiplier = 10.0  # New heads learn this much faster.
     c.train.momentum = 0.9
@@ -102,6 +106,8 @@ def base_config():
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 32
     c.eval.enabled = True  # Evaluate after training.
+    c.eval.flip = False  # Average each test image's logits with its horizontal mirror's.
+    c.eval.precise_bn_batches = 0  # >0: re-estimate BatchNorm statistics on this many eval-preprocessed train batches.
 
     c.export = ml_collections.ConfigDict()
     c.export.enabled = True  # Export the classifier after training.
@@ -170,6 +176,31 @@ def validate_config(c):
         raise ConfigError(f"Config field `rcm.originals/rcm.destructed`: {e}") from None
     if c.rcm.placement not in RCM_PLACEMENTS:
         _fail("rcm.placement", f"one of {RCM_PLACEMENTS}", c.rcm.placement)
+    if c.model.discriminator not in ("2way", "2c"):
+        _fail(
+            "model.discriminator",
+            "'2way' (paper) or '2c' (reference code); loss.beta=0 drops it",
+            c.model.discriminator,
+        )
+    if c.rcm.destructed == 0 and (c.loss.beta or c.loss.gamma):
+        raise ConfigError(
+            "Config fields `loss.beta`/`loss.gamma`: with rcm.destructed=0 there is no destructed view, so the "
+            "discriminator would learn a single class and the alignment head an identity grid. The plain baseline "
+            f"is rcm.destructed=0, loss.beta=0, loss.gamma=0. Received: loss.beta={c.loss.beta}, "
+            f"loss.gamma={c.loss.gamma}"
+        )
+    if c.rcm.n == 1 and c.rcm.destructed:
+        raise ConfigError(
+            "Config field `rcm.n`: N=1 leaves the image whole, so every destructed view would be a copy of its "
+            "original (DCL at N=1 is the baseline: rcm.destructed=0, loss.beta=0, loss.gamma=0). "
+            f"Received: rcm.n=1, rcm.destructed={c.rcm.destructed}"
+        )
+    if c.loss.alpha <= 0:
+        _fail("loss.alpha", "a weight > 0 (the classifier is what is evaluated and exported)", c.loss.alpha)
+    if c.train.epoch_batch_size < 0:
+        _fail(
+            "train.epoch_batch_size", "0 (input.batch_size) or a positive number of examples", c.train.epoch_batch_size
+        )
     if c.loss.alignment_reduction not in ALIGNMENT_REDUCTIONS:
         _fail("loss.alignment_reduction", f"one of {ALIGNMENT_REDUCTIONS}", c.loss.alignment_reduction)
     for field in ("alpha", "beta", "gamma"):
@@ -193,5 +224,7 @@ def validate_config(c):
         _fail("model.norm", "'batch' or 'group'", c.model.norm)
     if c.train.mixed_precision not in MIXED_PRECISION:
         _fail("train.mixed_precision", f"one of {MIXED_PRECISION}", c.train.mixed_precision)
+    if c.eval.precise_bn_batches < 0:
+        _fail("eval.precise_bn_batches", "0 (off) or a positive number of batches", c.eval.precise_bn_batches)
     if c.export.top_k < 1:
         _fail("export.top_k", "an integer >= 1", c.export.top_k)

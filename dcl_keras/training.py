@@ -9,6 +9,7 @@ finished run is not trained again. See `dcl_keras.checkpointing`.
 """
 
 import contextlib
+import functools
 import logging
 import os
 
@@ -30,6 +31,7 @@ STREAM_FIELDS = (
     "rcm.originals",
     "rcm.destructed",
     "train.steps_per_epoch",
+    "train.epoch_batch_size",
 )
 
 
@@ -80,6 +82,8 @@ def build_model(config, num_classes, class_names=None, steps=1, compile=True):
             dropout=config.model.dropout,
             class_names=class_names,
             resize_size=config.input.resize_size,
+            discriminator=config.model.discriminator if config.loss.beta > 0 else "none",
+            alignment=config.loss.gamma > 0,
         )
     if compile:
         compile_model(model, config, steps)
@@ -87,11 +91,18 @@ def build_model(config, num_classes, class_names=None, steps=1, compile=True):
 
 
 def steps_per_epoch(config, split):
-    """Steps of one Keras epoch: `train.steps_per_epoch`, or one epoch of the training stream."""
-    return config.train.steps_per_epoch or pipeline.steps_per_epoch(split, config.input.batch_size)
+    """Steps of one Keras epoch: `train.steps_per_epoch`, else one pass at `train.epoch_batch_size` examples a step.
+
+    The latter defaults to `input.batch_size`; an equal-compute baseline sets
+    it to DCL's batch size so both take the same steps per epoch.
+    """
+    if config.train.steps_per_epoch:
+        return config.train.steps_per_epoch
+    return pipeline.steps_per_epoch(split, config.train.epoch_batch_size or config.input.batch_size)
 
 
 def compile_model(model, config, steps):
+    heads = (model.dcl_model if isinstance(model, dcl.DeviceRCMTrainer) else model).heads
     optimizer = optim.make_optimizer(
         config.train.learning_rate,
         steps,
@@ -105,11 +116,15 @@ def compile_model(model, config, steps):
     )
     model.compile(
         optimizer=optimizer,
-        loss=losses.dcl_losses(config.loss.alignment_reduction),
-        loss_weights=losses.loss_weights(config.loss.alpha, config.loss.beta, config.loss.gamma),
-        weighted_metrics=losses.dcl_metrics(model.num_classes),
+        loss=_only(heads, losses.dcl_losses(config.loss.alignment_reduction)),
+        loss_weights=_only(heads, losses.loss_weights(config.loss.alpha, config.loss.beta, config.loss.gamma)),
+        weighted_metrics=_only(heads, losses.dcl_metrics(model.num_classes)),
         jit_compile=JIT_COMPILE[str(config.train.jit_compile).lower()],
     )
+
+
+def _only(heads, per_output):
+    return {name: value for name, value in per_output.items() if name in heads}
 
 
 def train_batches(config, split, start_step=0):
@@ -323,6 +338,35 @@ def _train_stages(config, workdir, cluster, scope, export_dir):
         model = train(
             config, workdir, train_split, splits.val, process_dir, export_dir if config.export.enabled else None
         )
+    evaluate = functools.partial(
+        evaluation.evaluate,
+        image_size=config.input.image_size,
+        resize_size=config.input.resize_size,
+        batch_size=config.eval.batch_size,
+        class_names=train_split.class_names,
+        bad_files=config.data.bad_files,
+        flip=config.eval.flip,
+    )
+    evaluate_here = config.eval.enabled and cluster.num_processes == 1
+    before_precise_bn = {}
+    if config.eval.precise_bn_batches:
+        if evaluate_here:
+            report = evaluate(dcl.classifier_model(model), splits.test)
+            before_precise_bn = {key: report[key] for key in report if key.startswith("top") or key.startswith("mean_")}
+        layers = evaluation.precise_batchnorm(
+            dcl.classifier_model(model),
+            evaluation.precise_bn_batches(
+                train_split,
+                seed=config.seed,
+                num_batches=config.eval.precise_bn_batches,
+                batch_size=config.eval.batch_size,
+                image_size=config.input.image_size,
+                resize_size=config.input.resize_size,
+                bad_files=config.data.bad_files,
+            ),
+        )
+        logging.info("Precise BN: re-estimated %d BatchNormalization layers.", layers)
+        before_precise_bn["batchnorm_layers"] = layers
     final = os.path.join(process_dir or workdir, FINAL_MODEL)
     tmp = final.replace(".keras", ".tmp.keras")
     model.save(tmp)
@@ -331,24 +375,15 @@ def _train_stages(config, workdir, cluster, scope, export_dir):
         return {"model": final}
     result = {"model": final}
     # Evaluation.
-    if config.eval.enabled and cluster.num_processes > 1:
+    if config.eval.enabled and not evaluate_here:
         logging.warning(
             "Multi-process run: evaluation inside the job would need every process; run "
             "`bin/evaluate --workdir=%s` once training has finished.",
             workdir,
         )
     elif config.eval.enabled:
-        report = evaluation.evaluate(
-            dcl.classifier_model(model),
-            splits.test,
-            image_size=config.input.image_size,
-            resize_size=config.input.resize_size,
-            batch_size=config.eval.batch_size,
-            class_names=train_split.class_names,
-            out_dir=workdir,
-            bad_files=config.data.bad_files,
-        )
-        result["evaluation"] = report
+        extra = {"before_precise_bn": before_precise_bn} if config.eval.precise_bn_batches else None
+        result["evaluation"] = evaluate(dcl.classifier_model(model), splits.test, out_dir=workdir, extra=extra)
     # Export.
     if config.export.enabled:
         result["export"] = export.export_model_file(final, export_dir, top_k=config.export.top_k, model=model)

@@ -8,6 +8,13 @@ Outputs (a dict, named as the batch contract of `dcl_keras.data.pairing`):
 * "region_alignment": [B, N, N, 2], a 1x1 convolution of the last feature map
   to 2 channels, ReLU, adaptive average pooling to N x N (row, column).
 
+A head is built only when its loss is used: `discriminator="none"` and
+`alignment=False` give the plain classifier of the ablation's baseline, with no
+parameter and no output beyond the classification head. `discriminator="2c"`
+is the reference code's variant: 2C logits (class x original/destructed,
+target `label + C * destructed`); it is trained like the 2-way head and, like
+it, never reaches the classifier that evaluation and export use.
+
 At inference only the classifier runs: `classifier_model` returns the backbone
 plus the classification head and nothing else.
 
@@ -27,6 +34,8 @@ CLASSIFIER = "classifier"
 DISCRIMINATOR = "destruction_discriminator"
 ALIGNMENT = "region_alignment"
 HEAD_LAYERS = (CLASSIFIER, DISCRIMINATOR, "region_alignment_conv")
+OUTPUTS = (CLASSIFIER, DISCRIMINATOR, ALIGNMENT)
+DISCRIMINATORS = ("2way", "2c", "none")
 
 
 @keras.saving.register_keras_serializable(package="dcl_keras")
@@ -45,11 +54,29 @@ class DCLModel(keras.Model):
         class_names: optional list of C names, kept for prediction and export.
         resize_size: optional int, the evaluation resize side that precedes
             the center crop to the input size (kept for prediction and export).
+        discriminator: "2way" (the paper), "2c" (the reference code's class x
+            original/destructed head) or "none" (no destruction head).
+        alignment: bool, whether to build the region alignment head.
     """
 
-    def __init__(self, backbone, num_classes, num_regions, dropout=0.0, class_names=None, resize_size=None, **kwargs):
+    def __init__(
+        self,
+        backbone,
+        num_classes,
+        num_regions,
+        dropout=0.0,
+        class_names=None,
+        resize_size=None,
+        discriminator="2way",
+        alignment=True,
+        **kwargs,
+    ):
         if not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"`num_classes` must be an int >= 2. Received: num_classes={num_classes!r}")
+        if discriminator not in DISCRIMINATORS:
+            raise ValueError(
+                f"`discriminator` must be one of {DISCRIMINATORS}. Received: discriminator={discriminator!r}"
+            )
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(
                 f"`class_names` must have num_classes={num_classes} entries. Received: {len(class_names)} names"
@@ -60,7 +87,10 @@ class DCLModel(keras.Model):
         # The heads compute in float32 under a mixed precision policy, so that
         # outputs and losses stay float32 (the standard Keras recipe).
         classifier = keras.layers.Dense(num_classes, dtype="float32", name=CLASSIFIER)
-        discriminator = keras.layers.Dense(2, use_bias=False, dtype="float32", name=DISCRIMINATOR)
+        discriminator_units = 2 * num_classes if discriminator == "2c" else 2
+        discriminator_head = keras.layers.Dense(
+            discriminator_units, use_bias=False, dtype="float32", name=DISCRIMINATOR
+        )
         # Small initial weights: a large random start puts most outputs above
         # their (0, 1) targets, and the first L1 steps can then push every
         # output below zero, where the ReLU stops all gradient for good.
@@ -78,11 +108,11 @@ class DCLModel(keras.Model):
         inputs = keras.Input(backbone.input_shape[1:], name="images")
         features = backbone(inputs)
         pooled = pool(features)
-        outputs = {
-            CLASSIFIER: classifier(drop(pooled)),
-            DISCRIMINATOR: discriminator(pooled),
-            ALIGNMENT: alignment_pool(alignment_relu(alignment_conv(features))),
-        }
+        outputs = {CLASSIFIER: classifier(drop(pooled))}
+        if discriminator != "none":
+            outputs[DISCRIMINATOR] = discriminator_head(pooled)
+        if alignment:
+            outputs[ALIGNMENT] = alignment_pool(alignment_relu(alignment_conv(features)))
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         # Config.
         self.backbone = backbone
@@ -91,9 +121,27 @@ class DCLModel(keras.Model):
         self.dropout = dropout
         self.class_names = list(class_names) if class_names is not None else None
         self.resize_size = resize_size
+        self.discriminator = discriminator
+        self.alignment = bool(alignment)
+        self.heads = tuple(outputs)
+
+    def loss_targets(self, y):
+        """The pipeline's targets for this model's heads (2C: `label + C * destructed`)."""
+        if not isinstance(y, dict):
+            return y
+        targets = {name: y[name] for name in self.heads}
+        if self.discriminator == "2c":
+            labels = ops.reshape(ops.cast(y[CLASSIFIER], "int32"), (-1,))
+            destructed = ops.reshape(ops.cast(y[DISCRIMINATOR], "int32"), (-1,))
+            targets[DISCRIMINATOR] = labels + self.num_classes * destructed
+        return targets
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        return super().compute_loss(x, self.loss_targets(y), y_pred, sample_weight, training)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        return super().compute_metrics(x, y, y_pred, originals_only_weights(y, sample_weight))
+        weights = originals_only_weights(y, sample_weight, self.heads)
+        return super().compute_metrics(x, self.loss_targets(y), y_pred, weights)
 
     def get_config(self):
         return {
@@ -103,6 +151,8 @@ class DCLModel(keras.Model):
             "dropout": self.dropout,
             "class_names": self.class_names,
             "resize_size": self.resize_size,
+            "discriminator": self.discriminator,
+            "alignment": self.alignment,
             "name": self.name,
             "trainable": self.trainable,
         }
@@ -114,13 +164,13 @@ class DCLModel(keras.Model):
         return cls(**config)
 
 
-def originals_only_weights(y, sample_weight=None):
-    """Metric weights that count classification on original images only (0 = original)."""
+def originals_only_weights(y, sample_weight=None, heads=OUTPUTS):
+    """Metric weights of `heads` that count classification on original images only (0 = original)."""
     if not (isinstance(y, dict) and DISCRIMINATOR in y):
         return sample_weight
     originals = ops.cast(ops.equal(ops.reshape(y[DISCRIMINATOR], (-1,)), 0), "float32")
     ones = ops.ones_like(originals)
-    return {CLASSIFIER: originals, DISCRIMINATOR: ones, ALIGNMENT: ones}
+    return {name: originals if name == CLASSIFIER else ones for name in heads}
 
 
 DEVICE_IMAGES = "images"  # The keys of the device-RCM stream (dcl_keras.data.pipeline, same strings).
@@ -178,11 +228,13 @@ class DeviceRCMTrainer(keras.Model):
         return targets
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        return super().compute_loss(x, self._targets(y, y_pred), y_pred["outputs"], sample_weight, training)
+        targets = self.dcl_model.loss_targets(self._targets(y, y_pred))
+        return super().compute_loss(x, targets, y_pred["outputs"], sample_weight, training)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         targets = self._targets(y, y_pred)
-        return super().compute_metrics(x, targets, y_pred["outputs"], originals_only_weights(targets, sample_weight))
+        weights = originals_only_weights(targets, sample_weight, self.dcl_model.heads)
+        return super().compute_metrics(x, self.dcl_model.loss_targets(targets), y_pred["outputs"], weights)
 
     def get_config(self):
         return {

@@ -117,3 +117,48 @@ def test_output_names_match_the_batch_contract():
     from dcl_keras.data import pairing
 
     assert pairing.OUTPUT_NAMES == (dcl.CLASSIFIER, dcl.DISCRIMINATOR, dcl.ALIGNMENT)
+
+
+def test_the_plain_baseline_has_the_classifier_and_nothing_else():
+    model = _tiny_model(discriminator="none", alignment=False)
+    assert model.heads == ("classifier",) and set(model.output) == {"classifier"}
+    assert model.count_params() == dcl.classifier_model(model).count_params()
+    names = {v.path.split("/")[0] for v in model.weights}
+    assert not names & {"destruction_discriminator", "region_alignment_conv"}
+    full = _tiny_model()
+    assert full.count_params() > model.count_params()
+    y = {
+        "classifier": np.array([0, 1]),
+        "destruction_discriminator": np.array([0, 1]),
+        "region_alignment": np.zeros((2, 7, 7, 2), "float32"),
+    }
+    assert set(model.loss_targets(y)) == {"classifier"}
+
+
+def test_only_the_discriminator_or_only_the_alignment_head():
+    discriminator_only = _tiny_model(alignment=False)
+    alignment_only = _tiny_model(discriminator="none")
+    assert discriminator_only.heads == ("classifier", "destruction_discriminator")
+    assert alignment_only.heads == ("classifier", "region_alignment")
+
+
+def test_2c_discriminator_targets_class_times_destruction_and_stays_out_of_the_classifier(tmp_path):
+    classes = 3
+    model = _tiny_model(classes=classes, discriminator="2c")
+    x = np.random.default_rng(3).uniform(0, 255, (4, 56, 56, 3)).astype("float32")
+    assert tuple(model(x)["destruction_discriminator"].shape) == (4, 2 * classes)
+    y = {
+        "classifier": np.array([0, 2, 1, 2]),
+        "destruction_discriminator": np.array([0, 0, 1, 1]),
+        "region_alignment": np.zeros((4, 7, 7, 2), "float32"),
+    }
+    targets = model.loss_targets(y)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(targets["destruction_discriminator"]), [0, 2, 4, 5])
+    # The 2C head is trained, never used for classification: the classifier has the 2-way model's parameters.
+    assert (
+        dcl.classifier_model(model).count_params() == dcl.classifier_model(_tiny_model(classes=classes)).count_params()
+    )
+    model.save(str(tmp_path / "m.keras"))
+    assert load_model(str(tmp_path / "m.keras")).discriminator == "2c"
+    with pytest.raises(ValueError, match="discriminator"):
+        _tiny_model(discriminator="3way")
