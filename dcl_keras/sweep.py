@@ -1,0 +1,351 @@
+"""Sweeps: a base config x a grid of overrides x seeds, run here or handed to a scheduler.
+
+Every run is one `bin/train` command with its own workdir,
+`<sweep_dir>/<point>/seed_<seed>`. A run is finished when its workdir holds
+`evaluation.json` (bin/train writes it last); an interrupted run resumes when
+its command runs again (bin/train resumes), and a finished one is skipped. So
+a sweep is resumable whichever way it runs:
+
+* here, one run after another (`run`);
+* as a plain commands file, one shell line per run, for `xargs -P` or GNU
+  parallel (`commands`);
+* as a SLURM array job over that file (`slurm`).
+
+`collect` reads every finished run into `results.csv` (one row per run) and
+`results.md` (mean +- sample std over seeds per grid point).
+"""
+
+import csv
+import importlib.util
+import json
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+from dcl_keras import experiments
+from dcl_keras.config import ConfigError, validate_config
+from dcl_keras.errors import UserError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(REPO_ROOT, "bin", "train")
+PLAN = "sweep.json"
+COMMANDS = "commands.txt"
+SLURM = "sweep.sbatch"
+RESULTS_CSV = "results.csv"
+RESULTS_MD = "results.md"
+FINISHED = "evaluation.json"
+POINTING = "pointing.json"  # Written by `bin/analyze pointing`, collected when present.
+METRICS = ("top1", "mean_class_accuracy", "pointing_hit_rate")  # Markdown columns (those with values).
+
+
+def _split_spec(spec):
+    """Splits a config spec "path.py[:arg]" into (path, arg or None)."""
+    path, sep, arg = spec.partition(".py:")
+    return (path + ".py", arg) if sep else (spec, None)
+
+
+def load_config(spec):
+    """The ConfigDict of "path/to/config.py[:arg]" (what bin/train's --config takes)."""
+    path, arg = _split_spec(spec)
+    if not os.path.isfile(path):
+        raise UserError(f"Config file not found: {path}. Received: --config={spec}")
+    module_spec = importlib.util.spec_from_file_location(f"_sweep_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    if REPO_ROOT not in sys.path:
+        sys.path.insert(0, REPO_ROOT)
+    module_spec.loader.exec_module(module)
+    try:
+        return module.get_config(arg) if arg is not None else module.get_config()
+    except ValueError as e:
+        raise UserError(f"Config {spec}: {e}") from None
+
+
+def absolute_spec(spec):
+    """The config spec "path.py[:arg]" with an absolute path, so the commands run from any folder.
+
+    A relative path is looked up in the current folder, then in the repository
+    (as configs/... usually means).
+    """
+    path, arg = _split_spec(spec)
+    if not os.path.isabs(path) and not os.path.exists(path) and os.path.exists(os.path.join(REPO_ROOT, path)):
+        path = os.path.join(REPO_ROOT, path)
+    return os.path.abspath(path) + (f":{arg}" if arg is not None else "")
+
+
+def _typed(config, field, value):
+    """`value` (a string from the command line, or a Python value) as the type of config field `field`."""
+    node = config
+    for part in field.split(".")[:-1]:
+        node = node[part] if part in node else None
+        if node is None:
+            break
+    name = field.split(".")[-1]
+    if node is None or name not in node:
+        raise UserError(f"Unknown config field `{field}`. Received: {field}={value!r}")
+    current = node[name]
+    if not isinstance(value, str) or isinstance(current, str) or current is None:
+        return value
+    if isinstance(current, bool):
+        return value.lower() in ("1", "true", "yes")
+    try:
+        return type(current)(value)
+    except ValueError:
+        raise UserError(f"Config field `{field}`: expected a {type(current).__name__}. Received: {value!r}") from None
+
+
+def apply_overrides(config, overrides):
+    """A copy of `config` with {"a.b": value} overrides set (values typed like the fields)."""
+    config = config.copy_and_resolve_references()
+    for field, value in overrides.items():
+        value = _typed(config, field, value)
+        *parents, name = field.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        with node.unlocked():
+            node[name] = value
+    return config
+
+
+def parse_assignments(items, flag):
+    """["a.b=v", ...] -> {"a.b": "v"}; ["a.b=v1,v2"] -> {"a.b": ["v1", "v2"]} when `flag` is a list flag."""
+    result = {}
+    for item in items or []:
+        field, sep, value = item.partition("=")
+        if not sep or not field:
+            raise UserError(f"{flag}: expected field=value (e.g. train.epochs=30). Received: {flag}={item}")
+        result[field.removeprefix("config.")] = value
+    return result
+
+
+def slug(name):
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name.replace("=", "-").replace(":", "-")).strip("_") or "base"
+
+
+def _format(value):
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def plan(
+    config_spec, grid, seeds, sweep_dir, *, vary=None, overrides=None, data_roots=None, points=None, train_args=()
+):
+    """The runs of a sweep: a list of dicts (point, seed, workdir, config, overrides, command).
+
+    Args:
+        config_spec: the base config, "path.py[:arg]".
+        grid: a name of `experiments.GRIDS`.
+        seeds: list of ints.
+        sweep_dir: str, where the runs' workdirs go.
+        vary: {field: [values]} crossed with the grid (e.g. a learning-rate grid).
+        overrides: {field: value} for every run (e.g. train.epochs).
+        data_roots: the table1 grid's dataset folders.
+        points: optional names of the grid points to keep (before `vary`).
+        train_args: extra bin/train flags for every run.
+
+    Every point's config is built and validated here, so a bad grid fails
+    before the first run, naming the point.
+    """
+    config_spec = absolute_spec(config_spec)
+    base = apply_overrides(load_config(config_spec), overrides or {})
+    grid_points = experiments.grid_points(grid, base, data_roots=data_roots)
+    if points:
+        unknown = sorted(set(points) - {name for name, _, _ in grid_points})
+        if unknown:
+            raise UserError(
+                f"--points: {unknown} not in grid {grid!r}: expected some of {[n for n, _, _ in grid_points]}"
+            )
+        grid_points = [p for p in grid_points if p[0] in points]
+    points = grid_points
+    for field, values in (vary or {}).items():
+        points = [
+            (f"{name},{field.split('.')[-1]}={value}", spec, {**point, field: value})
+            for name, spec, point in points
+            for value in values
+        ]
+    runs = []
+    for name, spec, point in points:
+        spec = absolute_spec(spec) if spec else config_spec
+        point_base = base if spec == config_spec else apply_overrides(load_config(spec), overrides or {})
+        fields = {**(overrides or {}), **point}
+        try:
+            validate_config(apply_overrides(point_base, point))
+        except ConfigError as e:
+            raise UserError(f"Grid point {name!r}: {e}") from None
+        for seed in seeds:
+            workdir = os.path.abspath(os.path.join(sweep_dir, slug(name), f"seed_{seed}"))
+            command = [
+                sys.executable,
+                TRAIN,
+                f"--config={spec}",
+                f"--workdir={workdir}",
+                f"--config.seed={seed}",
+                *[f"--config.{field}={_format(value)}" for field, value in fields.items()],
+                *train_args,
+            ]
+            runs.append(
+                {
+                    "point": name,
+                    "seed": seed,
+                    "workdir": workdir,
+                    "config": spec,
+                    "overrides": fields,
+                    "command": command,
+                }
+            )
+    return runs
+
+
+def finished(run):
+    return os.path.isfile(os.path.join(run["workdir"], FINISHED))
+
+
+def shell_line(run):
+    """One shell line: skip when finished, else train (or resume)."""
+    return f"test -f {shlex.quote(os.path.join(run['workdir'], FINISHED))} || {shlex.join(run['command'])}"
+
+
+def save_plan(runs, sweep_dir, invocation):
+    os.makedirs(sweep_dir, exist_ok=True)
+    with open(os.path.join(sweep_dir, PLAN), "w") as f:
+        json.dump({"invocation": invocation, "runs": runs}, f, indent=2)
+
+
+def load_plan(sweep_dir):
+    path = os.path.join(sweep_dir, PLAN)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No sweep plan in {sweep_dir}: expected {path} (written by bin/sweep)")
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_commands(runs, sweep_dir):
+    os.makedirs(sweep_dir, exist_ok=True)
+    path = os.path.join(sweep_dir, COMMANDS)
+    with open(path, "w") as f:
+        f.writelines(shell_line(run) + "\n" for run in runs)
+    return path
+
+
+def write_slurm(runs, sweep_dir, sbatch_options=()):
+    """A SLURM array script over the commands file: task i runs line i + 1. Requeued tasks resume."""
+    commands = write_commands(runs, sweep_dir)
+    lines = [
+        "#!/bin/bash",
+        "#SBATCH --job-name=dcl-sweep",
+        f"#SBATCH --array=0-{len(runs) - 1}",
+        f"#SBATCH --output={os.path.abspath(sweep_dir)}/slurm-%A_%a.out",
+        "#SBATCH --requeue",
+        *[f"#SBATCH {option}" for option in sbatch_options],
+        "set -euo pipefail",
+        f'line=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {shlex.quote(os.path.abspath(commands))})',
+        'bash -c "$line"',
+    ]
+    path = os.path.join(sweep_dir, SLURM)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def run_all(runs, log=print):
+    """Runs the unfinished runs one after another (each logs to <workdir>/train.log); returns the failed ones."""
+    failed = []
+    for i, run in enumerate(runs, 1):
+        label = f"[{i}/{len(runs)}] {run['point']} seed {run['seed']}"
+        if finished(run):
+            log(f"{label}: finished, skipped")
+            continue
+        os.makedirs(run["workdir"], exist_ok=True)
+        log(f"{label}: training in {run['workdir']}")
+        with open(os.path.join(run["workdir"], "train.log"), "a") as out:
+            code = subprocess.call(run["command"], stdout=out, stderr=subprocess.STDOUT)
+        if code:
+            log(f"{label}: failed with exit code {code}; see {run['workdir']}/train.log")
+            failed.append(run)
+    return failed
+
+
+def _metrics(report):
+    values = {key: value for key, value in report.items() if isinstance(value, float)}
+    if "mean_class_accuracy" not in values and report.get("per_class_accuracy"):
+        per_class = [v for v in report["per_class_accuracy"].values() if v is not None]
+        values["mean_class_accuracy"] = sum(per_class) / len(per_class)
+    return values
+
+
+def mean_std(values):
+    """(mean, sample std or None for one value) of a list of floats."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def collect(sweep_dir):
+    """Writes results.csv and results.md from the finished runs; returns (rows, summary)."""
+    saved = load_plan(sweep_dir)
+    rows = []
+    for run in saved["runs"]:
+        row = {"point": run["point"], "seed": run["seed"], "status": "missing", "workdir": run["workdir"]}
+        if finished(run):
+            with open(os.path.join(run["workdir"], FINISHED)) as f:
+                row.update(status="finished", **_metrics(json.load(f)))
+            pointing = os.path.join(run["workdir"], POINTING)
+            if os.path.isfile(pointing):
+                with open(pointing) as f:
+                    report = json.load(f)
+                row.update(pointing_hit_rate=report["hit_rate"], pointing_centre_hit_rate=report["centre_hit_rate"])
+        row["overrides"] = json.dumps(run["overrides"], sort_keys=True)
+        rows.append(row)
+    columns = ["point", "seed", "status"]
+    columns += sorted({key for row in rows for key in row} - set(columns) - {"workdir", "overrides"})
+    columns += ["workdir", "overrides"]
+    with open(os.path.join(sweep_dir, RESULTS_CSV), "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = summarize(rows)
+    with open(os.path.join(sweep_dir, RESULTS_MD), "w") as f:
+        f.write(markdown_table(summary, saved["invocation"]))
+    return rows, summary
+
+
+def summarize(rows):
+    """Per grid point, in plan order: seeds finished and planned, and mean/std/min of each metric."""
+    summary = {}
+    for row in rows:
+        entry = summary.setdefault(row["point"], {"finished": 0, "planned": 0, "values": {}})
+        entry["planned"] += 1
+        if row["status"] != "finished":
+            continue
+        entry["finished"] += 1
+        for metric in METRICS:
+            if metric in row:
+                entry["values"].setdefault(metric, []).append(row[metric])
+    for entry in summary.values():
+        entry["stats"] = {m: (*mean_std(v), min(v)) for m, v in entry["values"].items()}
+    return summary
+
+
+def markdown_table(summary, invocation):
+    metrics = [m for m in METRICS if any(m in entry["stats"] for entry in summary.values())]
+    lines = [
+        f"Produced by: `{invocation}`",
+        "",
+        "Mean +- sample std over seeds; min is the worst seed.",
+        "",
+        "| point | seeds | " + " | ".join(f"{m} mean +- std | {m} min" for m in metrics) + " |",
+        "|---|---|" + "---|---|" * len(metrics),
+    ]
+    for point, entry in summary.items():
+        cells = [point, f"{entry['finished']}/{entry['planned']}"]
+        for metric in metrics:
+            if metric not in entry["stats"]:
+                cells += ["", ""]
+                continue
+            mean, std, worst = entry["stats"][metric]
+            cells += [f"{mean:.4f} +- {std:.4f}" if std is not None else f"{mean:.4f}", f"{worst:.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,225 @@
+"""The paper's experiments: clean ablation arms, named grids, and the resumable sweep runner."""
+
+import csv
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from dcl_keras import experiments, sweep, training
+from dcl_keras.config import ConfigError, validate_config
+from dcl_keras.data import datasets
+from dcl_keras.errors import UserError
+
+from helpers import ROOT, run_bin
+
+
+def _arm(config, arm):
+    return sweep.apply_overrides(config, experiments.arm_overrides(config, arm))
+
+
+@pytest.mark.parametrize(
+    "overrides,field",
+    [
+        ({"rcm.destructed": 0}, "loss.beta"),  # A discriminator with one class, an alignment to identity.
+        ({"rcm.destructed": 0, "loss.beta": 0.0}, "loss.gamma"),
+        ({"rcm.n": 1, "rcm.k": 1}, "rcm.n"),  # N = 1: destructed views would be copies.
+        ({"model.discriminator": "3way"}, "model.discriminator"),
+        ({"loss.alpha": 0.0}, "loss.alpha"),
+    ],
+)
+def test_ablations_that_would_not_mean_what_they_say_are_refused(tiny_config, overrides, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        validate_config(sweep.apply_overrides(tiny_config, overrides))
+
+
+def test_every_arm_builds_the_heads_its_losses_need(tiny_config):
+    heads = {}
+    for arm in experiments.ARMS:
+        config = _arm(tiny_config, arm)
+        validate_config(config)
+        heads[arm] = training.build_model(config, 4, compile=False).heads
+    assert heads["baseline"] == heads["baseline_equal_compute"] == heads["destruction"] == ("classifier",)
+    assert heads["destruction_discriminator"] == ("classifier", "destruction_discriminator")
+    assert heads["destruction_construction"] == ("classifier", "region_alignment")
+    assert heads["dcl"] == ("classifier", "destruction_discriminator", "region_alignment")
+
+
+def test_the_equal_compute_baseline_sees_dcls_images_per_step_for_dcls_steps(tiny_config):
+    split = datasets.load_splits(tiny_config.data).train
+    dcl_config, baseline, equal = (_arm(tiny_config, a) for a in ("dcl", "baseline", "baseline_equal_compute"))
+
+    def images_per_step(config):
+        images, _ = next(iter(training.train_batches(config, split)))
+        return int(images.shape[0])
+
+    assert images_per_step(equal) == images_per_step(dcl_config) == 2 * images_per_step(baseline)
+    assert training.steps_per_epoch(equal, split) == training.steps_per_epoch(dcl_config, split)
+    assert equal.input.batch_size == 2 * dcl_config.input.batch_size
+
+
+@pytest.mark.parametrize("arm", ["baseline", "destruction", "dcl_2c"])
+def test_arms_train_and_their_logs_hold_only_their_losses(tiny_config, tmp_path, arm):
+    config = tiny_config.copy_and_resolve_references()
+    config.train.epochs = 1
+    config.export.enabled = False
+    if arm == "dcl_2c":
+        config.model.discriminator = "2c"
+    else:
+        config = _arm(config, arm)
+    result = training.train_and_evaluate(config, str(tmp_path))
+    with open(tmp_path / "metrics.csv") as f:
+        columns = set(next(csv.reader(f)))
+    assert ("destruction_discriminator_loss" in columns) == (arm == "dcl_2c")
+    assert not any("region_alignment" in c for c in columns) or arm == "dcl_2c"
+    assert 0.0 <= result["evaluation"]["top1"] <= 1.0
+
+
+def test_n_grid_keeps_sizes_divisible_and_k_below_n_and_n1_is_the_baseline(tiny_config):
+    points = dict((name, overrides) for name, _, overrides in experiments.grid_points("n", tiny_config))
+    assert list(points) == [f"n={n}" for n in experiments.N_VALUES]
+    assert points["n=1"] == experiments.arm_overrides(tiny_config, "baseline")
+    for n in experiments.N_VALUES[1:]:
+        config = sweep.apply_overrides(tiny_config, points[f"n={n}"])
+        validate_config(config)
+        assert config.rcm.n == n and config.input.image_size % n == 0 and config.rcm.k < n
+
+
+def test_ratio_and_k_grids(tiny_config):
+    ratios = {name: o for name, _, o in experiments.grid_points("ratio", tiny_config)}
+    assert ratios["ratio=1:0"]["loss.beta"] == 0.0 and ratios["ratio=0:1"] == {"rcm.originals": 0, "rcm.destructed": 1}
+    with pytest.raises(UserError, match="rcm.n > 3"):  # k = 3 needs N > 3.
+        experiments.grid_points("k", sweep.apply_overrides(tiny_config, {"rcm.n": 2, "rcm.k": 1}))
+    config = sweep.apply_overrides(tiny_config, {"rcm.n": 7, "input.image_size": 35})
+    assert [o["rcm.k"] for _, _, o in experiments.grid_points("k", config)] == [1, 2, 3]
+
+
+def test_table1_needs_every_dataset_folder_and_builds_the_paper_configs(tiny_config):
+    with pytest.raises(UserError, match="aircraft"):
+        experiments.grid_points("table1", tiny_config, data_roots={"cub": "/c", "cars": "/t"})
+    points = experiments.grid_points("table1", tiny_config, data_roots={"cub": "/c", "cars": "/t", "aircraft": "/a"})
+    specs = {name: spec for name, spec, _ in points}
+    assert len(points) == 6
+    assert specs["cars/vgg16"].endswith("configs/cars_resnet50.py:data_dir=/t,backbone=vgg16")
+    config = sweep.load_config(os.path.join(ROOT, specs["aircraft/resnet50"]))
+    assert config.rcm.n == 2 and config.loss.gamma == 0.01 and config.data.root == "/a"
+
+
+def _plan(tiny_config, tmp_path, config_file, grid="ablation", **kwargs):
+    return sweep.plan(config_file, grid, [0, 1], str(tmp_path / "sweep"), **kwargs)
+
+
+@pytest.fixture
+def tiny_config_file(tiny_config, tmp_path):
+    """A config file equal to the session's tiny config (bin/train runs read config files)."""
+    path = tmp_path / "tiny_test.py"
+    path.write_text(
+        "from configs import tiny\n\n\ndef get_config(arg=None):\n    c = tiny.get_config()\n"
+        f"    c.data.demo.cache_dir = {tiny_config.data.demo.cache_dir!r}\n"
+        f"    c.data.demo.train_per_class = {tiny_config.data.demo.train_per_class}\n"
+        f"    c.data.demo.test_per_class = {tiny_config.data.demo.test_per_class}\n"
+        "    c.train.epochs = 1\n    c.train.verbose = 0\n    c.export.enabled = False\n    return c\n"
+    )
+    return str(path)
+
+
+def test_plan_spells_out_every_value_and_refuses_a_bad_point_before_any_run(tiny_config, tmp_path, tiny_config_file):
+    runs = _plan(tiny_config, tmp_path, tiny_config_file, vary={"train.learning_rate": ["0.01", "0.1"]})
+    assert len(runs) == len(experiments.ARMS) * 2 * 2
+    run = next(r for r in runs if r["point"] == "arm=baseline_equal_compute,learning_rate=0.1" and r["seed"] == 1)
+    assert "--config.input.batch_size=8" in run["command"] and "--config.train.learning_rate=0.1" in run["command"]
+    assert "--config.seed=1" in run["command"] and run["workdir"].endswith("seed_1")
+    assert len({r["workdir"] for r in runs}) == len(runs)
+    with pytest.raises(UserError, match="Grid point 'ratio=1:0'.*input.image_size"):
+        sweep.plan(tiny_config_file, "ratio", [0], str(tmp_path / "s"), overrides={"input.image_size": "30"})
+    with pytest.raises(UserError, match="Unknown config field `train.epoch`"):
+        sweep.plan(tiny_config_file, "single", [0], str(tmp_path / "s"), overrides={"train.epoch": "3"})
+    with pytest.raises(UserError, match="--points"):
+        sweep.plan(tiny_config_file, "ablation", [0], str(tmp_path / "s"), points=["arm=nope"])
+
+
+def test_commands_and_slurm_files_skip_finished_runs(tiny_config, tmp_path, tiny_config_file):
+    runs = _plan(tiny_config, tmp_path, tiny_config_file, points=["arm=dcl"])
+    sweep_dir = str(tmp_path / "sweep")
+    commands = sweep.write_commands(runs, sweep_dir)
+    script = open(sweep.write_slurm(runs, sweep_dir, ["--gres=gpu:1"])).read()
+    assert "#SBATCH --array=0-1" in script and "#SBATCH --gres=gpu:1" in script and commands in script
+    lines = open(commands).read().splitlines()
+    assert len(lines) == 2
+    # A finished run's line does nothing: its command is never executed.
+    os.makedirs(runs[0]["workdir"])
+    open(os.path.join(runs[0]["workdir"], sweep.FINISHED), "w").write("{}")
+    import subprocess
+
+    line = lines[0].replace(sys.executable, "false")
+    assert subprocess.run(["bash", "-c", line]).returncode == 0
+    assert subprocess.run(["bash", "-c", lines[1].replace(sys.executable, "false")]).returncode != 0
+
+
+def _fake_run(tmp_path, name, seed, top1, script):
+    workdir = str(tmp_path / "sweep" / name / f"seed_{seed}")
+    report = {"top1": top1, "top5": 1.0, "per_class_accuracy": {"a": top1, "b": top1}}
+    code = f"import json, os, sys; {script}; json.dump({report!r}, open(os.path.join({workdir!r}, 'evaluation.json'), 'w'))"
+    return {
+        "point": name,
+        "seed": seed,
+        "workdir": workdir,
+        "config": "x",
+        "overrides": {},
+        "command": [sys.executable, "-c", code],
+    }
+
+
+def test_run_all_skips_finished_runs_reports_failures_and_collect_tables_mean_and_std(tmp_path):
+    sweep_dir = str(tmp_path / "sweep")
+    runs = [
+        _fake_run(tmp_path, "a", 0, 0.4, "pass"),
+        _fake_run(tmp_path, "a", 1, 0.6, "pass"),
+        _fake_run(tmp_path, "b", 0, 0.5, "sys.exit(3)"),  # Fails before writing a result.
+    ]
+    sweep.save_plan(runs, sweep_dir, "bin/sweep --test")
+    failed = sweep.run_all(runs, log=lambda line: None)
+    assert [(r["point"], r["seed"]) for r in failed] == [("b", 0)]
+    # Finished runs are not run again: a second pass with commands that would fail skips them.
+    for run in runs[:2]:
+        run["command"] = [sys.executable, "-c", "import sys; sys.exit(1)"]
+    assert [(r["point"], r["seed"]) for r in sweep.run_all(runs, log=lambda line: None)] == [("b", 0)]
+    rows, summary = sweep.collect(sweep_dir)
+    assert [row["status"] for row in rows] == ["finished", "finished", "missing"]
+    mean, std, worst = summary["a"]["stats"]["top1"]
+    assert mean == pytest.approx(0.5) and std == pytest.approx(np.std([0.4, 0.6], ddof=1)) and worst == 0.4
+    table = open(os.path.join(sweep_dir, sweep.RESULTS_MD)).read()
+    assert "| a | 2/2 | 0.5000 +- 0.1414 | 0.4000 |" in table and "| b | 0/1 |" in table
+    assert "bin/sweep --test" in table
+    with open(os.path.join(sweep_dir, sweep.RESULTS_CSV)) as f:
+        assert [r["mean_class_accuracy"] for r in csv.DictReader(f)][:2] == ["0.4", "0.6"]
+
+
+@pytest.mark.slow
+def test_bin_sweep_runs_two_arms_then_skips_them_when_rerun(tiny_config_file, tmp_path):
+    args = [
+        f"--config={tiny_config_file}",
+        "--grid=ablation",
+        "--points=arm=baseline,arm=destruction_discriminator",
+        "--seeds=0",
+        f"--sweep_dir={tmp_path / 'sweep'}",
+    ]
+    done = run_bin("sweep", *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| arm=baseline | 1/1 |" in done.stdout and "| arm=destruction_discriminator | 1/1 |" in done.stdout
+    with open(tmp_path / "sweep" / "arm-baseline" / "seed_0" / "config.json") as f:
+        saved = json.load(f)
+    assert saved["rcm"]["destructed"] == 0 and saved["loss"]["beta"] == 0.0
+    again = run_bin("sweep", *args)
+    assert again.returncode == 0 and again.stdout.count("finished, skipped") == 2
+    bad = run_bin(
+        "sweep",
+        f"--config={tiny_config_file}",
+        "--grid=k",
+        "--set=rcm.n=2",
+        "--set=rcm.k=1",
+        f"--sweep_dir={tmp_path}/k",
+    )
+    assert bad.returncode == 2 and "rcm.n > 3" in bad.stderr and "Traceback" not in bad.stderr
