@@ -1,22 +1,40 @@
-"""Evaluation of the classifier on originals: top-1/top-5, per-class accuracy, confusion matrix."""
+"""Evaluation of the classifier on originals.
+
+Top-1/top-5, mean per-class accuracy, the confusion matrix and a gallery of the
+most-confused class pairs; optionally horizontal-flip test-time averaging and
+BatchNorm statistics re-estimated on evaluation-preprocessed training images
+("precise BN", `precise_batchnorm`).
+"""
 
 import json
 import os
 
+import keras
 import numpy as np
 
-from dcl_keras.data import pipeline
+from dcl_keras.data import pipeline, rcm
 from dcl_keras.errors import UserError
 
+PRECISE_BN_ORDER = -2  # The epoch slot of the precise-BN sample's order key (training epochs are >= 0).
 
-def predict_logits(classifier, split, *, image_size, resize_size, batch_size=32, bad_files="skip"):
-    """(logits [E, C], labels [E]) over a split with the evaluation preprocessing."""
+
+def predict_logits(classifier, split, *, image_size, resize_size, batch_size=32, bad_files="skip", flip=False):
+    """(logits [E, C], labels [E]) over a split with the evaluation preprocessing.
+
+    `flip` averages the logits of each image and its horizontal mirror.
+    """
     ds = pipeline.eval_batches(
         split, batch_size=batch_size, image_size=image_size, resize_size=resize_size, bad_files=bad_files
     )
     logits, labels = [], []
     for images, batch_labels in ds:
-        logits.append(np.asarray(classifier.predict_on_batch(images.numpy())))
+        images = images.numpy()
+        batch_logits = np.asarray(classifier.predict_on_batch(images), np.float32)
+        if flip:
+            batch_logits = 0.5 * (
+                batch_logits + np.asarray(classifier.predict_on_batch(images[:, :, ::-1]), np.float32)
+            )
+        logits.append(batch_logits)
         labels.append(batch_labels.numpy())
     if not logits:
         raise UserError(f"No decodable images to evaluate in {split.name}")
@@ -35,10 +53,12 @@ def classification_report(logits, labels, class_names):
     per_class = {
         name: (float(confusion[i, i] / support[i]) if support[i] else None) for i, name in enumerate(class_names)
     }
+    present = [value for value in per_class.values() if value is not None]
     return {
         "num_examples": int(len(labels)),
         "top1": top1,
         f"top{k}": top5,
+        "mean_class_accuracy": float(np.mean(present)),  # Over the classes present in the split.
         "per_class_accuracy": per_class,
         "confusion_matrix": confusion.tolist(),
         "class_names": list(class_names),
@@ -68,6 +88,111 @@ def plot_confusion_matrix(confusion, class_names, path):
     plt.close(fig)
 
 
+def confused_pairs(confusion, class_names, top=6):
+    """The `top` most-confused class pairs: [(a, b, a taken for b, b taken for a)], most mistakes first."""
+    confusion = np.asarray(confusion)
+    mistakes = confusion + confusion.T
+    np.fill_diagonal(mistakes, 0)
+    a, b = np.triu_indices(len(class_names), k=1)
+    order = np.argsort(-mistakes[a, b], kind="stable")
+    return [
+        (int(a[i]), int(b[i]), int(confusion[a[i], b[i]]), int(confusion[b[i], a[i]]))
+        for i in order[:top]
+        if mistakes[a[i], b[i]] > 0
+    ]
+
+
+def plot_confused_pairs(pairs, class_names, examples, path, per_side=3):
+    """A PNG grid: one row per pair, images of a taken for b, then of b taken for a.
+
+    `examples[(true, predicted)]` holds uint8 images of that kind; a side with
+    no mistake shows correctly classified images of its class, so every row
+    shows what both classes look like.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = max(len(pairs), 1)
+    fig, axes = plt.subplots(rows, 2 * per_side, figsize=(2 * per_side * 1.6, rows * 1.9), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for row, (a, b, a_as_b, b_as_a) in enumerate(pairs):
+        for side, (true, other, count) in enumerate(((a, b, a_as_b), (b, a, b_as_a))):
+            images = examples.get((true, other), []) if count else examples.get((true, true), [])
+            label = (
+                f"{class_names[true]} as {class_names[other]} ({count})" if count else f"{class_names[true]} (right)"
+            )
+            for i, image in enumerate(images[:per_side]):
+                ax = axes[row, side * per_side + i]
+                ax.imshow(image)
+                if i == 0:
+                    ax.set_title(label, fontsize=7, loc="left")
+    if not pairs:
+        axes[0, 0].set_title("No confused pairs", fontsize=8, loc="left")
+    fig.suptitle("Most-confused class pairs (test images)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def pair_examples(split, pairs, predictions, *, image_size, resize_size, bad_files="skip", per_side=3):
+    """Images for `plot_confused_pairs`, from a second pass in the order `predictions` were made."""
+    wanted = {}
+    for a, b, _, _ in pairs:
+        for key in ((a, b), (b, a), (a, a), (b, b)):
+            wanted[key] = []
+    ds = pipeline.eval_batches(
+        split, batch_size=64, image_size=image_size, resize_size=resize_size, bad_files=bad_files
+    )
+    index = 0
+    for images, labels in ds:
+        for image, label in zip(images.numpy(), labels.numpy(), strict=True):
+            key = (int(label), int(predictions[index]))
+            if key in wanted and len(wanted[key]) < per_side:
+                wanted[key].append(np.clip(image, 0, 255).astype(np.uint8))
+            index += 1
+    return wanted
+
+
+def precise_batchnorm(model, batches):
+    """Re-estimates every BatchNormalization layer's moving statistics as the average over `batches`.
+
+    Each batch runs through `model` in training mode with the layer momentum
+    set so that the moving mean and variance end as the plain average of the
+    batch statistics (momentum i / (i + 1) at batch i), the "precise BN" of
+    Wu & Johnson (2021). Only the moving statistics change. Returns the number
+    of BatchNormalization layers (0: nothing to re-estimate, e.g. GroupNorm).
+    """
+    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    if not layers:
+        return 0
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for i, images in enumerate(batches):
+            for layer in layers:
+                layer.momentum = i / (i + 1)
+            model(images, training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta, strict=True):
+            layer.momentum = momentum
+    return len(layers)
+
+
+def precise_bn_batches(split, *, seed, num_batches, batch_size, image_size, resize_size, bad_files="skip"):
+    """`num_batches` batches of training images with the evaluation preprocessing, in a seeded random order."""
+    ds = pipeline.eval_batches(
+        split,
+        batch_size=batch_size,
+        image_size=image_size,
+        resize_size=resize_size,
+        bad_files=bad_files,
+        order_key=rcm.combine_keys(seed, PRECISE_BN_ORDER, -1),
+    )
+    return (images.numpy() for images, _ in ds.take(num_batches))
+
+
 def evaluate(
     classifier,
     split,
@@ -79,22 +204,42 @@ def evaluate(
     out_dir=None,
     bad_files="skip",
     split_role="test",
+    flip=False,
+    extra=None,
 ):
-    """Evaluates a classifier model on a split; writes evaluation.json and confusion_matrix.png to out_dir.
+    """Evaluates a classifier model on a split; writes evaluation.json and two PNGs to out_dir.
 
     The report names the split: `split` is its role ("test" or "val") and
-    `split_name` the dataset split it was read from.
+    `split_name` the dataset split it was read from. `flip` averages each
+    image with its mirror. `extra` adds fields to the report. The PNGs are the
+    confusion matrix and a gallery of the most-confused pairs.
     """
     class_names = list(class_names or split.class_names)
     logits, labels = predict_logits(
-        classifier, split, image_size=image_size, resize_size=resize_size, batch_size=batch_size, bad_files=bad_files
+        classifier,
+        split,
+        image_size=image_size,
+        resize_size=resize_size,
+        batch_size=batch_size,
+        bad_files=bad_files,
+        flip=flip,
     )
-    report = {"split": split_role, "split_name": split.name, **classification_report(logits, labels, class_names)}
+    report = {"split": split_role, "split_name": split.name, "flip": bool(flip)}
+    report.update(classification_report(logits, labels, class_names), **(extra or {}))
+    pairs = confused_pairs(report["confusion_matrix"], class_names)
+    report["most_confused_pairs"] = [
+        {"classes": [class_names[a], class_names[b]], "a_as_b": ab, "b_as_a": ba} for a, b, ab, ba in pairs
+    ]
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         report["report_path"] = os.path.join(out_dir, "evaluation.json")
         report["confusion_matrix_png"] = os.path.join(out_dir, "confusion_matrix.png")
+        report["confused_pairs_png"] = os.path.join(out_dir, "confused_pairs.png")
         with open(report["report_path"], "w") as f:
             json.dump(report, f, indent=2)
         plot_confusion_matrix(report["confusion_matrix"], class_names, report["confusion_matrix_png"])
+        examples = pair_examples(
+            split, pairs, np.argmax(logits, axis=1), image_size=image_size, resize_size=resize_size, bad_files=bad_files
+        )
+        plot_confused_pairs(pairs, class_names, examples, report["confused_pairs_png"])
     return report

@@ -340,9 +340,13 @@ def steps_per_epoch(source, batch_size):
     return steps
 
 
-def eval_batches(source, *, batch_size, image_size, resize_size, n=None, bad_files="skip"):
-    """Evaluation batches of originals: (images, labels), or DCL targets when `n` is given."""
-    ds = examples(source)
+def eval_batches(source, *, batch_size, image_size, resize_size, n=None, bad_files="skip", order_key=None):
+    """Evaluation batches of originals: (images, labels), or DCL targets when `n` is given.
+
+    `order_key` (uint32) shuffles the split's order, e.g. for a class-balanced
+    sample of a class-ordered folder; None keeps the listed order.
+    """
+    ds = examples(source, order_key)
     if bad_files == "skip":
         ds = ds.ignore_errors(log_warning=True)
 

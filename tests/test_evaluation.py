@@ -1,0 +1,89 @@
+"""Evaluation users expect: mean per-class accuracy, flip averaging, confused pairs, precise BN."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from dcl_keras import evaluation, training
+from dcl_keras.data import datasets
+from dcl_keras.models import backbones, dcl
+
+
+def test_mean_class_accuracy_weights_every_class_equally():
+    # Class 0: 8 images, all right; class 1: 2 images, none right. Top-1 0.8, mean per-class 0.5.
+    labels = np.array([0] * 8 + [1] * 2)
+    logits = np.zeros((10, 3), np.float32)
+    logits[:8, 0] = 1.0
+    logits[8:, 2] = 1.0
+    report = evaluation.classification_report(logits, labels, ["a", "b", "c"])
+    assert report["top1"] == pytest.approx(0.8)
+    assert report["mean_class_accuracy"] == pytest.approx(0.5)  # Class c is absent from the split: not counted.
+
+
+def test_confused_pairs_are_ranked_by_mistakes_in_both_directions():
+    confusion = np.array([[5, 1, 0, 0], [2, 4, 0, 0], [0, 0, 3, 4], [0, 0, 0, 6]])
+    pairs = evaluation.confused_pairs(confusion, list("abcd"), top=3)
+    assert pairs == [(2, 3, 4, 0), (0, 1, 1, 2)]  # Pairs without a mistake are left out.
+
+
+class _Mirror(keras.layers.Layer):
+    """Logits that tell a left-bright image from a right-bright one: [mean(left) - mean(right), opposite]."""
+
+    def call(self, x):
+        half = x.shape[2] // 2
+        d = keras.ops.mean(x[:, :, :half], axis=(1, 2, 3)) - keras.ops.mean(x[:, :, half:], axis=(1, 2, 3))
+        return keras.ops.stack([d, -d], axis=1)
+
+
+def test_flip_averages_each_image_with_its_mirror(tiny_config):
+    split = datasets.load_splits(tiny_config.data).test
+    inputs = keras.Input((32, 32, 3))
+    classifier = keras.Model(inputs, _Mirror()(inputs))
+    plain, _ = evaluation.predict_logits(classifier, split, image_size=32, resize_size=40)
+    flipped, _ = evaluation.predict_logits(classifier, split, image_size=32, resize_size=40, flip=True)
+    assert np.abs(plain).max() > 0.1  # The images are not symmetric ...
+    np.testing.assert_allclose(flipped, 0.0, atol=1e-4)  # ... and this model's logits cancel with the mirror's.
+
+
+@pytest.mark.backend_agnostic
+def test_precise_batchnorm_sets_the_average_of_the_batch_statistics():
+    inputs = keras.Input((4,))
+    bn = keras.layers.BatchNormalization(momentum=0.99)
+    model = keras.Model(inputs, bn(inputs))
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(loc, 1.0, (16, 4)).astype("float32") for loc in (0.0, 2.0, 4.0)]
+    assert evaluation.precise_batchnorm(model, iter(batches)) == 1
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(bn.moving_mean), np.mean([b.mean(0) for b in batches], 0), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(bn.moving_variance), np.mean([b.var(0) for b in batches], 0), atol=1e-4
+    )
+    assert bn.momentum == 0.99  # Restored.
+    group_norm = dcl.classifier_model(dcl.DCLModel(backbones.build_backbone("tiny", 32, width=8, norm="group"), 3, 4))
+    assert evaluation.precise_batchnorm(group_norm, iter([np.zeros((2, 32, 32, 3), "float32")])) == 0
+
+
+def test_training_with_precise_bn_and_flip_reports_both_and_draws_the_confused_pairs(tiny_config, tmp_path):
+    config = tiny_config.copy_and_resolve_references()
+    config.train.epochs = 1
+    config.export.enabled = False
+    config.eval.flip = True
+    config.eval.precise_bn_batches = 2
+    result = training.train_and_evaluate(config, str(tmp_path))
+    report = json.load(open(tmp_path / "evaluation.json"))
+    assert report["flip"] is True and report["top1"] == result["evaluation"]["top1"]
+    before = report["before_precise_bn"]
+    assert before["batchnorm_layers"] > 0 and {"top1", "mean_class_accuracy"} <= set(before)
+    assert (tmp_path / "confused_pairs.png").stat().st_size > 1000
+    assert all(len(pair["classes"]) == 2 for pair in report["most_confused_pairs"])
+    # The saved model carries the re-estimated statistics: evaluating it again gives the report's figure.
+    from dcl_keras.saving import load_model
+
+    split = datasets.load_splits(config.data).test
+    logits, labels = evaluation.predict_logits(
+        dcl.classifier_model(load_model(str(tmp_path / "model.keras"))), split, image_size=32, resize_size=40, flip=True
+    )
+    assert float(np.mean(np.argmax(logits, 1) == labels)) == pytest.approx(report["top1"])
