@@ -56,7 +56,8 @@ def _source_splits(data):
             d.cache_dir or None, d.num_classes, d.train_per_class, d.test_per_class, d.image_size, d.seed
         )
         logging.info("Demo dataset at %s", root)
-        return readers.image_folder(root, "train"), None, readers.image_folder(root, "test")
+        train, test = (demo.with_boxes(readers.image_folder(root, split), root) for split in ("train", "test"))
+        return train, None, test
     if source == "image_folder":
         seed = data.split_seed
         root = os.path.expanduser(data.root)

@@ -12,6 +12,7 @@ image-folder layout (`root/train/<class>/*.jpg`, `root/test/<class>/*.jpg`) so
 that the demo exercises the same decode path as real data.
 """
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -120,6 +121,11 @@ def _bird(rng, attributes, side):
 
 def render(rng, attributes, size):
     """One demo image (PIL RGB, size x size) of the class with these attributes."""
+    return render_with_box(rng, attributes, size)[0]
+
+
+def render_with_box(rng, attributes, size):
+    """(image, box): one demo image and the bird's tight box (x, y, width, height) inside the image."""
     image = _background(rng, size)
     side = int(size * rng.uniform(0.75, 0.95))
     bird = _bird(rng, attributes, side * 2).resize((side, side), Image.LANCZOS)
@@ -128,24 +134,50 @@ def render(rng, attributes, size):
     bird = bird.rotate(float(rng.uniform(-15, 15)), resample=Image.BILINEAR, expand=False)
     x, y = (int(v) for v in rng.integers(-size // 10, size - side + size // 10 + 1, size=2))
     image.paste(bird, (x, y), bird)
-    return image
+    # The visible bird: its alpha above 1/2, shifted to the image and clipped to it.
+    left, top, right, bottom = bird.getchannel("A").point(lambda a: 255 if a >= 128 else 0).getbbox()
+    x0, y0 = max(x + left, 0), max(y + top, 0)
+    x1, y1 = min(x + right, size), min(y + bottom, size)
+    return image, (x0, y0, x1 - x0, y1 - y0)
 
 
 def default_cache_dir():
     return os.environ.get("DCL_KERAS_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "dcl_keras"))
 
 
+BOXES = "bounding_boxes.txt"  # "<split>/<class>/<file> x y width height" per image, in pixels.
+
+
 def generate(root, num_classes=20, train_per_class=40, test_per_class=20, image_size=96, seed=0):
-    """Writes the demo dataset to `root` (train/ and test/ class folders of JPEGs)."""
+    """Writes the demo dataset to `root`: train/ and test/ class folders of JPEGs, and the birds' boxes."""
     attributes = class_attributes(num_classes)
     rng = np.random.default_rng(seed)
+    lines = []
     for split, count in (("train", train_per_class), ("test", test_per_class)):
         for label, attrs in enumerate(attributes):
-            folder = os.path.join(root, split, class_name(attrs))
-            os.makedirs(folder, exist_ok=True)
+            folder = os.path.join(split, class_name(attrs))
+            os.makedirs(os.path.join(root, folder), exist_ok=True)
             for i in range(count):
-                image = render(rng, attrs, image_size)
-                image.save(os.path.join(folder, f"{split}_{label:02d}_{i:04d}.jpg"), quality=92)
+                image, box = render_with_box(rng, attrs, image_size)
+                name = os.path.join(folder, f"{split}_{label:02d}_{i:04d}.jpg")
+                image.save(os.path.join(root, name), quality=92)
+                lines.append(f"{name} {' '.join(str(v) for v in box)}\n")
+    with open(os.path.join(root, BOXES), "w") as f:
+        f.writelines(lines)
+
+
+def with_boxes(split, root):
+    """The FileSplit `split` of the demo at `root` with each image's bird box (NaN where unknown)."""
+    boxes = {}
+    path = os.path.join(root, BOXES)
+    if os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                name, *values = line.split()
+                boxes[os.path.normpath(os.path.join(root, name))] = [float(v) for v in values]
+    nan = [float("nan")] * 4
+    table = np.asarray([boxes.get(os.path.normpath(p), nan) for p in split.paths], np.float32).reshape(-1, 4)
+    return dataclasses.replace(split, boxes=table)
 
 
 def ensure_demo_dataset(cache_dir=None, num_classes=20, train_per_class=40, test_per_class=20, image_size=96, seed=0):
@@ -161,7 +193,7 @@ def ensure_demo_dataset(cache_dir=None, num_classes=20, train_per_class=40, test
         test_per_class=test_per_class,
         image_size=image_size,
         seed=seed,
-        version=1,
+        version=2,  # 2: the same images as 1, with bounding_boxes.txt.
     )
     digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
     cache_dir = os.path.expanduser(cache_dir or default_cache_dir())

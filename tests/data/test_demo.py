@@ -75,3 +75,27 @@ def test_global_statistics_do_not_separate_the_classes():
     # Chance is 0.05; the standard error over 400 test images is about 0.011.
     print(f"nearest-centroid accuracy on global statistics: {accuracy:.3f}")
     assert accuracy < 0.10, accuracy
+
+
+def test_the_demo_box_holds_every_pixel_the_bird_changed():
+    import copy
+
+    from dcl_keras.data import demo
+
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        background = np.asarray(demo._background(copy.deepcopy(rng), 96), np.int16)
+        image, (x, y, w, h) = demo.render_with_box(rng, demo.class_attributes(4)[seed % 4], 96)
+        changed = np.abs(np.asarray(image, np.int16) - background).max(axis=2) > 60
+        assert changed.any() and 0.2 * 96 < w <= 96 and 0.2 * 96 < h <= 96
+        outside = changed.copy()
+        outside[y : y + h, x : x + w] = False
+        assert outside.sum() <= 0.01 * changed.sum(), (seed, outside.sum(), changed.sum())
+
+
+def test_demo_splits_carry_the_boxes(tiny_config):
+    from dcl_keras.data import datasets
+
+    test = datasets.load_splits(tiny_config.data).test
+    assert test.boxes is not None and test.boxes.shape == (test.num_examples, 4)
+    assert np.isfinite(test.boxes).all()

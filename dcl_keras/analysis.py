@@ -1,0 +1,140 @@
+"""Where the model looks: class activation maps, per-filter responses, the pointing game.
+
+The paper's Figs. 5 and 6 (dcl-spec.md section 5), on any trained DCLModel:
+
+* `class_activation_maps`: CAM_c = sum_k W[k, c] F_k of the last feature map
+  F and the classifier kernel W (Zhou et al., 2016); the classifier is a
+  dense layer on the average-pooled map, so the CAM's mean plus the bias is
+  the logit.
+* `filter_responses`: r^k(I, c) = mean(F^k(I)) W[k, c] for an image and its
+  RCM-destructed copy, and delta_k = mean(F^k(I)) theta_adv[k, original] -
+  mean(F^k(phi(I))) theta_adv[k, destructed] from the 2-way discriminator.
+* `pointing_game`: the share of images whose CAM peak (true class) falls
+  inside the object box, next to the share of boxes that hold the image centre
+  (what a model that always points at the centre would score).
+
+Images go through the evaluation preprocessing (resize, center crop); boxes
+are mapped through the same resize and crop.
+"""
+
+import numpy as np
+from keras import ops
+
+from dcl_keras.data import pipeline, rcm
+from dcl_keras.errors import UserError
+from dcl_keras.models.dcl import CLASSIFIER, DISCRIMINATOR
+
+
+def features_and_logits(model, images):
+    """(last feature map [B, h, w, K], logits [B, C]) of a DCLModel, as numpy."""
+    features = model.backbone(images, training=False)
+    layer = model.get_layer(CLASSIFIER)
+    pooled = ops.mean(ops.cast(features, "float32"), axis=(1, 2))
+    logits = ops.matmul(pooled, layer.kernel) + layer.bias
+    return ops.convert_to_numpy(ops.cast(features, "float32")), ops.convert_to_numpy(logits)
+
+
+def class_activation_maps(model, images, classes):
+    """CAMs [B, h, w] of a DCLModel for one class per image (int [B])."""
+    features, _ = features_and_logits(model, images)
+    kernel = ops.convert_to_numpy(model.get_layer(CLASSIFIER).kernel)
+    return np.einsum("bhwk,kb->bhw", features, kernel[:, np.asarray(classes)])
+
+
+def upsample(maps, size):
+    """[B, h, w] -> [B, size, size], bilinear with half-pixel centres (Pillow's resize)."""
+    from PIL import Image
+
+    return np.stack(
+        [np.asarray(Image.fromarray(m.astype(np.float32), "F").resize((size, size), Image.BILINEAR)) for m in maps]
+    )
+
+
+def crop_box(box, file_size, *, crop_bottom, resize_size, image_size):
+    """A file box (x, y, width, height) in evaluation-crop pixels (x0, y0, x1, y1), clipped to the crop."""
+    width, height = file_size
+    height -= crop_bottom
+    x, y, w, h = box
+    sx, sy = resize_size / width, resize_size / height
+    offset = (resize_size - image_size) // 2
+    x0, x1 = np.clip([x * sx - offset, (x + w) * sx - offset], 0, image_size)
+    y0, y1 = np.clip([y * sy - offset, (y + h) * sy - offset], 0, image_size)
+    return float(x0), float(y0), float(x1), float(y1)
+
+
+def _decodable_with_boxes(split):
+    """The examples of a file split that have a box and decode: (subset, file sizes)."""
+    from PIL import Image
+
+    boxes = getattr(split, "boxes", None)
+    if boxes is None or not hasattr(split, "paths"):
+        raise UserError(
+            f"{split.name}: the pointing game needs object boxes; sources with boxes are demo, cub200 and fgvc_aircraft"
+        )
+    bad = set(pipeline.find_undecodable(split.paths))
+    keep, sizes = [], []
+    for i, path in enumerate(split.paths):
+        if i in bad or not np.isfinite(boxes[i]).all():
+            continue
+        with Image.open(path) as image:
+            sizes.append(image.size)
+        keep.append(i)
+    if not keep:
+        raise UserError(f"{split.name}: no decodable image with a box")
+    return split.subset(keep), sizes
+
+
+def pointing_game(model, split, *, image_size, resize_size, batch_size=32):
+    """Pointing-game figures of a DCLModel on a split with boxes (see the module docstring)."""
+    split, sizes = _decodable_with_boxes(split)
+    crop_bottom = getattr(split, "crop_bottom", 0)
+    boxes = [
+        crop_box(b, s, crop_bottom=crop_bottom, resize_size=resize_size, image_size=image_size)
+        for b, s in zip(split.boxes, sizes, strict=True)
+    ]
+    ds = pipeline.eval_batches(
+        split, batch_size=batch_size, image_size=image_size, resize_size=resize_size, bad_files="strict"
+    )
+    hits, correct, index = [], [], 0
+    for images, labels in ds:
+        labels = labels.numpy()
+        maps = upsample(class_activation_maps(model, images.numpy(), labels), image_size)
+        _, logits = features_and_logits(model, images.numpy())
+        for cam, label, logit in zip(maps, labels, logits, strict=True):
+            row, col = np.unravel_index(np.argmax(cam), cam.shape)
+            x0, y0, x1, y1 = boxes[index]
+            hits.append(x0 <= col + 0.5 <= x1 and y0 <= row + 0.5 <= y1)
+            correct.append(int(np.argmax(logit)) == int(label))
+            index += 1
+    centre = image_size / 2
+    centre_hits = [x0 <= centre <= x1 and y0 <= centre <= y1 for x0, y0, x1, y1 in boxes]
+    hits, correct = np.asarray(hits), np.asarray(correct)
+    return {
+        "split_name": split.name,
+        "num_images": int(len(hits)),
+        "hit_rate": float(hits.mean()),
+        "hit_rate_correctly_classified": float(hits[correct].mean()) if correct.any() else None,
+        "centre_hit_rate": float(np.mean(centre_hits)),
+        "mean_box_area_fraction": float(np.mean([(x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in boxes]) / image_size**2),
+    }
+
+
+def filter_responses(model, image, label, *, n, k, key):
+    """Per-filter responses of one preprocessed image [S, S, 3] and its RCM-destructed copy.
+
+    Returns a dict of numpy arrays over the K filters: r_original, r_destructed
+    (r^k(I, c) and r^k(phi(I), c) for the true class c) and, for a model with
+    the paper's 2-way discriminator, delta (else None).
+    """
+    import tensorflow as tf
+
+    destructed, _ = rcm.region_confusion(tf.convert_to_tensor(image, tf.float32), key, n, k)
+    pair = np.stack([np.asarray(image, np.float32), destructed.numpy()])
+    features, _ = features_and_logits(model, pair)
+    means = features.mean(axis=(1, 2))  # [2, K]
+    kernel = ops.convert_to_numpy(model.get_layer(CLASSIFIER).kernel)[:, int(label)]
+    delta = None
+    if getattr(model, "discriminator", "2way") == "2way" and DISCRIMINATOR in model.heads:
+        theta = ops.convert_to_numpy(model.get_layer(DISCRIMINATOR).kernel)  # [K, 2]: original, destructed.
+        delta = means[0] * theta[:, 0] - means[1] * theta[:, 1]
+    return {"r_original": means[0] * kernel, "r_destructed": means[1] * kernel, "delta": delta}

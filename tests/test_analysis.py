@@ -1,0 +1,104 @@
+"""Where the model looks: CAMs, per-filter responses, the pointing game, bin/analyze."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from dcl_keras import analysis, training
+from dcl_keras.data import readers
+from dcl_keras.models import backbones, dcl
+
+from helpers import run_bin
+
+
+@pytest.mark.backend_agnostic
+def test_the_cam_averages_to_the_logit_minus_the_bias():
+    model = dcl.DCLModel(backbones.build_backbone("tiny", 32, width=8), 3, 4)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    features, logits = analysis.features_and_logits(model, x)
+    np.testing.assert_allclose(logits, keras.ops.convert_to_numpy(model(x)["classifier"]), atol=1e-4)
+    bias = keras.ops.convert_to_numpy(model.get_layer("classifier").bias)
+    for c in range(3):
+        cams = analysis.class_activation_maps(model, x, [c, c])
+        np.testing.assert_allclose(cams.mean(axis=(1, 2)) + bias[c], logits[:, c], atol=1e-4)
+    r = analysis.filter_responses(model, x[0], 1, n=4, k=2, key=7)
+    assert r["r_original"].shape == r["delta"].shape == (features.shape[-1],)
+    np.testing.assert_allclose(r["r_original"].sum() + bias[1], logits[0, 1], atol=1e-4)
+
+
+def test_boxes_map_through_the_resize_and_the_center_crop():
+    # A 200 x 100 file resized to 40 x 40 then cropped to 32: scale (0.2, 0.4), offset 4.
+    box = analysis.crop_box((50, 25, 100, 50), (200, 100), crop_bottom=0, resize_size=40, image_size=32)
+    assert box == pytest.approx((6.0, 6.0, 26.0, 26.0))
+    whole = analysis.crop_box((0, 0, 200, 100), (200, 100), crop_bottom=0, resize_size=40, image_size=32)
+    assert whole == pytest.approx((0, 0, 32, 32))  # Clipped to the crop.
+    # FGVC-Aircraft: the banner rows are gone before the resize, so the vertical scale uses 100 - 20 rows.
+    banner = analysis.crop_box((0, 40, 200, 40), (200, 100), crop_bottom=20, resize_size=40, image_size=40)
+    assert banner == pytest.approx((0, 20, 40, 40))
+
+
+class _Brightness(keras.layers.Layer):
+    def call(self, x):
+        return keras.ops.mean(x, axis=-1, keepdims=True)
+
+
+def _bright_spot_split(tmp_path, spots):
+    """Dark 48 x 48 images with one bright square each; boxes given around (x, y) per image."""
+    paths, boxes = [], []
+    for i, ((x, y), box) in enumerate(spots):
+        image = np.zeros((48, 48, 3), np.uint8)
+        image[y : y + 6, x : x + 6] = 255
+        path = str(tmp_path / f"{i}.png")
+        Image.fromarray(image).save(path)
+        paths.append(path)
+        boxes.append(box)
+    return readers.FileSplit(paths, [0] * len(paths), ["a", "b"], np.asarray(boxes, np.float32), name="spots")
+
+
+def test_pointing_counts_a_hit_when_the_cam_peak_is_in_the_box(tmp_path):
+    inputs = keras.Input((48, 48, 3))
+    backbone = keras.Model(inputs, _Brightness()(inputs))
+    model = dcl.DCLModel(backbone, 2, 4)
+    model.get_layer("classifier").kernel.assign(np.ones((1, 2), "float32"))  # CAM = brightness.
+    spots = [
+        ((4, 4), (0, 0, 16, 16)),  # Spot inside its box: hit.
+        ((30, 30), (24, 24, 24, 24)),  # Hit.
+        ((30, 4), (0, 24, 24, 24)),  # Spot outside its box: miss.
+        ((20, 20), (float("nan"),) * 4),  # No box: left out.
+    ]
+    report = analysis.pointing_game(model, _bright_spot_split(tmp_path, spots), image_size=48, resize_size=48)
+    assert report["num_images"] == 3 and report["hit_rate"] == pytest.approx(2 / 3)
+    assert report["centre_hit_rate"] == pytest.approx(2 / 3)  # The last two boxes touch the centre (24, 24).
+    split = _bright_spot_split(tmp_path, [((4, 4), (30, 30, 10, 10))])
+    report = analysis.pointing_game(model, split, image_size=48, resize_size=48)
+    assert report["centre_hit_rate"] == 0.0 and report["hit_rate"] == 0.0
+
+
+def test_bin_analyze_draws_cams_responses_and_pointing(tiny_config, tmp_path):
+    config = tiny_config.copy_and_resolve_references()
+    config.train.epochs = 1
+    config.export.enabled = False
+    training.train_and_evaluate(config, str(tmp_path / "dcl"))
+    from dcl_keras import experiments, sweep
+
+    baseline = sweep.apply_overrides(config, experiments.arm_overrides(config, "baseline"))
+    training.train_and_evaluate(baseline, str(tmp_path / "baseline"))
+    cam = run_bin("analyze", "cam", f"--workdir={tmp_path / 'dcl'}", f"--compare={tmp_path / 'baseline'}")
+    assert cam.returncode == 0, cam.stderr[-3000:]
+    assert (tmp_path / "dcl" / "cam_grid.png").stat().st_size > 5000
+    responses = run_bin("analyze", "responses", f"--workdir={tmp_path / 'dcl'}")
+    assert responses.returncode == 0, responses.stderr[-3000:]
+    figures = json.load(open(tmp_path / "dcl" / "responses.json"))["images"]
+    assert len(figures) == 4 and all(-1 <= f["correlation"] <= 1 for f in figures)
+    pointing = run_bin("analyze", "pointing", f"--workdir={tmp_path / 'dcl'}", f"--workdir={tmp_path / 'baseline'}")
+    assert pointing.returncode == 0, pointing.stderr[-3000:]
+    for run in ("dcl", "baseline"):
+        report = json.load(open(tmp_path / run / "pointing.json"))
+        assert report["num_images"] == 12 and 0 <= report["hit_rate"] <= 1
+    bad = run_bin("analyze", "where", f"--workdir={tmp_path / 'dcl'}")
+    assert bad.returncode == 2 and "one of ('cam', 'responses', 'pointing')" in bad.stderr
+    assert not os.path.exists(tmp_path / "dcl" / "where")
