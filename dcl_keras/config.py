@@ -9,7 +9,7 @@ import os
 import ml_collections
 from ml_collections import config_dict
 
-from dcl_keras.data import pairing, pipeline, rcm, readers
+from dcl_keras.data import demo, pairing, pipeline, rcm, readers
 from dcl_keras.errors import UserError
 from dcl_keras.losses import ALIGNMENT_REDUCTIONS
 from dcl_keras.models import backbones
@@ -50,8 +50,8 @@ def base_config():
     c.data.bad_files = "skip"  # "skip" (log and drop undecodable files) or "strict" (raise).
     c.data.check_files = True  # Decode every file once before training, reporting bad ones.
     c.data.demo = ml_collections.ConfigDict(
-        dict(num_classes=20, train_per_class=40, test_per_class=20, image_size=96, seed=0, cache_dir="")
-    )
+        dict(num_classes=20, train_per_class=40, test_per_class=20, image_size=96, seed=0, cache_dir="", kind="birds")
+    )  # kind: "birds" (fine-grained) or "coarse" (a broad set to pretrain a backbone on).
 
     c.input = ml_collections.ConfigDict()
     c.input.image_size = 448  # Crop side; must be divisible by rcm.n.
@@ -113,6 +113,7 @@ def base_config():
     c.export.enabled = True  # Export the classifier after training.
     c.export.dir = ""  # "" means <workdir>/export.
     c.export.top_k = 5
+    c.export.backbone_weights = False  # Also write <workdir>/backbone.weights.h5 (for model.weights=<path>).
     return c
 
 
@@ -144,6 +145,8 @@ def validate_config(c):
             _fail("data.aircraft_level", f"one of {readers.AIRCRAFT_LEVELS}", c.data.aircraft_level)
         if c.data.aircraft_train_split not in ("train", "trainval"):
             _fail("data.aircraft_train_split", "'train' or 'trainval'", c.data.aircraft_train_split)
+    if c.data.source == "demo" and c.data.demo.kind not in demo.KINDS:
+        _fail("data.demo.kind", f"one of {demo.KINDS}", c.data.demo.kind)
     if c.data.bad_files not in pipeline.BAD_FILE_POLICIES:
         _fail("data.bad_files", f"one of {pipeline.BAD_FILE_POLICIES}", c.data.bad_files)
     if c.model.backbone not in backbones.BACKBONES:

@@ -23,6 +23,7 @@ from dcl_keras.models.backbones import build_backbone
 from dcl_keras.models.region_confusion import RegionConfusion
 
 FINAL_MODEL = "model.keras"
+BACKBONE_WEIGHTS = "backbone.weights.h5"  # export.backbone_weights: what model.weights=<path> loads.
 EXPORT_FOLDER = "The export folder (export.dir)"
 STREAM_FIELDS = (
     "seed",
@@ -374,6 +375,11 @@ def _train_stages(config, workdir, cluster, scope, export_dir):
     if process_dir:
         return {"model": final}
     result = {"model": final}
+    if config.export.backbone_weights:
+        result["backbone_weights"] = os.path.join(workdir, BACKBONE_WEIGHTS)
+        tmp = result["backbone_weights"].replace(".weights.h5", ".tmp.weights.h5")
+        model.backbone.save_weights(tmp)
+        os.replace(tmp, result["backbone_weights"])
     # Evaluation.
     if config.eval.enabled and not evaluate_here:
         logging.warning(

@@ -223,3 +223,33 @@ def test_bin_sweep_runs_two_arms_then_skips_them_when_rerun(tiny_config_file, tm
         f"--sweep_dir={tmp_path}/k",
     )
     assert bad.returncode == 2 and "rcm.n > 3" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_pretrain_on_the_coarse_set_then_fine_tune_from_the_weights_file(tiny_config, tmp_path):
+    import keras
+
+    config = tiny_config.copy_and_resolve_references()
+    config.data.demo.kind = "coarse"
+    config.data.demo.num_classes = 6
+    config.data.demo.cache_dir = str(tmp_path / "cache")
+    config.train.epochs = 1
+    config.export.enabled = False
+    config.eval.enabled = False
+    config.export.backbone_weights = True
+    config = _arm(config, "baseline")
+    result = training.train_and_evaluate(config, str(tmp_path / "pretrain"))
+    split = datasets.load_splits(config.data).train
+    assert split.num_classes == 6 and split.class_names[0] == "ellipse-plain-cool"
+    assert split.boxes is not None and np.isfinite(split.boxes).all()
+    fine = tiny_config.copy_and_resolve_references()
+    fine.model.weights = result["backbone_weights"]
+    model = training.build_model(fine, 4, compile=False)
+    from dcl_keras.saving import load_model
+
+    pretrained = load_model(result["model"]).backbone
+    for a, b in zip(model.backbone.weights, pretrained.weights, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    bad = tiny_config.copy_and_resolve_references()
+    bad.data.demo.kind = "dogs"
+    with pytest.raises(ConfigError, match="data.demo.kind"):
+        validate_config(bad)

@@ -9,7 +9,12 @@ the task fine-grained in the paper's sense: a model has to look at parts.
 
 The dataset is deterministic from its seed and is written as JPEG files in the
 image-folder layout (`root/train/<class>/*.jpg`, `root/test/<class>/*.jpg`) so
-that the demo exercises the same decode path as real data.
+that the demo exercises the same decode path as real data, with each object's
+box in `bounding_boxes.txt`.
+
+A second kind, `coarse`, is the broad set to pretrain a backbone on (the toy
+version of ImageNet pretraining): up to 96 classes of whole-object categories
+(shape x surface texture x colour family) drawn over the same clutter.
 """
 
 import dataclasses
@@ -30,6 +35,11 @@ CRESTS = ("none", "spike", "tuft", "double")
 WINGS = ("plain", "stripes", "dots")
 TAILS = ("fan", "fork")
 MAX_CLASSES = len(CRESTS) * len(WINGS) * len(TAILS)
+KINDS = ("birds", "coarse")
+SHAPES = ("ellipse", "triangle", "square", "pentagon", "star", "cross", "ring", "crescent")
+TEXTURES = ("plain", "stripes", "dots", "checker")
+COLOURS = ("warm", "cool", "grey")
+MAX_COARSE_CLASSES = len(SHAPES) * len(TEXTURES) * len(COLOURS)
 
 
 def class_attributes(num_classes):
@@ -44,6 +54,77 @@ def class_attributes(num_classes):
 def class_name(attributes):
     crest, wing, tail = attributes
     return f"crest_{crest}-wing_{wing}-tail_{tail}"
+
+
+def coarse_attributes(num_classes):
+    """The (shape, texture, colour) triples of the first `num_classes` coarse classes."""
+    if not 2 <= num_classes <= MAX_COARSE_CLASSES:
+        raise UserError(
+            f"The coarse set has between 2 and {MAX_COARSE_CLASSES} classes. Received: num_classes={num_classes}"
+        )
+    return list(itertools.product(SHAPES, TEXTURES, COLOURS))[:num_classes]
+
+
+def _coarse_colour(rng, family):
+    if family == "grey":
+        v = int(rng.integers(60, 220))
+        return (v, v, v)
+    hi, lo = int(rng.integers(170, 250)), int(rng.integers(20, 90))
+    mid = int(rng.integers(lo, hi))
+    return (hi, mid, lo) if family == "warm" else (lo, mid, hi)
+
+
+def _outline(shape, side):
+    """The shape's mask on a side x side canvas (PIL "L")."""
+    mask = Image.new("L", (side, side), 0)
+    draw = ImageDraw.Draw(mask)
+    c, r = side / 2, side * 0.45
+    polygon = {3: "triangle", 4: "square", 5: "pentagon"}
+    if shape == "ellipse":
+        draw.ellipse([c - r, c - 0.6 * r, c + r, c + 0.6 * r], fill=255)
+    elif shape in polygon.values():
+        sides = {v: k for k, v in polygon.items()}[shape]
+        angles = np.pi / 2 + 2 * np.pi * np.arange(sides) / sides
+        draw.polygon([(c + r * np.cos(a), c - r * np.sin(a)) for a in angles], fill=255)
+    elif shape == "star":
+        angles = np.pi / 2 + np.pi * np.arange(10) / 5
+        radii = np.where(np.arange(10) % 2 == 0, r, 0.42 * r)
+        draw.polygon([(c + q * np.cos(a), c - q * np.sin(a)) for q, a in zip(radii, angles, strict=True)], fill=255)
+    elif shape == "cross":
+        w = 0.3 * r
+        draw.rectangle([c - r, c - w, c + r, c + w], fill=255)
+        draw.rectangle([c - w, c - r, c + w, c + r], fill=255)
+    elif shape == "ring":
+        draw.ellipse([c - r, c - r, c + r, c + r], fill=255)
+        draw.ellipse([c - 0.55 * r, c - 0.55 * r, c + 0.55 * r, c + 0.55 * r], fill=0)
+    else:  # crescent
+        draw.ellipse([c - r, c - r, c + r, c + r], fill=255)
+        draw.ellipse([c - 0.4 * r, c - 1.1 * r, c + 1.3 * r, c + 0.7 * r], fill=0)
+    return mask
+
+
+def _coarse_object(rng, attributes, side):
+    """One coarse-class object on a transparent side x side canvas."""
+    shape, texture, family = attributes
+    base, detail = _coarse_colour(rng, family), _coarse_colour(rng, family)
+    surface = Image.new("RGBA", (side, side), base + (255,))
+    draw = ImageDraw.Draw(surface)
+    step = side / float(rng.uniform(6, 10))
+    if texture == "stripes":
+        for x in np.arange(0, side, step):
+            draw.rectangle([x, 0, x + step / 2, side], fill=detail)
+    elif texture == "dots":
+        for x in np.arange(step / 2, side, step):
+            for y in np.arange(step / 2, side, step):
+                draw.ellipse([x - step / 4, y - step / 4, x + step / 4, y + step / 4], fill=detail)
+    elif texture == "checker":
+        for i, x in enumerate(np.arange(0, side, step)):
+            for j, y in enumerate(np.arange(0, side, step)):
+                if (i + j) % 2:
+                    draw.rectangle([x, y, x + step, y + step], fill=detail)
+    layer = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+    layer.paste(surface, (0, 0), _outline(shape, side))
+    return layer
 
 
 def _random_colour(rng, lo=40, hi=230):
@@ -124,11 +205,12 @@ def render(rng, attributes, size):
     return render_with_box(rng, attributes, size)[0]
 
 
-def render_with_box(rng, attributes, size):
-    """(image, box): one demo image and the bird's tight box (x, y, width, height) inside the image."""
+def render_with_box(rng, attributes, size, kind="birds"):
+    """(image, box): one image and the object's tight box (x, y, width, height) inside the image."""
     image = _background(rng, size)
     side = int(size * rng.uniform(0.75, 0.95))
-    bird = _bird(rng, attributes, side * 2).resize((side, side), Image.LANCZOS)
+    draw_object = _bird if kind == "birds" else _coarse_object
+    bird = draw_object(rng, attributes, side * 2).resize((side, side), Image.LANCZOS)
     if rng.random() < 0.5:
         bird = bird.transpose(Image.FLIP_LEFT_RIGHT)
     bird = bird.rotate(float(rng.uniform(-15, 15)), resample=Image.BILINEAR, expand=False)
@@ -148,17 +230,19 @@ def default_cache_dir():
 BOXES = "bounding_boxes.txt"  # "<split>/<class>/<file> x y width height" per image, in pixels.
 
 
-def generate(root, num_classes=20, train_per_class=40, test_per_class=20, image_size=96, seed=0):
-    """Writes the demo dataset to `root`: train/ and test/ class folders of JPEGs, and the birds' boxes."""
-    attributes = class_attributes(num_classes)
+def generate(root, num_classes=20, train_per_class=40, test_per_class=20, image_size=96, seed=0, kind="birds"):
+    """Writes the demo dataset to `root`: train/ and test/ class folders of JPEGs, and the objects' boxes."""
+    if kind not in KINDS:
+        raise UserError(f"The demo dataset kind must be one of {KINDS}. Received: kind={kind!r}")
+    attributes = class_attributes(num_classes) if kind == "birds" else coarse_attributes(num_classes)
     rng = np.random.default_rng(seed)
     lines = []
     for split, count in (("train", train_per_class), ("test", test_per_class)):
         for label, attrs in enumerate(attributes):
-            folder = os.path.join(split, class_name(attrs))
+            folder = os.path.join(split, class_name(attrs) if kind == "birds" else "-".join(attrs))
             os.makedirs(os.path.join(root, folder), exist_ok=True)
             for i in range(count):
-                image, box = render_with_box(rng, attrs, image_size)
+                image, box = render_with_box(rng, attrs, image_size, kind)
                 name = os.path.join(folder, f"{split}_{label:02d}_{i:04d}.jpg")
                 image.save(os.path.join(root, name), quality=92)
                 lines.append(f"{name} {' '.join(str(v) for v in box)}\n")
@@ -180,7 +264,9 @@ def with_boxes(split, root):
     return dataclasses.replace(split, boxes=table)
 
 
-def ensure_demo_dataset(cache_dir=None, num_classes=20, train_per_class=40, test_per_class=20, image_size=96, seed=0):
+def ensure_demo_dataset(
+    cache_dir=None, num_classes=20, train_per_class=40, test_per_class=20, image_size=96, seed=0, kind="birds"
+):
     """Returns the demo dataset's root, generating it the first time.
 
     The folder name encodes the parameters, and it appears atomically (written
@@ -195,6 +281,8 @@ def ensure_demo_dataset(cache_dir=None, num_classes=20, train_per_class=40, test
         seed=seed,
         version=2,  # 2: the same images as 1, with bounding_boxes.txt.
     )
+    if kind != "birds":  # The birds keep the digest they had before kinds existed.
+        params["kind"] = kind
     digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
     cache_dir = os.path.expanduser(cache_dir or default_cache_dir())
     root = os.path.join(cache_dir, f"demo-{digest}")
@@ -224,7 +312,13 @@ def first_test_image(workdir):
     with open(os.path.join(workdir, "config.json")) as f:
         d = json.load(f)["data"]["demo"]
     root = ensure_demo_dataset(
-        d["cache_dir"] or None, d["num_classes"], d["train_per_class"], d["test_per_class"], d["image_size"], d["seed"]
+        d["cache_dir"] or None,
+        d["num_classes"],
+        d["train_per_class"],
+        d["test_per_class"],
+        d["image_size"],
+        d["seed"],
+        d.get("kind", "birds"),
     )
     folder = os.path.join(root, "test", sorted(os.listdir(os.path.join(root, "test")))[0])
     return os.path.join(folder, sorted(os.listdir(folder))[0])
