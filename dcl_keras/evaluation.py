@@ -180,6 +180,27 @@ def precise_batchnorm(model, batches):
     return len(layers)
 
 
+def headline(report):
+    """The figures of a report worth comparing: top-k and mean per-class accuracy."""
+    return {key: value for key, value in report.items() if key.startswith(("top", "mean_"))}
+
+
+def precise_bn_for_config(classifier, train_split, config, num_batches=None):
+    """`precise_batchnorm` over `eval.precise_bn_batches` (or `num_batches`) training batches of a run's config."""
+    return precise_batchnorm(
+        classifier,
+        precise_bn_batches(
+            train_split,
+            seed=config.seed,
+            num_batches=num_batches or config.eval.precise_bn_batches,
+            batch_size=config.eval.batch_size,
+            image_size=config.input.image_size,
+            resize_size=config.input.resize_size,
+            bad_files=config.data.bad_files,
+        ),
+    )
+
+
 def precise_bn_batches(split, *, seed, num_batches, batch_size, image_size, resize_size, bad_files="skip"):
     """`num_batches` batches of training images with the evaluation preprocessing, in a seeded random order."""
     ds = pipeline.eval_batches(

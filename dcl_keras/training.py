@@ -352,20 +352,8 @@ def _train_stages(config, workdir, cluster, scope, export_dir):
     before_precise_bn = {}
     if config.eval.precise_bn_batches:
         if evaluate_here:
-            report = evaluate(dcl.classifier_model(model), splits.test)
-            before_precise_bn = {key: report[key] for key in report if key.startswith("top") or key.startswith("mean_")}
-        layers = evaluation.precise_batchnorm(
-            dcl.classifier_model(model),
-            evaluation.precise_bn_batches(
-                train_split,
-                seed=config.seed,
-                num_batches=config.eval.precise_bn_batches,
-                batch_size=config.eval.batch_size,
-                image_size=config.input.image_size,
-                resize_size=config.input.resize_size,
-                bad_files=config.data.bad_files,
-            ),
-        )
+            before_precise_bn = evaluation.headline(evaluate(dcl.classifier_model(model), splits.test))
+        layers = evaluation.precise_bn_for_config(dcl.classifier_model(model), train_split, config)
         logging.info("Precise BN: re-estimated %d BatchNormalization layers.", layers)
         before_precise_bn["batchnorm_layers"] = layers
     final = os.path.join(process_dir or workdir, FINAL_MODEL)

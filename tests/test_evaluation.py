@@ -87,3 +87,21 @@ def test_training_with_precise_bn_and_flip_reports_both_and_draws_the_confused_p
         dcl.classifier_model(load_model(str(tmp_path / "model.keras"))), split, image_size=32, resize_size=40, flip=True
     )
     assert float(np.mean(np.argmax(logits, 1) == labels)) == pytest.approx(report["top1"])
+
+
+def test_bin_evaluate_re_estimates_bn_without_touching_the_saved_model(tiny_config, tmp_path):
+    from helpers import run_bin
+
+    config = tiny_config.copy_and_resolve_references()
+    config.train.epochs = 1
+    config.export.enabled = False
+    result = training.train_and_evaluate(config, str(tmp_path / "run"))
+    saved = (tmp_path / "run" / "model.keras").read_bytes()
+    done = run_bin(
+        "evaluate", f"--workdir={tmp_path / 'run'}", "--precise_bn_batches=2", f"--out_dir={tmp_path / 'pbn'}"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.load(open(tmp_path / "pbn" / "evaluation.json"))
+    assert report["before_precise_bn"]["top1"] == pytest.approx(result["evaluation"]["top1"])
+    assert report["before_precise_bn"]["batchnorm_layers"] > 0 and "before precise BN" in done.stdout
+    assert (tmp_path / "run" / "model.keras").read_bytes() == saved
