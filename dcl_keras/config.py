@@ -192,6 +192,11 @@ def validate_config(c):
             f"is rcm.destructed=0, loss.beta=0, loss.gamma=0. Received: loss.beta={c.loss.beta}, "
             f"loss.gamma={c.loss.gamma}"
         )
+    if c.rcm.originals == 0 and c.loss.beta:
+        raise ConfigError(
+            "Config field `loss.beta`: with rcm.originals=0 every view is destructed, so the discriminator would "
+            f"learn a single class; set loss.beta=0 for the 0:1 ratio. Received: loss.beta={c.loss.beta}"
+        )
     if c.rcm.n == 1 and c.rcm.destructed:
         raise ConfigError(
             "Config field `rcm.n`: N=1 leaves the image whole, so every destructed view would be a copy of its "

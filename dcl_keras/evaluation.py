@@ -6,12 +6,12 @@ BatchNorm statistics re-estimated on evaluation-preprocessed training images
 ("precise BN", `precise_batchnorm`).
 """
 
-import json
 import os
 
 import keras
 import numpy as np
 
+from dcl_keras import checkpointing
 from dcl_keras.data import pipeline, rcm
 from dcl_keras.errors import UserError
 
@@ -256,11 +256,11 @@ def evaluate(
         report["report_path"] = os.path.join(out_dir, "evaluation.json")
         report["confusion_matrix_png"] = os.path.join(out_dir, "confusion_matrix.png")
         report["confused_pairs_png"] = os.path.join(out_dir, "confused_pairs.png")
-        with open(report["report_path"], "w") as f:
-            json.dump(report, f, indent=2)
         plot_confusion_matrix(report["confusion_matrix"], class_names, report["confusion_matrix_png"])
         examples = pair_examples(
             split, pairs, np.argmax(logits, axis=1), image_size=image_size, resize_size=resize_size, bad_files=bad_files
         )
         plot_confused_pairs(pairs, class_names, examples, report["confused_pairs_png"])
+        # Last and atomic: bin/sweep takes a complete evaluation.json for a finished run.
+        checkpointing.atomic_json(report["report_path"], report)
     return report

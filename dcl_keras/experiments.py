@@ -72,6 +72,8 @@ def _n_point(config, n):
 def _ratio_point(config, originals, destructed):
     if destructed == 0:
         return arm_overrides(config, "baseline")
+    if originals == 0:  # Only destructed views: nothing for the discriminator to tell apart.
+        return {"rcm.originals": 0, "rcm.destructed": destructed, "loss.beta": 0.0}
     return {"rcm.originals": originals, "rcm.destructed": destructed}
 
 

@@ -15,6 +15,7 @@ a sweep is resumable whichever way it runs:
 `results.md` (mean +- sample std over seeds per grid point).
 """
 
+import copy
 import csv
 import importlib.util
 import json
@@ -24,6 +25,9 @@ import re
 import shlex
 import subprocess
 import sys
+
+import ml_collections
+from absl import flags
 
 from dcl_keras import experiments
 from dcl_keras.config import ConfigError, validate_config
@@ -56,7 +60,12 @@ def load_config(spec):
     module = importlib.util.module_from_spec(module_spec)
     if REPO_ROOT not in sys.path:
         sys.path.insert(0, REPO_ROOT)
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except (SyntaxError, ImportError) as e:
+        raise UserError(f"Config file {path} cannot be loaded: {e}") from None
+    if not callable(getattr(module, "get_config", None)):
+        raise UserError(f"Config file {path}: expected a get_config(arg=None) function. Received: --config={spec}")
     try:
         return module.get_config(arg) if arg is not None else module.get_config()
     except ValueError as e:
@@ -76,29 +85,36 @@ def absolute_spec(spec):
 
 
 def _typed(config, field, value):
-    """`value` (a string from the command line, or a Python value) as the type of config field `field`."""
+    """`value` (a string from the command line, or a Python value) as the type of config field `field`.
+
+    Strings parse as bin/train's flags would (absl's boolean parser; "None"
+    for a placeholder field), so a value the plan accepts is one every run
+    accepts.
+    """
     node = config
     for part in field.split(".")[:-1]:
-        node = node[part] if part in node else None
+        node = node[part] if isinstance(node, ml_collections.ConfigDict) and part in node else None
         if node is None:
             break
     name = field.split(".")[-1]
     if node is None or name not in node:
         raise UserError(f"Unknown config field `{field}`. Received: {field}={value!r}")
-    current = node[name]
-    if not isinstance(value, str) or isinstance(current, str) or current is None:
+    kind = node.get_type(name)
+    if not isinstance(value, str) or kind is str:
         return value
-    if isinstance(current, bool):
-        return value.lower() in ("1", "true", "yes")
+    if value == "None" and node[name] is None:
+        return None
     try:
-        return type(current)(value)
-    except ValueError:
-        raise UserError(f"Config field `{field}`: expected a {type(current).__name__}. Received: {value!r}") from None
+        if kind is bool:
+            return flags.BooleanParser().parse(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise UserError(f"Config field `{field}`: expected a {kind.__name__}. Received: {field}={value!r}") from None
 
 
 def apply_overrides(config, overrides):
     """A copy of `config` with {"a.b": value} overrides set (values typed like the fields)."""
-    config = config.copy_and_resolve_references()
+    config = copy.deepcopy(config)  # Keeps placeholder fields typed (copy_and_resolve_references does not).
     for field, value in overrides.items():
         value = _typed(config, field, value)
         *parents, name = field.split(".")
@@ -165,22 +181,30 @@ def plan(
             for name, spec, point in points
             for value in values
         ]
+    if not seeds:
+        raise UserError("--seeds: expected at least one integer seed. Received: --seeds=")
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     runs = []
     for name, spec, point in points:
         spec = absolute_spec(spec) if spec else config_spec
         point_base = base if spec == config_spec else apply_overrides(load_config(spec), overrides or {})
-        fields = {**(overrides or {}), **point}
         try:
-            validate_config(apply_overrides(point_base, point))
-        except ConfigError as e:
+            resolved = apply_overrides(point_base, point)
+            validate_config(resolved)
+        except (ConfigError, UserError) as e:
             raise UserError(f"Grid point {name!r}: {e}") from None
+        fields = {field: _absolute_if_path(_get(resolved, field)) for field in {**(overrides or {}), **point}}
         for seed in seeds:
             workdir = os.path.abspath(os.path.join(sweep_dir, slug(name), f"seed_{seed}"))
+            config = resolved.copy_and_resolve_references()
+            config.seed = seed
+            _check_not_stale(workdir, config, name, seed)
             command = [
                 sys.executable,
                 TRAIN,
                 f"--config={spec}",
                 f"--workdir={workdir}",
+                f"--backend={backend}",
                 f"--config.seed={seed}",
                 *[f"--config.{field}={_format(value)}" for field, value in fields.items()],
                 *train_args,
@@ -195,7 +219,50 @@ def plan(
                     "command": command,
                 }
             )
+    workdirs = [run["workdir"] for run in runs]
+    clash = sorted({w for w in workdirs if workdirs.count(w) > 1})
+    if clash:
+        raise UserError(f"Grid points share a workdir (their names differ only in punctuation): {clash[:3]}")
     return runs
+
+
+def _get(config, field):
+    for part in field.split("."):
+        config = config[part]
+    return config
+
+
+def _absolute_if_path(value):
+    """A string naming an existing relative path, made absolute (runs may start in another folder)."""
+    if isinstance(value, str) and value and not os.path.isabs(value) and os.path.exists(value):
+        return os.path.abspath(value)
+    return value
+
+
+def _flat(tree, prefix=""):
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _check_not_stale(workdir, config, name, seed):
+    """Refuses a workdir that bin/train started with other settings (its config.json differs)."""
+    saved_path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(saved_path):
+        return
+    with open(saved_path) as f:
+        saved = _flat(json.load(f))
+    wanted = _flat(json.loads(json.dumps(config.to_dict())))
+    changed = [f"{k}: {saved[k]!r} -> {v!r}" for k, v in wanted.items() if k in saved and saved[k] != v]
+    if changed:
+        raise UserError(
+            f"Grid point {name!r} seed {seed}: {workdir} holds a run with other settings "
+            f"({'; '.join(changed[:5])}). Use a new --sweep_dir, or the settings that run was started with."
+        )
 
 
 def finished(run):
@@ -208,17 +275,28 @@ def shell_line(run):
 
 
 def save_plan(runs, sweep_dir, invocation):
+    """Writes sweep.json: the runs of earlier plans in this folder, updated by these (matched by workdir)."""
     os.makedirs(sweep_dir, exist_ok=True)
-    with open(os.path.join(sweep_dir, PLAN), "w") as f:
-        json.dump({"invocation": invocation, "runs": runs}, f, indent=2)
+    path = os.path.join(sweep_dir, PLAN)
+    merged, invocations = {}, []
+    if os.path.isfile(path):
+        saved = load_plan(sweep_dir)
+        invocations = saved.get("invocations", [])
+        merged = {run["workdir"]: run for run in saved["runs"]}
+    merged.update({run["workdir"]: run for run in runs})
+    if invocation not in invocations:
+        invocations.append(invocation)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"invocations": invocations, "runs": list(merged.values())}, f, indent=2)
+    os.replace(tmp, path)
 
 
 def load_plan(sweep_dir):
     path = os.path.join(sweep_dir, PLAN)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No sweep plan in {sweep_dir}: expected {path} (written by bin/sweep)")
-    with open(path) as f:
-        return json.load(f)
+    return _read_json(path)
 
 
 def write_commands(runs, sweep_dir):
@@ -275,6 +353,14 @@ def _metrics(report):
     return values
 
 
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: cannot be read as JSON ({e}); rerun that run or delete the file") from None
+
+
 def mean_std(values):
     """(mean, sample std or None for one value) of a list of floats."""
     mean = sum(values) / len(values)
@@ -290,12 +376,10 @@ def collect(sweep_dir):
     for run in saved["runs"]:
         row = {"point": run["point"], "seed": run["seed"], "status": "missing", "workdir": run["workdir"]}
         if finished(run):
-            with open(os.path.join(run["workdir"], FINISHED)) as f:
-                row.update(status="finished", **_metrics(json.load(f)))
+            row.update(status="finished", **_metrics(_read_json(os.path.join(run["workdir"], FINISHED))))
             pointing = os.path.join(run["workdir"], POINTING)
             if os.path.isfile(pointing):
-                with open(pointing) as f:
-                    report = json.load(f)
+                report = _read_json(pointing)
                 row.update(pointing_hit_rate=report["hit_rate"], pointing_centre_hit_rate=report["centre_hit_rate"])
         row["overrides"] = json.dumps(run["overrides"], sort_keys=True)
         rows.append(row)
@@ -308,7 +392,7 @@ def collect(sweep_dir):
         writer.writerows(rows)
     summary = summarize(rows)
     with open(os.path.join(sweep_dir, RESULTS_MD), "w") as f:
-        f.write(markdown_table(summary, saved["invocation"]))
+        f.write(markdown_table(summary, saved["invocations"]))
     return rows, summary
 
 
@@ -329,10 +413,12 @@ def summarize(rows):
     return summary
 
 
-def markdown_table(summary, invocation):
+def markdown_table(summary, invocations):
     metrics = [m for m in METRICS if any(m in entry["stats"] for entry in summary.values())]
     lines = [
-        f"Produced by: `{invocation}`",
+        "Produced by:",
+        "",
+        *[f"    {invocation}" for invocation in invocations],
         "",
         "Mean +- sample std over seeds; min is the worst seed.",
         "",

@@ -18,6 +18,7 @@ import keras
 from dcl_keras import checkpointing, losses, optim, saving
 from dcl_keras.config import JIT_COMPILE, ConfigError, validate_config
 from dcl_keras.data import datasets, pipeline, readers
+from dcl_keras.errors import UserError
 from dcl_keras.models import dcl
 from dcl_keras.models.backbones import build_backbone
 from dcl_keras.models.region_confusion import RegionConfusion
@@ -99,7 +100,11 @@ def steps_per_epoch(config, split):
     """
     if config.train.steps_per_epoch:
         return config.train.steps_per_epoch
-    return pipeline.steps_per_epoch(split, config.train.epoch_batch_size or config.input.batch_size)
+    try:
+        return pipeline.steps_per_epoch(split, config.train.epoch_batch_size or config.input.batch_size)
+    except UserError as e:
+        field = "train.epoch_batch_size" if config.train.epoch_batch_size else "input.batch_size"
+        raise ConfigError(f"Config field `{field}`: {e}") from None
 
 
 def compile_model(model, config, steps):
@@ -368,7 +373,9 @@ def _train_stages(config, workdir, cluster, scope, export_dir):
         tmp = result["backbone_weights"].replace(".weights.h5", ".tmp.weights.h5")
         model.backbone.save_weights(tmp)
         os.replace(tmp, result["backbone_weights"])
-    # Evaluation.
+    # Export, then evaluation: evaluation.json is the run's last file (bin/sweep counts a run finished by it).
+    if config.export.enabled:
+        result["export"] = export.export_model_file(final, export_dir, top_k=config.export.top_k, model=model)
     if config.eval.enabled and not evaluate_here:
         logging.warning(
             "Multi-process run: evaluation inside the job would need every process; run "
@@ -378,7 +385,4 @@ def _train_stages(config, workdir, cluster, scope, export_dir):
     elif config.eval.enabled:
         extra = {"before_precise_bn": before_precise_bn} if config.eval.precise_bn_batches else None
         result["evaluation"] = evaluate(dcl.classifier_model(model), splits.test, out_dir=workdir, extra=extra)
-    # Export.
-    if config.export.enabled:
-        result["export"] = export.export_model_file(final, export_dir, top_k=config.export.top_k, model=model)
     return result

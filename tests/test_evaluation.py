@@ -79,8 +79,16 @@ def test_training_with_precise_bn_and_flip_reports_both_and_draws_the_confused_p
     assert before["batchnorm_layers"] > 0 and {"top1", "mean_class_accuracy"} <= set(before)
     assert (tmp_path / "confused_pairs.png").stat().st_size > 1000
     assert all(len(pair["classes"]) == 2 for pair in report["most_confused_pairs"])
-    # The saved model carries the re-estimated statistics: evaluating it again gives the report's figure.
+    # The saved model carries the re-estimated statistics (not the checkpoint's): evaluating it gives the report.
     from dcl_keras.saving import load_model
+
+    def moving_means(model):
+        return np.concatenate(
+            [keras.ops.convert_to_numpy(v).ravel() for v in model.weights if v.path.endswith("moving_mean")]
+        )
+
+    trained = moving_means(load_model(str(tmp_path / "checkpoints" / "latest.keras")))
+    assert np.abs(moving_means(load_model(str(tmp_path / "model.keras"))) - trained).max() > 1e-4
 
     split = datasets.load_splits(config.data).test
     logits, labels = evaluation.predict_logits(
