@@ -63,7 +63,7 @@ def crop_box(box, file_size, *, crop_bottom, resize_size, image_size):
 
 
 def _decodable_with_boxes(split):
-    """The examples of a file split that have a box and decode: (subset, file sizes)."""
+    """The examples of a file split that have a box and decode: (subset, their indices, file sizes)."""
     from PIL import Image
 
     boxes = getattr(split, "boxes", None)
@@ -81,35 +81,54 @@ def _decodable_with_boxes(split):
         keep.append(i)
     if not keep:
         raise UserError(f"{split.name}: no decodable image with a box")
-    return split.subset(keep), sizes
+    return split.subset(keep), keep, sizes
 
 
-def pointing_game(model, split, *, image_size, resize_size, batch_size=32):
-    """Pointing-game figures of a DCLModel on a split with boxes (see the module docstring)."""
-    split, sizes = _decodable_with_boxes(split)
+def _inside(row, col, box):
+    x0, y0, x1, y1 = box
+    return x0 <= col + 0.5 <= x1 and y0 <= row + 0.5 <= y1
+
+
+def pointing_game(model, split, *, image_size, resize_size, batch_size=32, parts=None, part_names=()):
+    """Pointing-game figures of a DCLModel on a split with boxes (see the module docstring).
+
+    `parts` (optional, float [E, P, 4] file boxes of the P `part_names` per
+    example of `split`, NaN where absent) adds where the peaks fall: the
+    share on each part, on any part, and the parts' mean share of the crop
+    (what a peak drawn at random would score).
+    """
+    split, keep, sizes = _decodable_with_boxes(split)
     crop_bottom = getattr(split, "crop_bottom", 0)
-    boxes = [
-        crop_box(b, s, crop_bottom=crop_bottom, resize_size=resize_size, image_size=image_size)
-        for b, s in zip(split.boxes, sizes, strict=True)
-    ]
+
+    def to_crop(box, size):
+        return crop_box(box, size, crop_bottom=crop_bottom, resize_size=resize_size, image_size=image_size)
+
+    boxes = [to_crop(b, s) for b, s in zip(split.boxes, sizes, strict=True)]
+    part_boxes = None
+    if parts is not None:
+        part_boxes = [
+            [to_crop(b, s) if np.isfinite(b).all() else None for b in parts[i]]
+            for i, s in zip(keep, sizes, strict=True)
+        ]
     ds = pipeline.eval_batches(
         split, batch_size=batch_size, image_size=image_size, resize_size=resize_size, bad_files="strict"
     )
-    hits, correct, index = [], [], 0
+    hits, correct, on_part, index = [], [], [], 0
     for images, labels in ds:
         labels = labels.numpy()
         maps = upsample(class_activation_maps(model, images.numpy(), labels), image_size)
         _, logits = features_and_logits(model, images.numpy())
         for cam, label, logit in zip(maps, labels, logits, strict=True):
             row, col = np.unravel_index(np.argmax(cam), cam.shape)
-            x0, y0, x1, y1 = boxes[index]
-            hits.append(x0 <= col + 0.5 <= x1 and y0 <= row + 0.5 <= y1)
+            hits.append(_inside(row, col, boxes[index]))
             correct.append(int(np.argmax(logit)) == int(label))
+            if part_boxes is not None:
+                on_part.append([b is not None and _inside(row, col, b) for b in part_boxes[index]])
             index += 1
     centre = image_size / 2
     centre_hits = [x0 <= centre <= x1 and y0 <= centre <= y1 for x0, y0, x1, y1 in boxes]
     hits, correct = np.asarray(hits), np.asarray(correct)
-    return {
+    report = {
         "split_name": split.name,
         "num_images": int(len(hits)),
         "hit_rate": float(hits.mean()),
@@ -117,6 +136,16 @@ def pointing_game(model, split, *, image_size, resize_size, batch_size=32):
         "centre_hit_rate": float(np.mean(centre_hits)),
         "mean_box_area_fraction": float(np.mean([(x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in boxes]) / image_size**2),
     }
+    if part_boxes is not None:
+        on_part = np.asarray(on_part, bool)
+        areas = [
+            sum((b[2] - b[0]) * (b[3] - b[1]) for b in example if b is not None) / image_size**2
+            for example in part_boxes
+        ]
+        report["part_hit_rate"] = float(on_part.any(axis=1).mean())
+        report["part_hit_rate_by_part"] = {name: float(on_part[:, i].mean()) for i, name in enumerate(part_names)}
+        report["mean_part_area_fraction"] = float(np.mean(areas))
+    return report
 
 
 def filter_responses(model, image, label, *, n, k, key):

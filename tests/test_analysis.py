@@ -73,6 +73,15 @@ def test_pointing_counts_a_hit_when_the_cam_peak_is_in_the_box(tmp_path):
     report = analysis.pointing_game(model, _bright_spot_split(tmp_path, spots), image_size=48, resize_size=48)
     assert report["num_images"] == 3 and report["hit_rate"] == pytest.approx(2 / 3)
     assert report["centre_hit_rate"] == pytest.approx(2 / 3)  # The last two boxes touch the centre (24, 24).
+    nan = [float("nan")] * 4
+    parts = np.asarray(
+        [[[2, 2, 10, 10], nan], [[0, 0, 5, 5], [28, 28, 8, 8]], [[0, 20, 48, 10], nan], [nan, nan]], np.float32
+    )
+    report = analysis.pointing_game(
+        model, _bright_spot_split(tmp_path, spots), image_size=48, resize_size=48, parts=parts, part_names=("p", "q")
+    )
+    assert report["part_hit_rate"] == pytest.approx(2 / 3)  # The third spot (30, 4) is above its part.
+    assert report["part_hit_rate_by_part"] == pytest.approx({"p": 1 / 3, "q": 1 / 3})
     split = _bright_spot_split(tmp_path, [((4, 4), (30, 30, 10, 10))])
     report = analysis.pointing_game(model, split, image_size=48, resize_size=48)
     assert report["centre_hit_rate"] == 0.0 and report["hit_rate"] == 0.0

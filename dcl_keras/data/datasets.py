@@ -51,10 +51,7 @@ def _source_splits(data):
     """(train, own validation split or None, test) as the source defines them."""
     source = data.source
     if source == "demo":
-        d = data.demo
-        root = demo.ensure_demo_dataset(
-            d.cache_dir or None, d.num_classes, d.train_per_class, d.test_per_class, d.image_size, d.seed, d.kind
-        )
+        root = demo.dataset_root(data.demo)
         logging.info("Demo dataset at %s", root)
         train, test = (demo.with_boxes(readers.image_folder(root, split), root) for split in ("train", "test"))
         return train, None, test

@@ -150,8 +150,11 @@ def _background(rng, size):
     return image.filter(ImageFilter.GaussianBlur(size / 100))
 
 
+PARTS = ("crest", "wing", "tail")  # The parts that tell the classes apart, with boxes in PARTS_FILE.
+
+
 def _bird(rng, attributes, side):
-    """Draws one bird, facing right, on a transparent side x side canvas."""
+    """Draws one bird, facing right, on a transparent side x side canvas: (layer, {part: box x0 y0 x1 y1})."""
     crest, wing, tail = attributes
     layer = Image.new("RGBA", (side, side), (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
@@ -197,7 +200,25 @@ def _bird(rng, attributes, side):
             for y in np.arange(wing_box[1] + 3 * s, wing_box[3], 7 * s):
                 pdraw.ellipse([x - 2 * s, y - 2 * s, x + 2 * s, y + 2 * s], fill=detail)
     layer.paste(pattern, (0, 0), mask)
-    return layer
+    parts = {
+        "crest": (hx - 8 * s, top - 14 * s, hx + 6 * s, top + 3 * s),
+        "wing": tuple(wing_box),
+        "tail": (3 * s, 35 * s, 25 * s, 69 * s),
+    }
+    return layer, parts
+
+
+def _moved_box(box, scale, flip, angle, side, offset):
+    """A box on the bird canvas after the resize, the flip, the rotation about the centre and the paste."""
+    x0, y0, x1, y1 = (v * scale for v in box)
+    if flip:
+        x0, x1 = side - x1, side - x0
+    c = side / 2
+    theta = np.deg2rad(angle)  # PIL rotates counter-clockwise on screen (y down).
+    corners = np.array([(x0, y0), (x1, y0), (x0, y1), (x1, y1)]) - c
+    xs = c + corners[:, 0] * np.cos(theta) + corners[:, 1] * np.sin(theta)
+    ys = c - corners[:, 0] * np.sin(theta) + corners[:, 1] * np.cos(theta)
+    return xs.min() + offset[0], ys.min() + offset[1], xs.max() + offset[0], ys.max() + offset[1]
 
 
 def render(rng, attributes, size):
@@ -207,20 +228,44 @@ def render(rng, attributes, size):
 
 def render_with_box(rng, attributes, size, kind="birds"):
     """(image, box): one image and the object's tight box (x, y, width, height) inside the image."""
+    image, box, _ = render_with_parts(rng, attributes, size, kind)
+    return image, box
+
+
+def render_with_parts(rng, attributes, size, kind="birds"):
+    """(image, box, parts): `render_with_box` plus, for birds, each part's box (x, y, width, height).
+
+    Parts (crest, wing, tail; `PARTS`) are where the classes differ; their
+    boxes follow the bird through its resize, flip, rotation and placement
+    and are clipped to the image. The coarse kind has no parts ({}).
+    """
     image = _background(rng, size)
     side = int(size * rng.uniform(0.75, 0.95))
-    draw_object = _bird if kind == "birds" else _coarse_object
-    bird = draw_object(rng, attributes, side * 2).resize((side, side), Image.LANCZOS)
-    if rng.random() < 0.5:
+    if kind == "birds":
+        canvas, canvas_parts = _bird(rng, attributes, side * 2)
+    else:
+        canvas, canvas_parts = _coarse_object(rng, attributes, side * 2), {}
+    bird = canvas.resize((side, side), Image.LANCZOS)
+    flip = rng.random() < 0.5
+    if flip:
         bird = bird.transpose(Image.FLIP_LEFT_RIGHT)
-    bird = bird.rotate(float(rng.uniform(-15, 15)), resample=Image.BILINEAR, expand=False)
+    angle = float(rng.uniform(-15, 15))
+    bird = bird.rotate(angle, resample=Image.BILINEAR, expand=False)
     x, y = (int(v) for v in rng.integers(-size // 10, size - side + size // 10 + 1, size=2))
     image.paste(bird, (x, y), bird)
-    # The visible bird: its alpha above 1/2, shifted to the image and clipped to it.
+
+    def clipped(x0, y0, x1, y1):
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, size), min(y1, size)
+        return (x0, y0, max(x1 - x0, 0), max(y1 - y0, 0))
+
+    # The visible object: its alpha above 1/2, shifted to the image and clipped to it.
     left, top, right, bottom = bird.getchannel("A").point(lambda a: 255 if a >= 128 else 0).getbbox()
-    x0, y0 = max(x + left, 0), max(y + top, 0)
-    x1, y1 = min(x + right, size), min(y + bottom, size)
-    return image, (x0, y0, x1 - x0, y1 - y0)
+    box = tuple(int(v) for v in clipped(x + left, y + top, x + right, y + bottom))
+    parts = {
+        name: tuple(round(float(v), 1) for v in clipped(*_moved_box(part, 0.5, flip, angle, side, (x, y))))
+        for name, part in canvas_parts.items()
+    }
+    return image, box, parts
 
 
 def default_cache_dir():
@@ -228,6 +273,7 @@ def default_cache_dir():
 
 
 BOXES = "bounding_boxes.txt"  # "<split>/<class>/<file> x y width height" per image, in pixels.
+PARTS_FILE = "part_boxes.txt"  # "<split>/<class>/<file> <part> x y width height" per part (birds only).
 
 
 def generate(root, num_classes=20, train_per_class=40, test_per_class=20, image_size=96, seed=0, kind="birds"):
@@ -236,18 +282,37 @@ def generate(root, num_classes=20, train_per_class=40, test_per_class=20, image_
         raise UserError(f"The demo dataset kind must be one of {KINDS}. Received: kind={kind!r}")
     attributes = class_attributes(num_classes) if kind == "birds" else coarse_attributes(num_classes)
     rng = np.random.default_rng(seed)
-    lines = []
+    lines, part_lines = [], []
     for split, count in (("train", train_per_class), ("test", test_per_class)):
         for label, attrs in enumerate(attributes):
             folder = os.path.join(split, class_name(attrs) if kind == "birds" else "-".join(attrs))
             os.makedirs(os.path.join(root, folder), exist_ok=True)
             for i in range(count):
-                image, box = render_with_box(rng, attrs, image_size, kind)
+                image, box, parts = render_with_parts(rng, attrs, image_size, kind)
                 name = os.path.join(folder, f"{split}_{label:02d}_{i:04d}.jpg")
                 image.save(os.path.join(root, name), quality=92)
                 lines.append(f"{name} {' '.join(str(v) for v in box)}\n")
+                part_lines += [f"{name} {part} {' '.join(str(v) for v in b)}\n" for part, b in parts.items()]
     with open(os.path.join(root, BOXES), "w") as f:
         f.writelines(lines)
+    if part_lines:
+        with open(os.path.join(root, PARTS_FILE), "w") as f:
+            f.writelines(part_lines)
+
+
+def part_boxes(split, root):
+    """float32 [E, len(PARTS), 4] part boxes (x, y, width, height) of a demo split's images (NaN: none)."""
+    table = {}
+    path = os.path.join(root, PARTS_FILE)
+    if os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                name, part, *values = line.split()
+                table[(os.path.normpath(os.path.join(root, name)), part)] = [float(v) for v in values]
+    nan = [float("nan")] * 4
+    return np.asarray(
+        [[table.get((os.path.normpath(p), part), nan) for part in PARTS] for p in split.paths], np.float32
+    ).reshape(-1, len(PARTS), 4)
 
 
 def with_boxes(split, root):
@@ -279,7 +344,7 @@ def ensure_demo_dataset(
         test_per_class=test_per_class,
         image_size=image_size,
         seed=seed,
-        version=2,  # 2: the same images as 1, with bounding_boxes.txt.
+        version=3,  # 2: the same images as 1, with bounding_boxes.txt; 3: and part_boxes.txt.
     )
     if kind != "birds":  # The birds keep the digest they had before kinds existed.
         params["kind"] = kind
@@ -299,6 +364,13 @@ def ensure_demo_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return root
+
+
+def dataset_root(d):
+    """The root of the demo dataset that a config's `data.demo` section describes (generated if missing)."""
+    return ensure_demo_dataset(
+        d.cache_dir or None, d.num_classes, d.train_per_class, d.test_per_class, d.image_size, d.seed, d.kind
+    )
 
 
 def global_statistics(image):

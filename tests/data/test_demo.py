@@ -99,3 +99,26 @@ def test_demo_splits_carry_the_boxes(tiny_config):
     test = datasets.load_splits(tiny_config.data).test
     assert test.boxes is not None and test.boxes.shape == (test.num_examples, 4)
     assert np.isfinite(test.boxes).all()
+
+
+@pytest.mark.parametrize(
+    "part,variants", [("crest", ("none", "spike")), ("wing", ("plain", "stripes")), ("tail", ("fan", "fork"))]
+)
+def test_each_part_box_holds_the_pixels_that_part_changes(part, variants):
+    """Two renders that share every draw and differ in one part differ only inside that part's box."""
+    from dcl_keras.data import demo
+
+    index = demo.PARTS.index(part)
+    for seed in range(6):
+        renders = []
+        for variant in variants:
+            attributes = ["tuft", "dots", "fork"]
+            attributes[index] = variant
+            renders.append(demo.render_with_parts(np.random.default_rng(seed), tuple(attributes), 128))
+        (a, box, parts), (b, _, other_parts) = renders
+        assert parts == other_parts
+        changed = np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max(axis=2) > 40
+        x, y, w, h = parts[part]
+        outside = changed.copy()
+        outside[max(int(y) - 1, 0) : int(y + h) + 2, max(int(x) - 1, 0) : int(x + w) + 2] = False
+        assert changed.sum() > 20 and outside.sum() <= 0.02 * changed.sum(), (seed, outside.sum(), changed.sum())
