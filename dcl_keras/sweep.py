@@ -42,7 +42,7 @@ RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
 FINISHED = "evaluation.json"
 POINTING = "pointing.json"  # Written by `bin/analyze pointing`, collected when present.
-METRICS = ("top1", "mean_class_accuracy", "pointing_hit_rate")  # Markdown columns (those with values).
+METRICS = ("top1", "mean_class_accuracy", "pointing_hit_rate", "part_hit_rate")  # Markdown columns (those with values).
 
 
 def _split_spec(spec):
@@ -381,6 +381,8 @@ def collect(sweep_dir):
             if os.path.isfile(pointing):
                 report = _read_json(pointing)
                 row.update(pointing_hit_rate=report["hit_rate"], pointing_centre_hit_rate=report["centre_hit_rate"])
+                if "part_hit_rate" in report:
+                    row["part_hit_rate"] = report["part_hit_rate"]
         row["overrides"] = json.dumps(run["overrides"], sort_keys=True)
         rows.append(row)
     columns = ["point", "seed", "status"]

@@ -191,8 +191,11 @@ def test_run_all_skips_finished_runs_reports_failures_and_collect_tables_mean_an
     for run in runs[:2]:
         run["command"] = [sys.executable, "-c", "import sys; sys.exit(1)"]
     assert [(r["point"], r["seed"]) for r in sweep.run_all(runs, log=lambda line: None)] == [("b", 0)]
+    with open(os.path.join(runs[0]["workdir"], sweep.POINTING), "w") as f:
+        json.dump({"hit_rate": 0.9, "centre_hit_rate": 0.95, "part_hit_rate": 0.8}, f)
     rows, summary = sweep.collect(sweep_dir)
     assert [row["status"] for row in rows] == ["finished", "finished", "missing"]
+    assert rows[0]["part_hit_rate"] == 0.8 and summary["a"]["stats"]["part_hit_rate"][0] == 0.8
     mean, std, worst = summary["a"]["stats"]["top1"]
     assert mean == pytest.approx(0.5) and std == pytest.approx(np.std([0.4, 0.6], ddof=1)) and worst == 0.4
     table = open(os.path.join(sweep_dir, sweep.RESULTS_MD)).read()
