@@ -9,7 +9,7 @@ import os
 import ml_collections
 from ml_collections import config_dict
 
-from dcl_keras.data import demo, pairing, pipeline, rcm, readers
+from dcl_keras.data import demo, pairing, pipeline, readers
 from dcl_keras.errors import UserError
 from dcl_keras.losses import ALIGNMENT_REDUCTIONS
 from dcl_keras.models import backbones
@@ -168,11 +168,13 @@ def validate_config(c):
             _fail(f"input.{field}", "a positive integer", c.input[field])
     if c.input.resize_size < c.input.image_size:
         _fail("input.resize_size", f">= input.image_size ({c.input.image_size})", c.input.resize_size)
-    try:
-        rcm.validate_rcm_args(c.rcm.n, c.rcm.k, c.input.image_size)
-    except ValueError as e:
-        field = "rcm.k" if "`k`" in str(e) else ("input.image_size" if "divisible" in str(e) else "rcm.n")
-        raise ConfigError(f"Config field `{field}`: {e}") from None
+    n, k = c.rcm.n, c.rcm.k
+    if not isinstance(n, int) or n < 1:
+        _fail("rcm.n", "an integer >= 1 (regions per side)", n)
+    if not isinstance(k, int) or k < 1 or (n > 1 and k >= n):
+        _fail("rcm.k", f"an integer with 1 <= k < rcm.n ({n})", k)
+    if c.input.image_size % n:
+        _fail("input.image_size", f"a multiple of rcm.n={n}, so that the regions are equal", c.input.image_size)
     try:
         pairing.validate_ratio(c.rcm.originals, c.rcm.destructed)
     except ValueError as e:
