@@ -111,3 +111,53 @@ def test_bin_analyze_draws_cams_responses_and_pointing(tiny_config, tmp_path):
     bad = run_bin("analyze", "where", f"--workdir={tmp_path / 'dcl'}")
     assert bad.returncode == 2 and "one of ('cam', 'responses', 'pointing')" in bad.stderr
     assert not os.path.exists(tmp_path / "dcl" / "where")
+
+
+def _brightness_model(size):
+    inputs = keras.Input((size, size, 3))
+    model = dcl.DCLModel(keras.Model(inputs, _Brightness()(inputs)), 2, 4)
+    model.get_layer("classifier").kernel.assign(np.ones((1, 2), "float32"))  # CAM = brightness.
+    return model
+
+
+def test_pointing_on_the_cub_layout_reads_its_boxes(tmp_path):
+    """CUB's bounding_boxes.txt (x, y, width, height) on 120 x 80 photos: spots inside their boxes all hit."""
+    rows = []
+    for i, (x, y) in enumerate([(10, 10), (90, 50), (50, 30)], start=1):
+        image = np.full((80, 120, 3), 40, np.uint8)
+        image[y : y + 8, x : x + 8] = 230
+        os.makedirs(tmp_path / "images" / "001.A", exist_ok=True)
+        Image.fromarray(image).save(tmp_path / "images" / "001.A" / f"{i}.png")
+        rows.append((i, f"001.A/{i}.png", f"{x - 4} {y - 4} 16 16"))
+    for name, lines in (
+        ("images.txt", [f"{i} {p}" for i, p, _ in rows]),
+        ("image_class_labels.txt", [f"{i} 1" for i, _, _ in rows]),
+        ("train_test_split.txt", [f"{i} 0" for i, _, _ in rows]),
+        ("classes.txt", ["1 001.A", "2 002.B"]),
+        ("bounding_boxes.txt", [f"{i} {b}" for i, _, b in rows]),
+    ):
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+    split = readers.cub200(str(tmp_path), "test")
+    report = analysis.pointing_game(_brightness_model(48), split, image_size=48, resize_size=56)
+    assert report["num_images"] == 3 and report["hit_rate"] == 1.0
+
+
+def test_pointing_on_fgvc_aircraft_maps_boxes_past_the_removed_banner(tmp_path):
+    """The white banner would win the brightness CAM if it were not cropped; the boxes are 1-based inclusive."""
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    ids = ["0000001", "0000002"]
+    for n, image_id in enumerate(ids):
+        image = np.full((100, 150, 3), 40, np.uint8)
+        image[-20:] = 255  # The copyright banner.
+        x, y = 20 + 80 * n, 30
+        image[y : y + 10, x : x + 10] = 200
+        Image.fromarray(image).save(data / "images" / f"{image_id}.jpg", quality=95)
+    (data / "images_box.txt").write_text("0000001 16 26 34 44\n0000002 96 26 114 44\n")
+    (data / "variants.txt").write_text("A\nB\n")
+    (data / "images_variant_test.txt").write_text("0000001 A\n0000002 B\n")
+    split = readers.fgvc_aircraft(str(tmp_path), "test")
+    report = analysis.pointing_game(_brightness_model(48), split, image_size=48, resize_size=48)
+    assert report["num_images"] == 2 and report["hit_rate"] == 1.0
+    kept = readers.fgvc_aircraft(str(tmp_path), "test", remove_banner=False)
+    assert analysis.pointing_game(_brightness_model(48), kept, image_size=48, resize_size=48)["hit_rate"] == 0.0
