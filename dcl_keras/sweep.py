@@ -81,15 +81,18 @@ def absolute_spec(spec):
     path, arg = _split_spec(spec)
     if not os.path.isabs(path) and not os.path.exists(path) and os.path.exists(os.path.join(REPO_ROOT, path)):
         path = os.path.join(REPO_ROOT, path)
+    if arg:  # Folders in the config argument (root=..., data_dir=...) too.
+        items = [item.partition("=") for item in arg.split(",")]
+        arg = ",".join(f"{k}{sep}{_absolute_if_path(v) if sep else ''}" for k, sep, v in items)
     return os.path.abspath(path) + (f":{arg}" if arg is not None else "")
 
 
 def _typed(config, field, value):
     """`value` (a string from the command line, or a Python value) as the type of config field `field`.
 
-    Strings parse as bin/train's flags would (absl's boolean parser; "None"
-    for a placeholder field), so a value the plan accepts is one every run
-    accepts.
+    Strings parse as bin/train's flags would (absl's boolean parser), so a
+    value the plan accepts is one every run accepts. None cannot be set from
+    the command line (config_flags refuses it), so it is refused here too.
     """
     node = config
     for part in field.split(".")[:-1]:
@@ -97,13 +100,18 @@ def _typed(config, field, value):
         if node is None:
             break
     name = field.split(".")[-1]
-    if node is None or name not in node:
+    if not isinstance(node, ml_collections.ConfigDict) or name not in node:
         raise UserError(f"Unknown config field `{field}`. Received: {field}={value!r}")
+    if isinstance(node[name], ml_collections.ConfigDict):
+        raise UserError(f"Config field `{field}` is a section; set one of its fields. Received: {field}={value!r}")
     kind = node.get_type(name)
+    if value is None or value == "None":
+        raise UserError(
+            f"Config field `{field}`: None cannot be passed on bin/train's command line; leave the field at its "
+            f"default instead. Received: {field}={value!r}"
+        )
     if not isinstance(value, str) or kind is str:
         return value
-    if value == "None" and node[name] is None:
-        return None
     try:
         if kind is bool:
             return flags.BooleanParser().parse(value)
@@ -194,10 +202,14 @@ def plan(
         except (ConfigError, UserError) as e:
             raise UserError(f"Grid point {name!r}: {e}") from None
         fields = {field: _absolute_if_path(_get(resolved, field)) for field in {**(overrides or {}), **point}}
+        if not resolved.eval.enabled:
+            raise UserError(
+                f"Grid point {name!r}: a sweep needs eval.enabled=True (a run is finished, and collected, when "
+                "bin/train has written its evaluation.json). Received: eval.enabled=False"
+            )
         for seed in seeds:
             workdir = os.path.abspath(os.path.join(sweep_dir, slug(name), f"seed_{seed}"))
-            config = resolved.copy_and_resolve_references()
-            config.seed = seed
+            config = apply_overrides(resolved, {**fields, "seed": seed})  # What bin/train will record.
             _check_not_stale(workdir, config, name, seed)
             command = [
                 sys.executable,
@@ -254,8 +266,7 @@ def _check_not_stale(workdir, config, name, seed):
     saved_path = os.path.join(workdir, "config.json")
     if not os.path.isfile(saved_path):
         return
-    with open(saved_path) as f:
-        saved = _flat(json.load(f))
+    saved = _flat(_read_json(saved_path))
     wanted = _flat(json.loads(json.dumps(config.to_dict())))
     changed = [f"{k}: {saved[k]!r} -> {v!r}" for k, v in wanted.items() if k in saved and saved[k] != v]
     if changed:
@@ -380,9 +391,13 @@ def collect(sweep_dir):
             pointing = os.path.join(run["workdir"], POINTING)
             if os.path.isfile(pointing):
                 report = _read_json(pointing)
-                row.update(pointing_hit_rate=report["hit_rate"], pointing_centre_hit_rate=report["centre_hit_rate"])
-                if "part_hit_rate" in report:
-                    row["part_hit_rate"] = report["part_hit_rate"]
+                for key, column in (
+                    ("hit_rate", "pointing_hit_rate"),
+                    ("centre_hit_rate", "pointing_centre_hit_rate"),
+                    ("part_hit_rate", "part_hit_rate"),
+                ):
+                    if isinstance(report.get(key), float):
+                        row[column] = report[key]
         row["overrides"] = json.dumps(run["overrides"], sort_keys=True)
         rows.append(row)
     columns = ["point", "seed", "status"]

@@ -7,8 +7,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_bin(tool, *args, env=None, timeout=600):
-    """Runs bin/<tool> with this interpreter; returns the CompletedProcess (text)."""
+def run_bin(tool, *args, env=None, timeout=600, cwd=ROOT):
+    """Runs bin/<tool> with this interpreter (in `cwd`, default the repository); returns the CompletedProcess."""
     full_env = dict(os.environ, **(env or {}))
     full_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return subprocess.run(
@@ -17,5 +17,5 @@ def run_bin(tool, *args, env=None, timeout=600):
         text=True,
         env=full_env,
         timeout=timeout,
-        cwd=ROOT,
+        cwd=cwd,
     )

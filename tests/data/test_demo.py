@@ -109,7 +109,7 @@ def test_each_part_box_holds_the_pixels_that_part_changes(part, variants):
     from dcl_keras.data import demo
 
     index = demo.PARTS.index(part)
-    for seed in range(6):
+    for seed in range(12):
         renders = []
         for variant in variants:
             attributes = ["tuft", "dots", "fork"]
@@ -121,4 +121,4 @@ def test_each_part_box_holds_the_pixels_that_part_changes(part, variants):
         x, y, w, h = parts[part]
         outside = changed.copy()
         outside[max(int(y) - 1, 0) : int(y + h) + 2, max(int(x) - 1, 0) : int(x + w) + 2] = False
-        assert changed.sum() > 20 and outside.sum() <= 0.02 * changed.sum(), (seed, outside.sum(), changed.sum())
+        assert changed.sum() > 20 and outside.sum() <= 0.01 * changed.sum(), (seed, outside.sum(), changed.sum())
