@@ -300,33 +300,33 @@ def generate(root, num_classes=20, train_per_class=40, test_per_class=20, image_
             f.writelines(part_lines)
 
 
-def part_boxes(split, root):
-    """float32 [E, len(PARTS), 4] part boxes (x, y, width, height) of a demo split's images (NaN: none)."""
+def _box_table(root, filename, keyed_by_part):
+    """{(absolute path, part or None): [x, y, width, height]} from a box file of the demo at `root`."""
     table = {}
-    path = os.path.join(root, PARTS_FILE)
+    path = os.path.join(root, filename)
     if os.path.isfile(path):
         with open(path) as f:
             for line in f:
-                name, part, *values = line.split()
+                name, *rest = line.split()
+                part, values = (rest[0], rest[1:]) if keyed_by_part else (None, rest)
                 table[(os.path.normpath(os.path.join(root, name)), part)] = [float(v) for v in values]
+    return table
+
+
+def _lookup(table, split, parts):
     nan = [float("nan")] * 4
-    return np.asarray(
-        [[table.get((os.path.normpath(p), part), nan) for part in PARTS] for p in split.paths], np.float32
-    ).reshape(-1, len(PARTS), 4)
+    boxes = [[table.get((os.path.normpath(p), part), nan) for part in parts] for p in split.paths]
+    return np.asarray(boxes, np.float32).reshape(-1, len(parts), 4)
+
+
+def part_boxes(split, root):
+    """float32 [E, len(PARTS), 4] part boxes (x, y, width, height) of a demo split's images (NaN: none)."""
+    return _lookup(_box_table(root, PARTS_FILE, keyed_by_part=True), split, PARTS)
 
 
 def with_boxes(split, root):
     """The FileSplit `split` of the demo at `root` with each image's bird box (NaN where unknown)."""
-    boxes = {}
-    path = os.path.join(root, BOXES)
-    if os.path.isfile(path):
-        with open(path) as f:
-            for line in f:
-                name, *values = line.split()
-                boxes[os.path.normpath(os.path.join(root, name))] = [float(v) for v in values]
-    nan = [float("nan")] * 4
-    table = np.asarray([boxes.get(os.path.normpath(p), nan) for p in split.paths], np.float32).reshape(-1, 4)
-    return dataclasses.replace(split, boxes=table)
+    return dataclasses.replace(split, boxes=_lookup(_box_table(root, BOXES, keyed_by_part=False), split, [None])[:, 0])
 
 
 def ensure_demo_dataset(
