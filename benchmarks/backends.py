@@ -12,11 +12,8 @@ import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 WORKER = r"""
-import sys, time
-sys.path.insert(0, {root!r})
+import time
 import keras, numpy as np
 from dcl_keras import losses, optim
 from dcl_keras.models import backbones, dcl
@@ -44,7 +41,7 @@ print(2 * pairs / float(np.median(times)))
 
 def run(backend, jit, args):
     code = WORKER.format(
-        root=ROOT, size=args.image_size, pairs=args.pairs, steps=args.steps, jit=jit, n=args.n, backbone=args.backbone
+        size=args.image_size, pairs=args.pairs, steps=args.steps, jit=jit, n=args.n, backbone=args.backbone
     )
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)

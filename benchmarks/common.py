@@ -8,7 +8,19 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+
+
+def load_test_module(name):
+    """Imports tests/<name> (a module or package of the test suite) by its path, e.g. the toy TFDS builder."""
+    import importlib.util
+
+    path = os.path.join(ROOT, "tests", name)
+    path = os.path.join(path, "__init__.py") if os.path.isdir(path) else path + ".py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_jpegs(folder, count, size=(500, 375), classes=4, seed=0):

@@ -7,22 +7,19 @@ Variants: RCM done on the host (pairs built before the step, as the tf.data
 pipeline delivers them) or on the device (RegionConfusion inside the compiled
 step); float32 or mixed_bfloat16; compiled (XLA) or not; then the classifier's
 inference latency. It needs only Keras and a backend (no TensorFlow), so it also
-runs where only JAX has a GPU build.
+runs where only JAX has a GPU build; on a machine where the package cannot be
+installed, run it from the repository root as `PYTHONPATH=. python benchmarks/gpu_check.py`.
 """
 
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from dcl_keras import losses, optim  # noqa: E402
-from dcl_keras.models import backbones, dcl  # noqa: E402
-from dcl_keras.models.region_confusion import RegionConfusion  # noqa: E402
+from dcl_keras import losses, optim
+from dcl_keras.models import backbones, dcl
+from dcl_keras.models.region_confusion import RegionConfusion
 
 
 def build(args, policy, on_device, jit):

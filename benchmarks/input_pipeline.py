@@ -15,13 +15,11 @@ prints examples/s and the ratios.
 
 import argparse
 import os
-import sys
 import tempfile
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Timer, run_pinned, write_jpegs  # noqa: E402
+from common import Timer, run_pinned, write_jpegs
 
 N, K, RESIZE, CROP, ROTATION = 7, 2, 512, 448, 15.0
 

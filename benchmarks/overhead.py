@@ -14,14 +14,12 @@ median is used, so that drift on a shared machine hits both alike.
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import write_jpegs  # noqa: E402
+from common import write_jpegs
 
 
 def step_time(run_step, steps):

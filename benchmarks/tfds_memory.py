@@ -13,18 +13,15 @@ first, then shuffled through a buffer of up to 10,000 decoded images).
 import argparse
 import os
 import resource
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, run_pinned  # noqa: E402
-
-sys.path.insert(0, os.path.join(ROOT, "tests"))
+from common import load_test_module, run_pinned
 
 
 def epoch_worker(data_dir, config, mode):
     import tensorflow as tf
-    import toy_tfds  # noqa: F401  (registers the dcl_toy_birds builder)
+
+    load_test_module("toy_tfds")  # Registers the dcl_toy_birds builder.
 
     from dcl_keras.data import augment, pipeline, readers
 
@@ -54,7 +51,7 @@ def main():
     if args.worker:
         epoch_worker(*args.worker)
         return
-    import toy_tfds
+    toy_tfds = load_test_module("toy_tfds")
 
     cores = len(os.sched_getaffinity(0))
     print(f"machine: {cores} cores; one epoch, 500x375 JPEG records -> 224 px DCL batches of 16")

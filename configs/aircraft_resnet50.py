@@ -11,7 +11,7 @@ else 1. The 20-pixel copyright banner at the bottom of every image is removed
 (`banner=true` keeps it). `split=train` trains on train and validates on val.
 """
 
-from configs.common import paper_config, parse_arg
+from dcl_keras.config import paper_config, parse_arg
 
 
 def get_config(arg=None):

@@ -7,7 +7,7 @@ Prepare the data once where a network exists: `tfds build cars196 --data_dir=/da
 With the images in class folders instead: `source=image_folder,root=/data/cars`.
 """
 
-from configs.common import paper_config, parse_arg
+from dcl_keras.config import paper_config, parse_arg
 
 
 def get_config(arg=None):

@@ -12,7 +12,7 @@ destruction only, ...) and the N, ratio and k sweeps are named grids of
 bin/sweep (see dcl_keras/experiments.py).
 """
 
-from configs.common import paper_config, parse_arg
+from dcl_keras.config import paper_config, parse_arg
 
 
 def get_config(arg=None):

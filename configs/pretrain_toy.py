@@ -14,12 +14,14 @@ exactly what a user with ImageNet weights does (bin/sweep --set
 model.weights=...).
 """
 
-from configs import demo
+import os
+
+from dcl_keras.config import load_config_file
 
 
 def get_config(arg=None):
     del arg
-    c = demo.get_config()
+    c = load_config_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo.py"))
     c.data.demo.kind = "coarse"
     c.data.demo.num_classes = 96
     c.data.demo.train_per_class = 60

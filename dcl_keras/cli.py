@@ -1,5 +1,6 @@
-"""Helpers shared by the thin absl mains in bin/: backend choice, user-facing errors."""
+"""Helpers shared by the absl mains in dcl_keras/commands: backend choice, user-facing errors."""
 
+import importlib.util
 import json
 import logging
 import os
@@ -24,6 +25,11 @@ def select_backend(argv=None):
                 sys.exit("error: --backend was given after Keras was imported; set KERAS_BACKEND instead.")
             os.environ["KERAS_BACKEND"] = value
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if importlib.util.find_spec("tensorflow") is None:
+        sys.exit(
+            "error: dcl_keras needs TensorFlow for its input pipeline and export, under every Keras backend: "
+            "pip install 'dcl-keras[cpu]' (or [gpu]), or install a TensorFlow build first."
+        )
 
 
 def run_main(main, argv):
@@ -41,6 +47,20 @@ def run_main(main, argv):
         logging.debug("Full traceback:", exc_info=True)
         print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def run_command(main, module_name):
+    """Runs the absl `main` of the command module `module_name`: user errors are one line (see run_main).
+
+    --help shows that module's docstring and flags, whether it was started as a
+    console command, a bin/ script or `python -m`.
+    """
+    from absl import app, flags
+
+    sys.modules["__main__"].__doc__ = sys.modules[module_name].__doc__  # absl prints it as the usage.
+    for flag in flags.FLAGS.get_flags_for_module(module_name):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    app.run(lambda argv: run_main(main, argv))
 
 
 def load_workdir_config(workdir):

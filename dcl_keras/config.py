@@ -1,9 +1,11 @@
-"""The experiment config: defaults, and validation that fails before any training.
+"""The experiment config: defaults, validation that fails before any training, config files.
 
-Experiment files in configs/ start from `base_config()` and change what their
-dataset needs. Every field is documented here, once.
+Experiment files in configs/ start from `base_config()` (or `paper_config()`)
+and change what their dataset needs; they import nothing but this package, so
+they load from any folder. Every field is documented here, once.
 """
 
+import importlib.util
 import os
 
 import ml_collections
@@ -115,6 +117,66 @@ def base_config():
     c.export.top_k = 5
     c.export.backbone_weights = False  # Also write <workdir>/backbone.weights.h5 (for model.weights=<path>).
     return c
+
+
+def parse_arg(arg, **defaults):
+    """Parses a config file's "key=value,key=value" argument over typed defaults.
+
+    Example: parse_arg("backbone=vgg16,n=7", backbone="resnet50", n=7).
+    """
+    values = dict(defaults)
+    for item in filter(None, (arg or "").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or key not in values:
+            raise ValueError(
+                f"Config argument {item!r}: expected key=value with key in {sorted(values)}. Received: arg={arg!r}"
+            )
+        kind = type(values[key])
+        values[key] = value if kind is str else (value.lower() in ("1", "true", "yes") if kind is bool else kind(value))
+    return values
+
+
+def paper_config(source, gamma, n, backbone, root):
+    """The paper's recipe (dcl-spec.md section 4) for one dataset and backbone."""
+    c = base_config()
+    c.data.source = source
+    c.data.root = root
+    c.rcm.n = n
+    c.loss.gamma = gamma
+    c.model.backbone = backbone
+    c.model.weights = "imagenet"
+    if n != 7 and c.input.image_size % n:
+        c.input.image_size = 448 // n * n
+    if n == 1:  # N = 1 leaves the image whole: DCL is the plain baseline (dcl-spec.md section 5).
+        c.rcm.destructed = 0
+        c.loss.beta = c.loss.gamma = 0.0
+    return c
+
+
+def split_spec(spec):
+    """Splits a config spec "path.py[:arg]" (what bin/train's --config takes) into (path, arg or None)."""
+    path, sep, arg = spec.partition(".py:")
+    return (path + ".py", arg) if sep else (spec, None)
+
+
+def load_config_file(spec):
+    """The ConfigDict of a config file spec "path/to/config.py[:arg]", as bin/train loads it."""
+    path, arg = split_spec(spec)
+    if not os.path.isfile(path):
+        raise UserError(f"Config file not found: {path}. Received: --config={spec}")
+    name = "_dcl_config_" + os.path.splitext(os.path.basename(path))[0]
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except (SyntaxError, ImportError) as e:
+        raise UserError(f"Config file {path} cannot be loaded: {e}") from None
+    if not callable(getattr(module, "get_config", None)):
+        raise UserError(f"Config file {path}: expected a get_config(arg=None) function. Received: --config={spec}")
+    try:
+        return module.get_config(arg) if arg is not None else module.get_config()
+    except ValueError as e:
+        raise UserError(f"Config {spec}: {e}") from None
 
 
 class ConfigError(UserError):

@@ -121,8 +121,6 @@ def export_model_file(model_path, export_dir, *, top_k=5, version=None, model=No
 
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
     args = [sys.executable, "-m", "dcl_keras.export", model_path, export_dir, str(top_k), str(version or 0)]
-    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo_root, env.get("PYTHONPATH")]))
     done = subprocess.run(args, env=env, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"Export under the TensorFlow backend failed:\n{done.stderr[-4000:]}")

@@ -37,7 +37,15 @@ def resolve_export(path):
 
 
 class Predictor:
-    """Top-k predictions from a `.keras` DCL model or an export folder.
+    """Top-k class names and scores from a `.keras` DCL model or a TF Serving export.
+
+        predictor = Predictor.from_export("workdirs/demo/export")   # or .from_keras("workdirs/demo/model.keras")
+        for key, top in predictor.predict(["bird.jpg", pixels]):      # files and/or H x W x 3 RGB arrays
+            print(key, top)                                            # [(class name, probability), ...]
+
+    Both kinds preprocess exactly as evaluation does (resize, centre crop);
+    an export is run through its own signatures (`serving_default` for files,
+    `serve_pixels` for arrays), as TF Serving would run it.
 
     Args:
         model_path: a `.keras` file or a SavedModel folder (or export base folder).
@@ -46,7 +54,8 @@ class Predictor:
 
     def __init__(self, model_path, top_k=5):
         self.top_k = top_k
-        if model_path.endswith(".keras"):
+        model_path = os.fspath(model_path)
+        if model_path.endswith(".keras") and os.path.isfile(model_path):
             from dcl_keras.models import dcl
 
             model = saving.load_model(model_path)
@@ -56,69 +65,119 @@ class Predictor:
             self._resize_size = int(model.resize_size or self._image_size)
             self._serving = None
         elif os.path.isdir(model_path):
-            self._serving = tf.saved_model.load(resolve_export(model_path)).signatures["serving_default"]
+            self._signatures = tf.saved_model.load(resolve_export(model_path)).signatures
+            self._serving = self._signatures["serving_default"]
             self.class_names = None
         else:
             raise FileNotFoundError(
                 f"Model not found: expected a .keras file or an export folder. Received: {model_path!r}"
             )
 
-    def _read(self, paths, failures):
-        """(readable paths, their encoded bytes, their decoded pixels); unreadable files reported or raised."""
-        good, data, images = [], [], []
-        for path in paths:
-            try:
-                encoded = tf.io.read_file(path)
-                image = pipeline.decode_image(encoded)
-            except tf.errors.OpError as e:
-                reason = f"{path}: cannot be read or decoded as an image ({e.message.splitlines()[0][:200]})"
-                if failures is None:
-                    raise UserError(reason) from None
-                failures.append((path, reason))
-                continue
-            good.append(path)
-            data.append(encoded.numpy())
-            images.append(image)
-        return good, data, images
+    @classmethod
+    def from_keras(cls, path, top_k=5):
+        """A predictor over a `.keras` DCL model file (bin/train's model.keras or a checkpoint)."""
+        if not os.fspath(path).endswith(".keras") or not os.path.isfile(path):
+            raise FileNotFoundError(f"Expected a .keras model file. Received: {os.fspath(path)!r}")
+        return cls(path, top_k)
 
-    def logits(self, paths, failures=None):
-        """Logits [len(readable paths), C] for image files (see `predict` for `failures`)."""
-        good, data, images = self._read(paths, failures)
-        if not good:
+    @classmethod
+    def from_export(cls, path, top_k=5):
+        """A predictor over an export: `<dir>/<version>/` or its base folder (the highest version)."""
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"Expected an export folder (bin/export's). Received: {os.fspath(path)!r}")
+        return cls(path, top_k)
+
+    def _read(self, inputs, failures):
+        """(keys, encoded bytes or None, decoded or given pixels) of the usable inputs.
+
+        A file's key is its path, an array's its position in `inputs`. Unusable
+        inputs are reported in `failures`, or raised without it.
+        """
+        if isinstance(inputs, str | os.PathLike | np.ndarray):
+            inputs = list(inputs) if isinstance(inputs, np.ndarray) and inputs.ndim == 4 else [inputs]
+        keys, data, images = [], [], []
+        for i, item in enumerate(inputs):
+            if isinstance(item, str | os.PathLike):
+                path = os.fspath(item)
+                try:
+                    encoded = tf.io.read_file(path)
+                    image = pipeline.decode_image(encoded)
+                except tf.errors.OpError as e:
+                    reason = f"{path}: cannot be read or decoded as an image ({e.message.splitlines()[0][:200]})"
+                    if failures is None:
+                        raise UserError(reason) from None
+                    failures.append((path, reason))
+                    continue
+                keys.append(path)
+                data.append(encoded.numpy())
+                images.append(image)
+                continue
+            array = np.asarray(item)
+            if array.ndim != 3 or array.shape[-1] != 3 or min(array.shape[:2]) < 1:
+                reason = (
+                    f"input {i}: expected an image file path or an H x W x 3 RGB array. Received shape {array.shape}"
+                )
+                if failures is None:
+                    raise UserError(reason)
+                failures.append((i, reason))
+                continue
+            keys.append(i)
+            data.append(None)
+            images.append(tf.convert_to_tensor(array))
+        return keys, data, images
+
+    def _outputs(self, data, images):
+        """The signatures' outputs (as NumPy) for the inputs, in order: files batched, arrays one by one."""
+        files = [j for j, d in enumerate(data) if d is not None]
+        parts = {}
+        if files:
+            out = self._serving(images=tf.constant([data[j] for j in files]))
+            parts.update({j: {k: v.numpy()[row] for k, v in out.items()} for row, j in enumerate(files)})
+        for j, d in enumerate(data):
+            if d is None:
+                out = self._signatures["serve_pixels"](pixels=tf.cast(images[j], tf.float32)[None])
+                parts[j] = {k: v.numpy()[0] for k, v in out.items()}
+        return [parts[j] for j in range(len(data))]
+
+    def logits(self, inputs, failures=None):
+        """Logits [number of usable inputs, C] for image files and/or arrays (see `predict`)."""
+        keys, data, images = self._read(inputs, failures)
+        if not keys:
             return np.zeros((0, len(self.class_names or [])), np.float32)
         if self._serving is not None:
-            return self._serving(images=tf.constant(data))["logits"].numpy()
+            return np.stack([out["logits"] for out in self._outputs(data, images)])
         return self._keras_logits(images)
 
     def _keras_logits(self, images):
         pixels = tf.stack([augment.eval_preprocess(image, self._resize_size, self._image_size) for image in images])
         return np.asarray(self._classifier.predict_on_batch(pixels.numpy()))
 
-    def predict(self, paths, failures=None):
-        """[(path, [(class name, probability), ...]), ...] with the top-k per readable image.
+    def predict(self, inputs, failures=None):
+        """[(key, [(class name, probability), ...]), ...]: the top-k of each usable input.
 
-        A file that cannot be read or decoded raises UserError naming it; with
-        a `failures` list it is appended there as (path, reason) instead, and
-        the other files are still predicted. From an export, k is at most the
-        top_k it was exported with.
+        `inputs`: image file paths and/or RGB arrays (H x W x 3, uint8 or
+        float in [0, 255]; a 4-D array is a batch). The key is the path of a
+        file, the position in `inputs` of an array. An input that cannot be
+        read, decoded or used raises UserError naming it; with a `failures`
+        list it is appended there as (key, reason) instead, and the others are
+        still predicted. From an export, k is at most the top_k it was
+        exported with.
         """
-        if self._serving is not None:
-            paths, data, _ = self._read(paths, failures)
-            if not paths:
-                return []
-            out = self._serving(images=tf.constant(data))
-            indices, scores = out["top_k_indices"].numpy(), out["top_k_scores"].numpy()
-            names = out["top_k_names"].numpy() if "top_k_names" in out else indices.astype(str).astype(bytes)
-            names = [[n.decode() for n in row[: self.top_k]] for row in names]
-            return [
-                (p, list(zip(names[i], scores[i][: self.top_k].tolist(), strict=True))) for i, p in enumerate(paths)
-            ]
-        paths, _, images = self._read(paths, failures)
-        if not paths:
+        keys, data, images = self._read(inputs, failures)
+        if not keys:
             return []
+        if self._serving is not None:
+            results = []
+            for key, out in zip(keys, self._outputs(data, images), strict=True):
+                names = out.get("top_k_names", out["top_k_indices"].astype(str).astype(bytes))
+                top = zip(
+                    [n.decode() for n in names[: self.top_k]], out["top_k_scores"][: self.top_k].tolist(), strict=True
+                )
+                results.append((key, list(top)))
+            return results
         probs = tf.nn.softmax(self._keras_logits(images), axis=-1).numpy()
         results = []
-        for path, row in zip(paths, probs, strict=True):
+        for key, row in zip(keys, probs, strict=True):
             order = np.argsort(-row)[: self.top_k]
-            results.append((path, [(self.class_names[j], float(row[j])) for j in order]))
+            results.append((key, [(self.class_names[j], float(row[j])) for j in order]))
         return results

@@ -17,7 +17,6 @@ a sweep is resumable whichever way it runs:
 
 import copy
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -29,12 +28,13 @@ import sys
 import ml_collections
 from absl import flags
 
+from dcl_keras import config as config_lib
 from dcl_keras import experiments
 from dcl_keras.config import ConfigError, validate_config
 from dcl_keras.errors import UserError
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN = os.path.join(REPO_ROOT, "bin", "train")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # A clone's root (configs/ in it).
+TRAIN = ("-m", "dcl_keras.commands.train")  # bin/train, wherever the package is installed.
 PLAN = "sweep.json"
 COMMANDS = "commands.txt"
 SLURM = "sweep.sbatch"
@@ -45,31 +45,9 @@ POINTING = "pointing.json"  # Written by `bin/analyze pointing`, collected when 
 METRICS = ("top1", "mean_class_accuracy", "pointing_hit_rate", "part_hit_rate")  # Markdown columns (those with values).
 
 
-def _split_spec(spec):
-    """Splits a config spec "path.py[:arg]" into (path, arg or None)."""
-    path, sep, arg = spec.partition(".py:")
-    return (path + ".py", arg) if sep else (spec, None)
-
-
 def load_config(spec):
     """The ConfigDict of "path/to/config.py[:arg]" (what bin/train's --config takes)."""
-    path, arg = _split_spec(spec)
-    if not os.path.isfile(path):
-        raise UserError(f"Config file not found: {path}. Received: --config={spec}")
-    module_spec = importlib.util.spec_from_file_location(f"_sweep_config_{abs(hash(path))}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    if REPO_ROOT not in sys.path:
-        sys.path.insert(0, REPO_ROOT)
-    try:
-        module_spec.loader.exec_module(module)
-    except (SyntaxError, ImportError) as e:
-        raise UserError(f"Config file {path} cannot be loaded: {e}") from None
-    if not callable(getattr(module, "get_config", None)):
-        raise UserError(f"Config file {path}: expected a get_config(arg=None) function. Received: --config={spec}")
-    try:
-        return module.get_config(arg) if arg is not None else module.get_config()
-    except ValueError as e:
-        raise UserError(f"Config {spec}: {e}") from None
+    return config_lib.load_config_file(spec)
 
 
 def absolute_spec(spec):
@@ -78,7 +56,7 @@ def absolute_spec(spec):
     A relative path is looked up in the current folder, then in the repository
     (as configs/... usually means).
     """
-    path, arg = _split_spec(spec)
+    path, arg = config_lib.split_spec(spec)
     if not os.path.isabs(path) and not os.path.exists(path) and os.path.exists(os.path.join(REPO_ROOT, path)):
         path = os.path.join(REPO_ROOT, path)
     if arg:  # Folders in the config argument (root=..., data_dir=...) too.
@@ -213,7 +191,7 @@ def plan(
             _check_not_stale(workdir, config, name, seed)
             command = [
                 sys.executable,
-                TRAIN,
+                *TRAIN,
                 f"--config={spec}",
                 f"--workdir={workdir}",
                 f"--backend={backend}",

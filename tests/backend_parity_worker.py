@@ -3,15 +3,12 @@
 KERAS_BACKEND=jax python tests/backend_parity_worker.py MODEL.keras BATCH.npz OUT.npz
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from dcl_keras.saving import load_model  # noqa: E402
+from dcl_keras.saving import load_model
 
 
 def main(model_path, batch_path, out_path):

@@ -1,15 +1,14 @@
 """Shared fixtures: small datasets written in real on-disk layouts, never the network."""
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
+
+from helpers import config_file  # noqa: E402
 
 
 def write_image(path, size=(40, 30), mode="RGB", fmt=None, seed=0):
@@ -36,9 +35,7 @@ def demo_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_config(demo_root):
     """configs/tiny.py pointed at the session's demo dataset."""
-    from configs import tiny
-
-    c = tiny.get_config()
+    c = config_file("tiny")
     c.data.demo.cache_dir = os.path.dirname(demo_root)
     c.data.demo.train_per_class = 6
     c.data.demo.test_per_class = 3

@@ -1,10 +1,10 @@
 """The config shared by the distribution tests (tiny, group norm: exact under data parallelism)."""
 
-from configs import tiny
+from helpers import config_file
 
 
 def config_for(cache, distribution):
-    c = tiny.get_config()
+    c = config_file("tiny")
     c.data.demo.cache_dir = cache
     c.data.demo.train_per_class = 6
     c.data.demo.test_per_class = 3

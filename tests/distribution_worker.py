@@ -6,11 +6,7 @@ MODE: "single" (one device), "mirrored" (TF, 2 logical CPUs) or "data_parallel"
 (JAX; the test sets XLA_FLAGS for 2 host devices). Prints the final loss.
 """
 
-import os
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def main(mode, workdir, cache):

@@ -1,10 +1,17 @@
-"""Helpers for tests that run the bin/ tools as a user would."""
+"""Shared test helpers: the repository root (defined once here), config files, the bin/ tools run as a user would."""
 
 import os
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def config_file(name, arg=None):
+    """The ConfigDict of configs/<name>.py[:arg], loaded as bin/train loads it."""
+    from dcl_keras.config import load_config_file
+
+    return load_config_file(os.path.join(ROOT, "configs", f"{name}.py") + (f":{arg}" if arg is not None else ""))
 
 
 def run_bin(tool, *args, env=None, timeout=600, cwd=ROOT):

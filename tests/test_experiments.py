@@ -121,7 +121,8 @@ def tiny_config_file(tiny_config, tmp_path):
     """A config file equal to the session's tiny config (bin/train runs read config files)."""
     path = tmp_path / "tiny_test.py"
     path.write_text(
-        "from configs import tiny\n\n\ndef get_config(arg=None):\n    c = tiny.get_config()\n"
+        f"from dcl_keras.config import load_config_file\n\n\ndef get_config(arg=None):\n"
+        f"    c = load_config_file({os.path.join(ROOT, 'configs', 'tiny.py')!r})\n"
         f"    c.data.demo.cache_dir = {tiny_config.data.demo.cache_dir!r}\n"
         f"    c.data.demo.train_per_class = {tiny_config.data.demo.train_per_class}\n"
         f"    c.data.demo.test_per_class = {tiny_config.data.demo.test_per_class}\n"

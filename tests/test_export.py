@@ -133,3 +133,32 @@ def test_versions_increment_and_existing_version_is_refused(trained, tmp_path):
         export.export_model_file(model_path, str(tmp_path), version=2)
     result = run_bin("export", f"--model={model_path}", f"--export_dir={tmp_path}")
     assert result.returncode == 0 and result.stdout.strip().endswith(os.path.join(str(tmp_path), "3"))
+
+
+def test_predictor_api_takes_files_and_arrays_from_a_model_file_or_an_export(trained, demo_root):
+    from dcl_keras.data import pipeline
+
+    workdir, path, _ = trained
+    files = readers.image_folder(demo_root, "test").paths[:3]
+    arrays = [pipeline.decode_image(tf.io.read_file(p)).numpy() for p in files]  # The same pixels as the files.
+    predictors = (
+        Predictor.from_keras(workdir / "model.keras", top_k=2),
+        Predictor.from_export(os.path.dirname(path), top_k=2),
+    )
+    for predictor in predictors:
+        by_file, by_array = predictor.predict(files), predictor.predict(arrays)
+        assert [key for key, _ in by_file] == files and [key for key, _ in by_array] == [0, 1, 2]
+        for (_, a), (_, b) in zip(by_file, by_array, strict=True):
+            assert [name for name, _ in a] == [name for name, _ in b] and len(a) == 2
+            np.testing.assert_allclose([s for _, s in a], [s for _, s in b], atol=1e-5)
+        batch = predictor.predict(np.stack(arrays).astype(np.float32))  # A 4-D array is a batch.
+        np.testing.assert_allclose([t[0][1] for _, t in batch], [t[0][1] for _, t in by_array], atol=1e-5)
+        mixed = predictor.predict([files[0], arrays[1]])
+        assert [key for key, _ in mixed] == [files[0], 1]
+        np.testing.assert_allclose(predictor.logits(arrays[:1]), predictor.logits(files[:1]), atol=1e-4)
+        with pytest.raises(UserError, match=r"input 0: expected an image file path or an H x W x 3 RGB array"):
+            predictor.predict([np.zeros((4, 4), np.uint8)])
+    with pytest.raises(FileNotFoundError, match="export folder"):
+        Predictor.from_export(workdir / "model.keras")
+    with pytest.raises(FileNotFoundError, match=".keras model file"):
+        Predictor.from_keras(os.path.dirname(path))

@@ -1,10 +1,9 @@
 """The code base stays ruff-clean (lint and format), as the house style asks."""
 
-import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT
 
 
 def test_ruff_lint_and_format_are_clean():

@@ -13,7 +13,7 @@ from dcl_keras.config import ConfigError, validate_config
 from dcl_keras.models import dcl
 from dcl_keras.saving import load_model
 
-from helpers import run_bin
+from helpers import config_file, run_bin
 
 
 def _overrides(config):
@@ -52,14 +52,13 @@ def test_validation_without_a_validation_split_is_refused(tiny_config, tmp_path)
 
 
 def test_paper_defaults_alignment_mean_and_aircraft_k():
-    from configs import aircraft_resnet50, cub_resnet50
     from dcl_keras import config as config_lib
 
     assert config_lib.base_config().loss.alignment_reduction == "mean"
-    assert cub_resnet50.get_config("root=/x").loss.alignment_reduction == "mean"
-    assert aircraft_resnet50.get_config("root=/x").rcm.k == 1  # N = 2 allows only k = 1.
-    assert aircraft_resnet50.get_config("root=/x,n=7").rcm.k == 2  # The paper's k.
-    assert aircraft_resnet50.get_config("root=/x,n=7,k=3").rcm.k == 3
+    assert config_file("cub_resnet50", "root=/x").loss.alignment_reduction == "mean"
+    assert config_file("aircraft_resnet50", "root=/x").rcm.k == 1  # N = 2 allows only k = 1.
+    assert config_file("aircraft_resnet50", "root=/x,n=7").rcm.k == 2  # The paper's k.
+    assert config_file("aircraft_resnet50", "root=/x,n=7,k=3").rcm.k == 3
 
 
 def test_missing_dataset_path_fails_before_training(tmp_path):

@@ -10,6 +10,7 @@ from dcl_keras.data import datasets, pipeline, readers
 from dcl_keras.errors import UserError
 
 from conftest import write_image
+from helpers import config_file
 
 
 def _write_folder(root, classes, per_class, ext=".jpg"):
@@ -218,15 +219,13 @@ def test_fgvc_aircraft_missing_level_list_is_named(tmp_path):
 
 
 def test_aircraft_validation_is_the_official_val_split_when_training_on_train(tmp_path):
-    from configs import aircraft_resnet50
-
     root = str(_write_aircraft(tmp_path))
-    config = aircraft_resnet50.get_config(f"root={root},split=train,level=family")
+    config = config_file("aircraft_resnet50", f"root={root},split=train,level=family")
     config.data.check_files = False
     train, val, test = datasets.load_splits(config.data)
     assert (train.num_examples, val.num_examples, test.num_examples) == (2, 1, 2)
     assert "val" in val.name and train.crop_bottom == val.crop_bottom == test.crop_bottom == 20
-    assert aircraft_resnet50.get_config(f"root={root},banner=true").data.aircraft_remove_banner is False
+    assert config_file("aircraft_resnet50", f"root={root},banner=true").data.aircraft_remove_banner is False
 
 
 def test_webp_and_gif_files_are_listed_and_decoded(tmp_path, caplog):

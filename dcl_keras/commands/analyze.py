@@ -1,0 +1,179 @@
+"""Where trained models look: CAM grids, per-filter responses, the pointing game (paper Figs. 5, 6).
+
+    bin/analyze cam --workdir=runs/dcl --compare=runs/baseline     # cam_grid.png: image, baseline, DCL
+    bin/analyze responses --workdir=runs/dcl                       # responses.png and responses.json
+    bin/analyze pointing --workdir=runs/dcl --workdir=runs/base    # pointing.json in each workdir
+
+Each workdir is a bin/train workdir (its config.json and model.keras). The
+images are its test split with the evaluation preprocessing. Pointing needs
+object boxes (demo, cub200, fgvc_aircraft); its figures also go into the
+results table of a sweep (bin/sweep --mode=collect). PNGs and JSON go to
+--out_dir (default: the first workdir).
+"""
+
+import os
+
+from dcl_keras import cli
+
+cli.select_backend()
+
+from absl import flags  # noqa: E402
+
+COMMANDS = ("cam", "responses", "pointing")
+_WORKDIRS = flags.DEFINE_multi_string("workdir", None, "bin/train workdir(s) to analyze.")
+_COMPARE = flags.DEFINE_string("compare", None, "cam: a second workdir (e.g. the baseline) drawn before --workdir.")
+_NUM = flags.DEFINE_integer("num_images", 8, "cam and responses: test images to show.")
+_OUT = flags.DEFINE_string("out_dir", None, "Where to write; default the first --workdir.")
+flags.DEFINE_enum("backend", os.environ.get("KERAS_BACKEND", "tensorflow"), cli.BACKENDS, "Keras backend.")
+flags.mark_flags_as_required(["workdir"])
+
+
+def _load(workdir):
+    from dcl_keras import saving
+    from dcl_keras.data import datasets
+    from dcl_keras.errors import UserError
+    from dcl_keras.models import dcl
+
+    config = cli.load_workdir_config(workdir)
+    model = saving.load_model(cli.model_path(workdir, None))
+    if not isinstance(model, dcl.DCLModel):
+        raise UserError(f"{workdir}/model.keras: expected a DCLModel (written by bin/train)")
+    return config, model, datasets.load_splits(config.data).test
+
+
+def _run_name(workdir):
+    """A short name of a run: its folder, with the point's folder for a sweep's seed_<S> workdirs."""
+    parts = os.path.normpath(os.path.abspath(workdir)).split(os.sep)
+    return "/".join(parts[-2:]) if parts[-1].startswith("seed_") else parts[-1]
+
+
+def _chosen(split, config, count):
+    """`count` test images spread evenly over the (class-ordered) split: (images uint8, labels)."""
+    import numpy as np
+
+    from dcl_keras.data import pipeline
+
+    indices = np.unique(np.linspace(0, split.num_examples - 1, min(count, split.num_examples)).astype(int))
+    subset = split.subset(indices.tolist()) if hasattr(split, "subset") else split
+    images, labels = [], []
+    ds = pipeline.eval_batches(
+        subset, batch_size=64, image_size=config.input.image_size, resize_size=config.input.resize_size
+    )
+    for batch_images, batch_labels in ds:
+        images.append(batch_images.numpy())
+        labels.append(batch_labels.numpy())
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _cam(out_dir):
+    import numpy as np
+
+    from dcl_keras import analysis
+    from dcl_keras.viz.attention import plot_cam_grid
+
+    runs = ([_COMPARE.value] if _COMPARE.value else []) + _WORKDIRS.value
+    loaded = [_load(w) for w in runs]
+    config, _, split = loaded[-1]
+    images, labels = _chosen(split, config, _NUM.value)
+    names = split.class_names
+    cams = {}
+    for workdir, (_, model, _) in zip(runs, loaded, strict=True):
+        maps = analysis.upsample(analysis.class_activation_maps(model, images, labels), images.shape[1])
+        _, logits = analysis.features_and_logits(model, images)
+        captions = [f"pred {names[int(np.argmax(p))]}"[:28] for p in logits]
+        name = _run_name(workdir)
+        cams[name if name not in cams else f"{name} ({len(cams) + 1})"] = (maps, captions)
+    path = os.path.join(out_dir, "cam_grid.png")
+    plot_cam_grid(np.clip(images, 0, 255).astype(np.uint8), [names[int(i)][:28] for i in labels], cams, path)
+    print(f"cam grid: {path}")
+
+
+def _responses(out_dir):
+    import json
+
+    import numpy as np
+
+    from dcl_keras import analysis
+    from dcl_keras.data import rcm
+    from dcl_keras.viz.attention import plot_responses
+
+    config, model, split = _load(_WORKDIRS.value[0])
+    images, labels = _chosen(split, config, min(_NUM.value, 4))
+    n, k = config.rcm.n, max(min(config.rcm.k, config.rcm.n - 1), 1)
+    if n == 1:  # A baseline run: destruct with the smallest grid that divides the crop.
+        n = next(d for d in range(2, config.input.image_size + 1) if config.input.image_size % d == 0)
+    responses, summary = [], []
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        r = analysis.filter_responses(model, image, label, n=n, k=k, key=rcm.combine_keys(config.seed, -3, i))
+        responses.append(r)
+        summary.append(
+            {
+                "class": split.class_names[int(label)],
+                "correlation": float(np.corrcoef(r["r_original"], r["r_destructed"])[0, 1]),
+                "logit_contribution_original": float(r["r_original"].sum()),
+                "logit_contribution_destructed": float(r["r_destructed"].sum()),
+                "share_of_filters_with_positive_delta": None if r["delta"] is None else float(np.mean(r["delta"] > 0)),
+            }
+        )
+    png, report = os.path.join(out_dir, "responses.png"), os.path.join(out_dir, "responses.json")
+    plot_responses(responses, [s["class"][:32] for s in summary], png)
+    with open(report, "w") as f:
+        json.dump({"n": n, "k": k, "images": summary}, f, indent=2)
+    print(f"responses: {png}\nfigures: {report}")
+
+
+def _pointing():
+    import json
+
+    from dcl_keras import analysis
+    from dcl_keras.data import demo
+
+    for workdir in _WORKDIRS.value:
+        config, model, split = _load(workdir)
+        parts = {}
+        if config.data.source == "demo" and config.data.demo.kind == "birds":  # The generator knows the parts.
+            parts = dict(parts=demo.part_boxes(split, demo.dataset_root(config.data.demo)), part_names=demo.PARTS)
+        report = analysis.pointing_game(
+            model,
+            split,
+            image_size=config.input.image_size,
+            resize_size=config.input.resize_size,
+            batch_size=config.eval.batch_size,
+            **parts,
+        )
+        folder = _OUT.value or workdir
+        if _OUT.value and len(_WORKDIRS.value) > 1:  # One report per run, not one overwritten.
+            folder = os.path.join(_OUT.value, _run_name(workdir).replace("/", "_"))
+        path = os.path.join(folder, "pointing.json")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(report, f, indent=2)
+        print(
+            f"{workdir}: pointing hit rate {report['hit_rate']:.4f} over {report['num_images']} images "
+            f"(always the centre: {report['centre_hit_rate']:.4f}) -> {path}"
+        )
+        if "part_hit_rate" in report:
+            by_part = ", ".join(f"{k} {v:.3f}" for k, v in report["part_hit_rate_by_part"].items())
+            print(
+                f"  peak on a discriminative part: {report['part_hit_rate']:.4f} ({by_part}); "
+                f"the parts cover {report['mean_part_area_fraction']:.3f} of the crop"
+            )
+
+
+def main(argv):
+    from dcl_keras.errors import UserError
+
+    if len(argv) != 2 or argv[1] not in COMMANDS:
+        raise UserError(f"Expected one command, one of {COMMANDS}. Received: {argv[1:]}")
+    out_dir = _OUT.value or _WORKDIRS.value[0]
+    os.makedirs(out_dir, exist_ok=True)
+    {"cam": lambda: _cam(out_dir), "responses": lambda: _responses(out_dir), "pointing": _pointing}[argv[1]]()
+
+
+def run():
+    """The `dcl-analyze` console command (bin/analyze)."""
+    cli.run_command(main, __name__)
+
+
+if __name__ == "__main__":
+    run()
