@@ -20,15 +20,15 @@ are mapped through the same resize and crop.
 import numpy as np
 from keras import ops
 
+from dcl_keras.contract import CLASSIFIER_LAYER, DISCRIMINATOR, DISCRIMINATOR_LAYER
 from dcl_keras.data import pipeline, rcm
 from dcl_keras.errors import UserError
-from dcl_keras.models.dcl import CLASSIFIER, DISCRIMINATOR
 
 
 def features_and_logits(model, images):
     """(last feature map [B, h, w, K], logits [B, C]) of a DCLModel, as numpy."""
     features = model.backbone(images, training=False)
-    layer = model.get_layer(CLASSIFIER)
+    layer = model.get_layer(CLASSIFIER_LAYER)
     pooled = ops.mean(ops.cast(features, "float32"), axis=(1, 2))
     logits = ops.matmul(pooled, layer.kernel) + layer.bias
     return ops.convert_to_numpy(ops.cast(features, "float32")), ops.convert_to_numpy(logits)
@@ -37,7 +37,7 @@ def features_and_logits(model, images):
 def class_activation_maps(model, images, classes):
     """CAMs [B, h, w] of a DCLModel for one class per image (int [B])."""
     features, _ = features_and_logits(model, images)
-    kernel = ops.convert_to_numpy(model.get_layer(CLASSIFIER).kernel)
+    kernel = ops.convert_to_numpy(model.get_layer(CLASSIFIER_LAYER).kernel)
     return np.einsum("bhwk,kb->bhw", features, kernel[:, np.asarray(classes)])
 
 
@@ -161,9 +161,9 @@ def filter_responses(model, image, label, *, n, k, key):
     pair = np.stack([np.asarray(image, np.float32), destructed.numpy()])
     features, _ = features_and_logits(model, pair)
     means = features.mean(axis=(1, 2))  # [2, K]
-    kernel = ops.convert_to_numpy(model.get_layer(CLASSIFIER).kernel)[:, int(label)]
+    kernel = ops.convert_to_numpy(model.get_layer(CLASSIFIER_LAYER).kernel)[:, int(label)]
     delta = None
     if getattr(model, "discriminator", "2way") == "2way" and DISCRIMINATOR in model.heads:
-        theta = ops.convert_to_numpy(model.get_layer(DISCRIMINATOR).kernel)  # [K, 2]: original, destructed.
+        theta = ops.convert_to_numpy(model.get_layer(DISCRIMINATOR_LAYER).kernel)  # [K, 2]: original, destructed.
         delta = means[0] * theta[:, 0] - means[1] * theta[:, 1]
     return {"r_original": means[0] * kernel, "r_destructed": means[1] * kernel, "delta": delta}

@@ -11,11 +11,9 @@ import os
 import keras
 import numpy as np
 
-from dcl_keras import checkpointing
-from dcl_keras.data import pipeline, rcm
+from dcl_keras import checkpointing, contract
+from dcl_keras.data import keyed_hash, pipeline
 from dcl_keras.errors import UserError
-
-PRECISE_BN_ORDER = -2  # The epoch slot of the precise-BN sample's order key (training epochs are >= 0).
 
 
 def predict_logits(classifier, split, *, image_size, resize_size, batch_size=32, bad_files="skip", flip=False):
@@ -209,7 +207,7 @@ def precise_bn_batches(split, *, seed, num_batches, batch_size, image_size, resi
         image_size=image_size,
         resize_size=resize_size,
         bad_files=bad_files,
-        order_key=rcm.combine_keys(seed, PRECISE_BN_ORDER, -1),
+        order_key=keyed_hash.combine_keys(seed, contract.PRECISE_BN_EPOCH, contract.ORDER_POSITION),
     )
     return (images.numpy() for images, _ in ds.take(num_batches))
 

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from dcl_keras.models.dcl import ALIGNMENT, CLASSIFIER, DISCRIMINATOR
+from dcl_keras.contract import ALIGNMENT, CLASSIFIER, DISCRIMINATOR
 
 ALIGNMENT_REDUCTIONS = ("mean", "sum")
 

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from dcl_keras import contract
+
 
 @keras.saving.register_keras_serializable(package="dcl_keras")
 class MultiplierSGD(keras.optimizers.SGD):
@@ -56,7 +58,7 @@ def make_optimizer(
     decay_epochs=60,
     decay_factor=0.1,
     total_epochs=180,
-    head_layers=("classifier", "destruction_discriminator", "region_alignment_conv"),
+    head_layers=contract.HEAD_LAYERS,
 ):
     """The reference recipe's optimizer (dcl-spec.md section 4)."""
     schedule = step_decay(learning_rate, steps_per_epoch, decay_epochs, decay_factor, total_epochs)

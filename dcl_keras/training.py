@@ -15,12 +15,12 @@ import os
 
 import keras
 
-from dcl_keras import checkpointing, losses, optim, saving
+from dcl_keras import checkpointing, contract, losses, optim, saving
 from dcl_keras.config import JIT_COMPILE, ConfigError, validate_config
 from dcl_keras.data import datasets, pipeline, readers
 from dcl_keras.errors import UserError
 from dcl_keras.models import dcl
-from dcl_keras.models.backbones import build_backbone
+from dcl_keras.models.backbones import build_backbone, get_spec
 from dcl_keras.models.region_confusion import RegionConfusion
 
 FINAL_MODEL = "model.keras"
@@ -75,7 +75,7 @@ def build_model(config, num_classes, class_names=None, steps=1, compile=True):
             config.model.backbone,
             config.input.image_size,
             config.model.weights,
-            **({"width": config.model.width, "norm": config.model.norm} if config.model.backbone == "tiny" else {}),
+            **{option: config.model[option] for option in get_spec(config.model.backbone).options},
         )
         model = dcl.DCLModel(
             backbone,
@@ -118,7 +118,7 @@ def compile_model(model, config, steps):
         decay_epochs=config.train.decay_epochs,
         decay_factor=config.train.decay_factor,
         total_epochs=config.train.epochs,
-        head_layers=dcl.HEAD_LAYERS,
+        head_layers=contract.HEAD_LAYERS,
     )
     model.compile(
         optimizer=optimizer,
@@ -159,7 +159,11 @@ def _build_trainer(config, split, steps):
     trainer = build_model(config, split.num_classes, split.class_names, steps, compile=not on_device)
     if on_device:
         region_confusion = RegionConfusion(
-            config.rcm.n, config.rcm.k, config.rcm.originals, config.rcm.destructed, seed=config.seed
+            n=config.rcm.n,
+            k=config.rcm.k,
+            originals=config.rcm.originals,
+            destructed=config.rcm.destructed,
+            seed=config.seed,
         )
         trainer = dcl.DeviceRCMTrainer(trainer, region_confusion)
         compile_model(trainer, config, steps)

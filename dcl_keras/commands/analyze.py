@@ -93,8 +93,8 @@ def _responses(out_dir):
 
     import numpy as np
 
-    from dcl_keras import analysis
-    from dcl_keras.data import rcm
+    from dcl_keras import analysis, contract
+    from dcl_keras.data import keyed_hash
     from dcl_keras.viz.attention import plot_responses
 
     config, model, split = _load(_WORKDIRS.value[0])
@@ -104,7 +104,9 @@ def _responses(out_dir):
         n = next(d for d in range(2, config.input.image_size + 1) if config.input.image_size % d == 0)
     responses, summary = [], []
     for i, (image, label) in enumerate(zip(images, labels, strict=True)):
-        r = analysis.filter_responses(model, image, label, n=n, k=k, key=rcm.combine_keys(config.seed, -3, i))
+        r = analysis.filter_responses(
+            model, image, label, n=n, k=k, key=keyed_hash.combine_keys(config.seed, contract.ANALYSIS_EPOCH, i)
+        )
         responses.append(r)
         summary.append(
             {

@@ -18,7 +18,7 @@ images (enlarged, as most CUB photos) go through the one fused resampling.
 Randomness is stateless and keyed, so one (seed, epoch, example) always gives
 the same augmentation, and the original and its destructed copy share one draw
 (destruction is applied afterwards, in `pairing`). The draws use the same
-counter hash as RCM (`rcm.hash_uniform`), which gives identical numbers with
+counter hash as RCM (`keyed_hash.hash_uniform`), which gives identical numbers with
 and without XLA.
 """
 
@@ -28,7 +28,8 @@ import math
 
 import tensorflow as tf
 
-from dcl_keras.data import rcm
+from dcl_keras import contract
+from dcl_keras.data import keyed_hash
 
 
 def resize(image, size):
@@ -57,7 +58,7 @@ def center_crop(image, size):
 
 def _uniform(key, salt, minval, maxval):
     """One float32 draw in [minval, maxval) from the counter hash (identical with and without XLA)."""
-    u = rcm.hash_uniform(rcm.combine_keys(key, salt), 1)[0]
+    u = keyed_hash.hash_uniform(keyed_hash.combine_keys(key, salt), 1)[0]
     return minval + (maxval - minval) * u
 
 
@@ -68,15 +69,17 @@ def train_transform(key, input_height, input_width, resize_size, image_size, rot
     shift by the crop offset in the resized image, undo the rotation about the
     resized image's centre, scale to the decoded image (half-pixel centres, as
     tf.image.resize). Order of the reference code: resize, rotate, crop, flip.
-    The draws come from `rcm.hash_uniform`, so a key gives the same crop, flip
+    The draws come from `keyed_hash.hash_uniform`, so a key gives the same crop, flip
     and angle eagerly and under XLA.
     """
     s, r = float(image_size), float(resize_size)
     offsets = float(resize_size - image_size + 1)
-    top = tf.minimum(tf.floor(_uniform(key, 11, 0.0, offsets)), offsets - 1.0)
-    left = tf.minimum(tf.floor(_uniform(key, 13, 0.0, offsets)), offsets - 1.0)
-    angle = _uniform(key, 23, -rotation, rotation) * (math.pi / 180.0) if rotation else tf.constant(0.0)
-    flip = tf.cast(_uniform(key, 37, 0.0, 1.0) < 0.5, tf.float32)
+    top = tf.minimum(tf.floor(_uniform(key, contract.CROP_TOP_SALT, 0.0, offsets)), offsets - 1.0)
+    left = tf.minimum(tf.floor(_uniform(key, contract.CROP_LEFT_SALT, 0.0, offsets)), offsets - 1.0)
+    angle = (
+        _uniform(key, contract.ROTATION_SALT, -rotation, rotation) * (math.pi / 180.0) if rotation else tf.constant(0.0)
+    )
+    flip = tf.cast(_uniform(key, contract.FLIP_SALT, 0.0, 1.0) < 0.5, tf.float32)
     fx = 1.0 - 2.0 * flip  # -1 when flipped.
     cos, sin = tf.cos(angle), tf.sin(angle)
     c = (r - 1.0) / 2.0

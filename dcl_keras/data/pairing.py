@@ -4,7 +4,7 @@ The batch contract (what the model and its losses consume):
 
     images: float32 [M, H, W, 3], pixels in [0, 255] (not normalised; the
         model's backbone preprocessing does that).
-    targets: dict keyed by the model's output names
+    targets: dict keyed by the model's output names (`dcl_keras.contract`)
         "classifier": int32 [M], the class label of every image (the
             destructed copy keeps its original's label);
         "destruction_discriminator": int32 [M], 0 = original, 1 = destructed;
@@ -23,12 +23,9 @@ destructed images only (Table 4 of the paper).
 
 import tensorflow as tf
 
-from dcl_keras.data import rcm
-
-CLASSIFIER = "classifier"
-DISCRIMINATOR = "destruction_discriminator"
-ALIGNMENT = "region_alignment"
-OUTPUT_NAMES = (CLASSIFIER, DISCRIMINATOR, ALIGNMENT)
+from dcl_keras import contract
+from dcl_keras.contract import ALIGNMENT, CLASSIFIER, DISCRIMINATOR
+from dcl_keras.data import keyed_hash, rcm
 
 
 def validate_ratio(originals, destructed):
@@ -61,13 +58,15 @@ def make_views(image, label, key, *, n, k, originals=1, destructed=1):
         images.append(image)
         sources.append(identity)
     for copy in range(destructed):
-        destructed_image, source = rcm.region_confusion(image, rcm.combine_keys(key, 1000 + copy), n, k)
+        destructed_image, source = rcm.region_confusion(
+            image, keyed_hash.combine_keys(key, contract.DESTRUCTED_COPY_SALT + copy), n, k
+        )
         images.append(destructed_image)
         sources.append(source)
     views = originals + destructed
     targets = {
         CLASSIFIER: tf.fill([views], tf.cast(label, tf.int32)),
-        DISCRIMINATOR: tf.constant([0] * originals + [1] * destructed, tf.int32),
+        DISCRIMINATOR: tf.constant(contract.view_labels(originals, destructed), tf.int32),
         ALIGNMENT: rcm.alignment_target(tf.stack(sources)),
     }
     return tf.stack(images), targets

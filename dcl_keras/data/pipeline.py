@@ -17,7 +17,8 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-from dcl_keras.data import augment, pairing, rcm
+from dcl_keras import contract
+from dcl_keras.data import augment, keyed_hash, pairing, rcm
 from dcl_keras.errors import UserError
 
 BAD_FILE_POLICIES = ("skip", "strict")
@@ -191,7 +192,9 @@ def positioned_examples(
     labels = tf.constant(source.labels, tf.int32)
     indices = tf.range(source.num_examples)
     if order_key is not None:
-        seed = tf.bitcast(tf.stack([order_key, rcm.combine_keys(order_key, 7)]), tf.int32)
+        seed = tf.bitcast(
+            tf.stack([order_key, keyed_hash.combine_keys(order_key, contract.SHUFFLE_SEED_SALT)]), tf.int32
+        )
         indices = tf.random.experimental.stateless_shuffle(indices, seed=seed)
     ds = tf.data.Dataset.from_tensor_slices(indices).repeat(passes).enumerate().skip(start)
     return ds.map(
@@ -292,7 +295,7 @@ def train_batches(
     first_epoch, skip = divmod(int(start_step), per_epoch)
 
     def prepare(position, image, label, epoch):
-        key = rcm.combine_keys(seed, epoch, position)
+        key = keyed_hash.combine_keys(seed, epoch, position)
         image = augment.train_augment(image, key, resize_size, image_size, rotation)
         if not rcm_in_pipeline:
             return {DEVICE_IMAGES: image, DEVICE_KEYS: key}, label
@@ -302,7 +305,7 @@ def train_batches(
         # A second pass over the epoch's order fills the batches of files that failed to decode, so an epoch
         # always yields `per_epoch` batches and stays a Keras epoch; it is read only when needed. A resumed
         # epoch skips the examples already consumed before reading them (exact when none of them failed).
-        order_key = rcm.combine_keys(seed, epoch, -1)
+        order_key = keyed_hash.combine_keys(seed, epoch, contract.ORDER_POSITION)
         ds = positioned_examples(
             source,
             order_key,
@@ -355,9 +358,9 @@ def eval_batches(source, *, batch_size, image_size, resize_size, n=None, bad_fil
         if n is None:
             return image, label
         targets = {
-            pairing.CLASSIFIER: label,
-            pairing.DISCRIMINATOR: tf.constant(0, tf.int32),
-            pairing.ALIGNMENT: rcm.alignment_target(rcm.identity_source(n)),
+            contract.CLASSIFIER: label,
+            contract.DISCRIMINATOR: tf.constant(contract.ORIGINAL, tf.int32),
+            contract.ALIGNMENT: rcm.alignment_target(rcm.identity_source(n)),
         }
         return image, targets
 

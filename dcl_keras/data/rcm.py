@@ -13,8 +13,8 @@ Drawing and applying the permutation are separate steps:
   cell (r, c).
 * `apply_region_permutation(image, source)` moves the pixels (a pure gather).
 
-The jitter comes from a counter-based integer hash (`hash_uniform`), not from
-`tf.random`: TF's stateless generators give different streams with and without
+The jitter comes from the keyed counter hash (`dcl_keras.data.keyed_hash`), not
+from `tf.random`: TF's stateless generators give different streams with and without
 XLA, while this hash gives bit-identical draws in eager mode, inside `tf.data`,
 under `jit_compile=True`, and on any device. The same `key` therefore gives the
 same destruction everywhere.
@@ -22,39 +22,8 @@ same destruction everywhere.
 
 import tensorflow as tf
 
-# Finalizer of the "lowbias32" integer hash (C. Wellons): good avalanche for a
-# 32-bit counter, only xor/shift/multiply, which every backend and XLA support.
-_HASH_MUL_1 = 0x7FEB352D
-_HASH_MUL_2 = 0x846CA68B
-_GOLDEN = 0x9E3779B9
-
-
-def hash_uint32(x):
-    """Mixes a uint32 tensor elementwise (lowbias32 finalizer)."""
-    x = tf.cast(x, tf.uint32)
-    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
-    x = x * tf.constant(_HASH_MUL_1, tf.uint32)
-    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(15, tf.uint32)))
-    x = x * tf.constant(_HASH_MUL_2, tf.uint32)
-    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
-
-
-def combine_keys(*parts):
-    """Folds integers (Python ints or scalar tensors) into one uint32 key."""
-    key = tf.constant(0x2545F491, tf.uint32)
-    for part in parts:
-        part = tf.cast(tf.cast(part, tf.int64) % (1 << 32), tf.uint32)
-        key = hash_uint32(tf.bitwise.bitwise_xor(key * tf.constant(_GOLDEN, tf.uint32), part))
-    return key
-
-
-def hash_uniform(key, count):
-    """`count` float32 draws in [0, 1) from a uint32 `key`, identical on every device."""
-    counters = tf.range(count, dtype=tf.int32)
-    counters = tf.cast(counters, tf.uint32) * tf.constant(_GOLDEN, tf.uint32)
-    bits = hash_uint32(tf.bitwise.bitwise_xor(hash_uint32(key), counters) + tf.constant(1, tf.uint32))
-    # 24 high bits: exactly representable in float32.
-    return tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32) * (1.0 / (1 << 24))
+from dcl_keras import contract
+from dcl_keras.data.keyed_hash import hash_uniform
 
 
 def validate_rcm_args(n, k, image_size=None):
@@ -149,13 +118,9 @@ def alignment_target(source):
     coordinates, `(index + 0.5) / N`, so targets lie in (0, 1): non-negative, as
     the ReLU of the alignment head requires. Channel 0 is the row, 1 the column.
     """
-    n = source.shape[-2]
-    return (tf.cast(source, tf.float32) + 0.5) / float(n)
+    return contract.alignment_target(tf.cast(source, tf.float32), source.shape[-2])
 
 
 def identity_source(n):
-    """The source map of an undestructed image: every cell comes from itself."""
-    grid = tf.range(n, dtype=tf.int32)
-    rows = tf.broadcast_to(grid[:, None], [n, n])
-    cols = tf.broadcast_to(grid[None, :], [n, n])
-    return tf.stack([rows, cols], axis=-1)
+    """The source map of an undestructed image: every cell comes from itself (int32 [N, N, 2])."""
+    return tf.constant(contract.identity_source(n))

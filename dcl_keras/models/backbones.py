@@ -23,13 +23,16 @@ from dcl_keras.models.layers import PixelNormalization
 
 @dataclasses.dataclass(frozen=True)
 class BackboneSpec:
+    """builder(input_shape, weights, **options) -> keras.Model; weights is None or what `weights=` loads."""
+
     builder: object
     preprocessing: str
     stride: int
-    imagenet_file: str | None
+    imagenet_file: str | None  # None: no ImageNet weights (only `.weights.h5` files saved from it).
+    options: tuple = ()  # Builder options, named as in the config's `model` section.
 
 
-def _tiny(input_shape, width=32, norm="batch"):
+def _tiny(input_shape, weights, width=32, norm="batch"):
     """A small 4-block CNN of stride 8 for tests and the CPU demo (no pretrained weights).
 
     `norm`: "batch" (BatchNormalization) or "group" (GroupNormalization,
@@ -44,6 +47,7 @@ def _tiny(input_shape, width=32, norm="batch"):
         else:
             x = keras.layers.GroupNormalization(groups=4, name=f"gn{i + 1}")(x)
         x = keras.layers.ReLU(name=f"relu{i + 1}")(x)
+    del weights  # Only its own `.weights.h5` files, loaded by build_backbone.
     return keras.Model(inputs, x, name="backbone")
 
 
@@ -79,7 +83,7 @@ def _vgg16(input_shape, weights):
 
 
 BACKBONES = {
-    "tiny": BackboneSpec(None, "tf", 8, None),
+    "tiny": BackboneSpec(_tiny, "tf", 8, None, options=("width", "norm")),
     "resnet50": BackboneSpec(
         _application(keras.applications.ResNet50, "caffe"),
         "caffe",
@@ -155,23 +159,24 @@ def build_backbone(name, image_size, weights="none", network_check=network_avail
             "convnext_tiny", "tiny").
         image_size: int, input side in pixels.
         weights: "imagenet", "none" or a path (see the module docstring).
-        **options: builder options (the tiny backbone takes `width`).
+        **options: the builder's options (`BackboneSpec.options`; the tiny
+            backbone takes `width` and `norm`).
 
     Returns:
         A functional keras.Model named "backbone".
     """
     spec = get_spec(name)
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise ValueError(f"Backbone {name!r} takes the options {list(spec.options)}. Received: {unknown}")
     input_shape = (image_size, image_size, 3)
     resolved = resolve_weights(name, weights, network_check)
     own_weights_file = isinstance(resolved, str) and resolved.endswith(".weights.h5")
-    if name == "tiny":
-        if resolved is not None and not own_weights_file:
-            raise UserError(
-                f"The tiny backbone loads only `.weights.h5` files saved from it. Received: weights={weights!r}"
-            )
-        model = _tiny(input_shape, **options)
-    else:
-        model = spec.builder(input_shape, None if own_weights_file else resolved)
+    if spec.imagenet_file is None and resolved is not None and not own_weights_file:
+        raise UserError(
+            f"The {name} backbone loads only `.weights.h5` files saved from it. Received: weights={weights!r}"
+        )
+    model = spec.builder(input_shape, None if own_weights_file else resolved, **options)
     if own_weights_file:
         try:
             model.load_weights(resolved)

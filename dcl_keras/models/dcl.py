@@ -28,13 +28,10 @@ Example:
 import keras
 from keras import ops
 
+from dcl_keras import contract
+from dcl_keras.contract import ALIGNMENT, CLASSIFIER, DISCRIMINATOR, OUTPUTS
 from dcl_keras.models.layers import AdaptiveAveragePooling2D
 
-CLASSIFIER = "classifier"
-DISCRIMINATOR = "destruction_discriminator"
-ALIGNMENT = "region_alignment"
-HEAD_LAYERS = (CLASSIFIER, DISCRIMINATOR, "region_alignment_conv")
-OUTPUTS = (CLASSIFIER, DISCRIMINATOR, ALIGNMENT)
 DISCRIMINATORS = ("2way", "2c", "none")
 
 
@@ -86,10 +83,10 @@ class DCLModel(keras.Model):
         drop = keras.layers.Dropout(dropout, name="classifier_dropout")
         # The heads compute in float32 under a mixed precision policy, so that
         # outputs and losses stay float32 (the standard Keras recipe).
-        classifier = keras.layers.Dense(num_classes, dtype="float32", name=CLASSIFIER)
+        classifier = keras.layers.Dense(num_classes, dtype="float32", name=contract.CLASSIFIER_LAYER)
         discriminator_units = 2 * num_classes if discriminator == "2c" else 2
         discriminator_head = keras.layers.Dense(
-            discriminator_units, use_bias=False, dtype="float32", name=DISCRIMINATOR
+            discriminator_units, use_bias=False, dtype="float32", name=contract.DISCRIMINATOR_LAYER
         )
         # Small initial weights: a large random start puts most outputs above
         # their (0, 1) targets, and the first L1 steps can then push every
@@ -100,7 +97,7 @@ class DCLModel(keras.Model):
             use_bias=False,
             kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3),
             dtype="float32",
-            name="region_alignment_conv",
+            name=contract.ALIGNMENT_LAYER,
         )
         alignment_relu = keras.layers.ReLU(dtype="float32", name="region_alignment_relu")
         alignment_pool = AdaptiveAveragePooling2D(num_regions, dtype="float32", name=ALIGNMENT)
@@ -133,7 +130,7 @@ class DCLModel(keras.Model):
         if self.discriminator == "2c":
             labels = ops.reshape(ops.cast(y[CLASSIFIER], "int32"), (-1,))
             destructed = ops.reshape(ops.cast(y[DISCRIMINATOR], "int32"), (-1,))
-            targets[DISCRIMINATOR] = labels + self.num_classes * destructed
+            targets[DISCRIMINATOR] = labels + self.num_classes * destructed  # 0 = ORIGINAL, 1 = DESTRUCTED.
         return targets
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -168,7 +165,7 @@ def originals_only_weights(y, sample_weight=None, heads=OUTPUTS):
     """Metric weights of `heads` that count classification on original images only (0 = original)."""
     if not (isinstance(y, dict) and DISCRIMINATOR in y):
         return sample_weight
-    originals = ops.cast(ops.equal(ops.reshape(y[DISCRIMINATOR], (-1,)), 0), "float32")
+    originals = ops.cast(ops.equal(ops.reshape(y[DISCRIMINATOR], (-1,)), contract.ORIGINAL), "float32")
     ones = ops.ones_like(originals)
     return {name: originals if name == CLASSIFIER else ones for name in heads}
 

@@ -2,17 +2,17 @@
 
 The same RCM as `dcl_keras.data.rcm` (row step, column step, Uniform(-k, k)
 jitter, argsort), written with `keras.ops` so that it runs inside the compiled
-train step under TensorFlow, JAX or XLA. It uses the same counter-based hash as
-the input pipeline, so a given uint32 key gives bit-identical permutations in
-both places; per-image keys come from a `keras.random.SeedGenerator`.
+train step under TensorFlow, JAX or XLA. It mirrors the keyed counter hash of
+`dcl_keras.data.keyed_hash` with the constants of `dcl_keras.contract`, so a
+given uint32 key gives bit-identical permutations in both places
+(`contract.MIRRORS` lists the pairs); per-image keys come from a
+`keras.random.SeedGenerator`.
 """
 
 import keras
 from keras import ops
 
-_HASH_MUL_1 = 0x7FEB352D
-_HASH_MUL_2 = 0x846CA68B
-_GOLDEN = 0x9E3779B9
+from dcl_keras import contract
 
 
 def _u32(value):
@@ -23,27 +23,28 @@ def hash_uint32(x):
     """lowbias32 finalizer, elementwise on uint32 (identical to the pipeline's)."""
     x = ops.cast(x, "uint32")
     x = ops.bitwise_xor(x, ops.right_shift(x, _u32(16)))
-    x = ops.multiply(x, _u32(_HASH_MUL_1))
+    x = ops.multiply(x, _u32(contract.HASH_MUL_1))
     x = ops.bitwise_xor(x, ops.right_shift(x, _u32(15)))
-    x = ops.multiply(x, _u32(_HASH_MUL_2))
+    x = ops.multiply(x, _u32(contract.HASH_MUL_2))
     return ops.bitwise_xor(x, ops.right_shift(x, _u32(16)))
 
 
 def combine_keys(*parts):
     """Folds integers or uint32 tensors into one uint32 key (same as the pipeline's combine_keys)."""
-    key = _u32(0x2545F491)
+    key = _u32(contract.KEY_INIT)
     for part in parts:
         part = _u32(part % (1 << 32)) if isinstance(part, int) else ops.cast(part, "uint32")
-        key = hash_uint32(ops.bitwise_xor(ops.multiply(key, _u32(_GOLDEN)), part))
+        key = hash_uint32(ops.bitwise_xor(ops.multiply(key, _u32(contract.GOLDEN)), part))
     return key
 
 
 def hash_uniform(keys, count):
     """[B, count] float32 draws in [0, 1) from uint32 keys [B]."""
-    counters = ops.multiply(ops.cast(ops.arange(count), "uint32"), _u32(_GOLDEN))
+    counters = ops.multiply(ops.cast(ops.arange(count), "uint32"), _u32(contract.GOLDEN))
     mixed = ops.bitwise_xor(hash_uint32(keys)[:, None], counters[None, :])
     bits = hash_uint32(ops.add(mixed, _u32(1)))
-    return ops.cast(ops.right_shift(bits, _u32(8)), "float32") * (1.0 / (1 << 24))
+    shift = 32 - contract.UNIFORM_BITS
+    return ops.cast(ops.right_shift(bits, _u32(shift)), "float32") * (1.0 / (1 << contract.UNIFORM_BITS))
 
 
 def draw_region_permutations(keys, n, k):
@@ -78,8 +79,8 @@ def apply_region_permutations(images, sources):
 
 
 def alignment_targets(sources):
-    """(index + 0.5) / N, float32: the pairing module's normalisation."""
-    return (ops.cast(sources, "float32") + 0.5) / float(sources.shape[-2])
+    """The alignment targets of source maps [..., N, N, 2] (`contract.alignment_target`), float32."""
+    return contract.alignment_target(ops.cast(sources, "float32"), sources.shape[-2])
 
 
 @keras.saving.register_keras_serializable(package="dcl_keras")
@@ -87,8 +88,8 @@ class RegionConfusion(keras.layers.Layer):
     """Builds DCL views and targets from a batch of augmented originals, on the device.
 
     Args:
-        num_regions: N.
-        neighbourhood: k, 1 <= k < N.
+        n: regions per side (the config's rcm.n).
+        k: neighbourhood size, 1 <= k < N (rcm.k).
         originals, destructed: views per example (1:1 in the paper).
         seed: int, seed of the SeedGenerator that draws per-image keys.
 
@@ -97,10 +98,10 @@ class RegionConfusion(keras.layers.Layer):
     model's outputs (the contract of `dcl_keras.data.pairing`).
     """
 
-    def __init__(self, num_regions, neighbourhood, originals=1, destructed=1, seed=None, **kwargs):
+    def __init__(self, n, k, originals=1, destructed=1, seed=None, **kwargs):
         super().__init__(**kwargs)
-        self.num_regions = num_regions
-        self.neighbourhood = neighbourhood
+        self.n = n
+        self.k = k
         self.originals = originals
         self.destructed = destructed
         self.seed = seed
@@ -110,22 +111,21 @@ class RegionConfusion(keras.layers.Layer):
         return ops.cast(keras.random.randint((batch,), 0, 2**31 - 1, seed=self.seed_generator), "uint32")
 
     def _identity(self):
-        grid = ops.arange(self.num_regions, dtype="int32")
-        return ops.stack(ops.meshgrid(grid, grid, indexing="ij"), axis=-1)
+        return ops.convert_to_tensor(contract.identity_source(self.n))
 
     def originals_only(self, images, labels):
         """The inference-mode views: each original once, identity targets."""
         batch = ops.shape(images)[0]
-        n = self.num_regions
+        n = self.n
         targets = {
-            "classifier": ops.cast(labels, "int32"),
-            "destruction_discriminator": ops.zeros((batch,), dtype="int32"),
-            "region_alignment": alignment_targets(ops.broadcast_to(self._identity()[None], (batch, n, n, 2))),
+            contract.CLASSIFIER: ops.cast(labels, "int32"),
+            contract.DISCRIMINATOR: ops.full((batch,), contract.ORIGINAL, dtype="int32"),
+            contract.ALIGNMENT: alignment_targets(ops.broadcast_to(self._identity()[None], (batch, n, n, 2))),
         }
         return images, targets
 
     def call(self, images, labels, keys=None):
-        n, k = self.num_regions, self.neighbourhood
+        n, k = self.n, self.k
         batch = ops.shape(images)[0]
         keys = self.draw_keys(batch) if keys is None else ops.cast(keys, "uint32")
         identity = self._identity()
@@ -134,26 +134,34 @@ class RegionConfusion(keras.layers.Layer):
             views.append(images)
             sources.append(ops.broadcast_to(identity[None], (batch, n, n, 2)))
         for copy in range(self.destructed):
-            source = draw_region_permutations(combine_keys(keys, 1000 + copy), n, k)
+            source = draw_region_permutations(combine_keys(keys, contract.DESTRUCTED_COPY_SALT + copy), n, k)
             views.append(apply_region_permutations(images, source))
             sources.append(source)
         count = self.originals + self.destructed
         views = ops.reshape(ops.stack(views, axis=1), (-1, *images.shape[1:]))
         sources = ops.reshape(ops.stack(sources, axis=1), (-1, n, n, 2))
-        flags = ops.convert_to_tensor([0] * self.originals + [1] * self.destructed, dtype="int32")
+        flags = ops.convert_to_tensor(contract.view_labels(self.originals, self.destructed), dtype="int32")
         targets = {
-            "classifier": ops.reshape(ops.repeat(ops.cast(labels, "int32")[:, None], count, axis=1), (-1,)),
-            "destruction_discriminator": ops.reshape(ops.tile(flags[None], (batch, 1)), (-1,)),
-            "region_alignment": alignment_targets(sources),
+            contract.CLASSIFIER: ops.reshape(ops.repeat(ops.cast(labels, "int32")[:, None], count, axis=1), (-1,)),
+            contract.DISCRIMINATOR: ops.reshape(ops.tile(flags[None], (batch, 1)), (-1,)),
+            contract.ALIGNMENT: alignment_targets(sources),
         }
         return views, targets
 
     def get_config(self):
         return {
             **super().get_config(),
-            "num_regions": self.num_regions,
-            "neighbourhood": self.neighbourhood,
+            "n": self.n,
+            "k": self.k,
             "originals": self.originals,
             "destructed": self.destructed,
             "seed": self.seed,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for old, new in (("num_regions", "n"), ("neighbourhood", "k")):  # Models saved before the rename.
+            if old in config:
+                config[new] = config.pop(old)
+        return cls(**config)

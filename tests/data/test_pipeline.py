@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dcl_keras.data import augment, pairing, pipeline, rcm, readers
+from dcl_keras import contract
+from dcl_keras.data import augment, keyed_hash, pipeline, rcm, readers
 
 N = 4
 
@@ -24,7 +25,7 @@ def test_batch_contract_shapes_dtypes_and_targets(split):
     images, targets = _batches(split, 1)[0]
     assert images.shape == (4, 32, 32, 3) and images.dtype == np.float32
     assert 0.0 <= images.min() and images.max() <= 255.0
-    assert set(targets) == set(pairing.OUTPUT_NAMES)
+    assert set(targets) == set(contract.OUTPUTS)
     assert targets["classifier"].dtype == np.int32 and targets["classifier"].shape == (4,)
     np.testing.assert_array_equal(targets["destruction_discriminator"], [0, 1, 0, 1])
     align = targets["region_alignment"]
@@ -104,9 +105,9 @@ def test_eval_preprocessing_is_resize_then_center_crop():
 
 def test_train_augmentation_is_keyed():
     image = tf.constant(np.random.default_rng(0).uniform(0, 255, (48, 60, 3)), tf.float32)
-    a = augment.train_augment(image, rcm.combine_keys(1), 40, 32, 15.0).numpy()
-    b = augment.train_augment(image, rcm.combine_keys(1), 40, 32, 15.0).numpy()
-    c = augment.train_augment(image, rcm.combine_keys(2), 40, 32, 15.0).numpy()
+    a = augment.train_augment(image, keyed_hash.combine_keys(1), 40, 32, 15.0).numpy()
+    b = augment.train_augment(image, keyed_hash.combine_keys(1), 40, 32, 15.0).numpy()
+    c = augment.train_augment(image, keyed_hash.combine_keys(2), 40, 32, 15.0).numpy()
     np.testing.assert_array_equal(a, b)
     assert a.shape == (32, 32, 3) and not np.array_equal(a, c)
 
@@ -119,7 +120,7 @@ def test_without_rotation_and_flip_it_is_resize_then_crop(shape):
     height, width = shape if max(shape) <= 40 else (40, 40)  # The warp's input.
     checked = 0
     for seed in range(12):
-        key = rcm.combine_keys(seed)
+        key = keyed_hash.combine_keys(seed)
         t = augment.train_transform(key, height, width, 40, 32, 0.0).numpy()
         if t[0] < 0:  # Flipped draw.
             continue
@@ -136,16 +137,18 @@ def test_without_rotation_and_flip_it_is_resize_then_crop(shape):
 def test_no_dark_border_at_the_image_edge_even_for_tiny_images(shape):
     image = tf.fill([*shape, 3], tf.constant(200, tf.uint8))
     for seed in range(4):
-        out = augment.train_augment(image, rcm.combine_keys(seed), 40, 32, 0.0).numpy()
+        out = augment.train_augment(image, keyed_hash.combine_keys(seed), 40, 32, 0.0).numpy()
         np.testing.assert_allclose(out, 200.0, atol=1e-3)
     if shape == (45, 70):  # Rotated corners beyond the image are zero-filled.
-        corners = [augment.train_augment(image, rcm.combine_keys(s), 40, 32, 15.0).numpy().min() for s in range(8)]
+        corners = [
+            augment.train_augment(image, keyed_hash.combine_keys(s), 40, 32, 15.0).numpy().min() for s in range(8)
+        ]
         assert min(corners) < 1.0
 
 
 def test_flips_about_half_and_rotations_stay_in_range():
     transforms = np.array(
-        [augment.train_transform(rcm.combine_keys(s), 50, 50, 40, 32, 15.0).numpy() for s in range(200)]
+        [augment.train_transform(keyed_hash.combine_keys(s), 50, 50, 40, 32, 15.0).numpy() for s in range(200)]
     )
     flipped = transforms[:, 0] < 0
     assert 0.35 < flipped.mean() < 0.65
@@ -154,7 +157,7 @@ def test_flips_about_half_and_rotations_stay_in_range():
     assert sines.min() < -0.15 and sines.max() > 0.15  # Spread over the range.
     flipped_image = augment.train_augment(
         tf.constant(np.tile(np.arange(50, dtype=np.float32)[None, :, None], (50, 1, 3))),
-        rcm.combine_keys(int(np.argmax(flipped))),
+        keyed_hash.combine_keys(int(np.argmax(flipped))),
         40,
         32,
         0.0,
@@ -187,7 +190,7 @@ def test_rotated_augmentation_matches_a_numpy_bilinear_reference(shape):
     """The XLA-compiled resampling equals plain 2-D bilinear sampling at the drawn transform."""
     image = np.random.default_rng(3).integers(0, 256, (*shape, 3)).astype(np.uint8)
     for seed in range(6):
-        key = rcm.combine_keys(seed)
+        key = keyed_hash.combine_keys(seed)
         t = augment.train_transform(key, *shape, 40, 32, 15.0).numpy().astype(np.float64)
         expected, clear = _numpy_bilinear(image.astype(np.float64), t, 32)
         out = augment.train_augment(tf.constant(image), key, 40, 32, 15.0).numpy()
@@ -202,7 +205,7 @@ def test_padding_buckets_bound_the_compiled_shapes_and_never_change_pixels():
     assert np.all(lengths >= counts) and np.all(lengths <= np.maximum(counts * 9 // 8, 16))
     assert len(set(lengths)) <= 8 * 13 + 16  # At most 8 buckets per doubling of the pixel count.
     image = tf.constant(np.random.default_rng(4).integers(0, 256, (37, 39, 3)), tf.uint8)
-    key = rcm.combine_keys(9)
+    key = keyed_hash.combine_keys(9)
     padded = augment.train_augment(image, key, 40, 32, 15.0).numpy()
     compiled = augment._compiled_warp(40, 32, 15.0)
     np.testing.assert_array_equal(compiled(tf.reshape(image, [-1, 3]), 37, 39, key).numpy(), padded)
@@ -214,7 +217,7 @@ def test_padding_buckets_bound_the_compiled_shapes_and_never_change_pixels():
 def test_without_xla_the_same_augmentation_runs_on_tf_kernels(monkeypatch):
     assert augment.xla_available()  # Every supported TensorFlow build has XLA on the CPU.
     image = tf.constant(np.random.default_rng(5).integers(0, 256, (30, 41, 3)), tf.uint8)
-    key = rcm.combine_keys(11)
+    key = keyed_hash.combine_keys(11)
     with_xla = augment.train_augment(image, key, 40, 32, 15.0).numpy()
     monkeypatch.setattr(augment, "xla_available", lambda: False)
     augment._compiled_warp.cache_clear()

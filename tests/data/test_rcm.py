@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dcl_keras.data import rcm
+from dcl_keras.data import keyed_hash, rcm
 
 CASES = [(n, k) for n in (1, 2, 3, 7) for k in (range(1, n) if n > 1 else [1])]
 SEEDS = range(60)
 
 
 def draw(seed, n, k):
-    return rcm.draw_region_permutation(rcm.combine_keys(seed), n, k).numpy()
+    return rcm.draw_region_permutation(keyed_hash.combine_keys(seed), n, k).numpy()
 
 
 def numbered_image(n, side=4):
@@ -36,7 +36,7 @@ def test_mapping_is_a_bounded_bijection(n, k):
 def test_unpermuting_restores_the_original_exactly(n, k):
     image = numbered_image(n)
     for seed in range(20):
-        destructed, source = rcm.region_confusion(image, rcm.combine_keys(seed), n, k)
+        destructed, source = rcm.region_confusion(image, keyed_hash.combine_keys(seed), n, k)
         restored = rcm.apply_region_permutation(destructed, rcm.invert_region_permutation(source))
         np.testing.assert_array_equal(restored.numpy(), image.numpy())
         # Each destination region holds exactly the pixels of its source region.
@@ -47,7 +47,7 @@ def test_unpermuting_restores_the_original_exactly(n, k):
 def test_n1_returns_the_input_unchanged():
     image = tf.random.uniform([12, 12, 3], seed=1)
     for seed in range(5):
-        out, source = rcm.region_confusion(image, rcm.combine_keys(seed), 1, 1)
+        out, source = rcm.region_confusion(image, keyed_hash.combine_keys(seed), 1, 1)
         np.testing.assert_array_equal(out.numpy(), image.numpy())
         np.testing.assert_array_equal(source.numpy(), [[[0, 0]]])
 
@@ -92,7 +92,7 @@ def test_xla_gives_bit_identical_draws_and_pixels():
 
     compiled = tf.function(destruct, jit_compile=True)
     for seed in range(10):
-        key = rcm.combine_keys(seed, 5, 9)
+        key = keyed_hash.combine_keys(seed, 5, 9)
         eager_image, eager_source = destruct(image, key)
         xla_image, xla_source = compiled(image, key)
         np.testing.assert_array_equal(eager_source.numpy(), xla_source.numpy())
@@ -109,7 +109,7 @@ def test_apply_with_given_permutation_is_identical_under_xla():
 
 def test_runs_inside_tf_data_with_the_same_result():
     image = tf.random.uniform([28, 28, 3], seed=4)
-    ds = tf.data.Dataset.range(5).map(lambda i: rcm.region_confusion(image, rcm.combine_keys(i), 7, 2)[1])
+    ds = tf.data.Dataset.range(5).map(lambda i: rcm.region_confusion(image, keyed_hash.combine_keys(i), 7, 2)[1])
     for i, source in enumerate(ds):
         np.testing.assert_array_equal(source.numpy(), draw(i, 7, 2))
 
@@ -139,5 +139,5 @@ def test_hash_matches_a_numpy_reference():
         x ^= x >> np.uint64(16)
         return int(x)
 
-    values = rcm.hash_uint32(tf.constant([1, 2, 12345, 2**31], tf.int64)).numpy()
+    values = keyed_hash.hash_uint32(tf.constant([1, 2, 12345, 2**31], tf.int64)).numpy()
     assert values.tolist() == [lowbias32(v) for v in (1, 2, 12345, 2**31)]

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from dcl_keras.data import augment, pipeline, rcm
+from dcl_keras.data import augment, keyed_hash, pipeline
 
 RESIZE, CROP = 64, 56
 
@@ -80,7 +80,7 @@ def test_training_transform_without_rotation_is_pillows_resize_then_crop(factor,
     image = pattern(*_sized(factor))
     reference = _pil_resize(image)
     for seed in range(4):
-        key = rcm.combine_keys(seed)
+        key = keyed_hash.combine_keys(seed)
         top, left, flipped = _drawn_crop(key, RESIZE, RESIZE)  # A large image is resized first, then cropped.
         expected = reference[top : top + CROP, left : left + CROP]
         expected = expected[:, ::-1] if flipped else expected
@@ -91,10 +91,12 @@ def test_training_transform_without_rotation_is_pillows_resize_then_crop(factor,
 
 def test_large_image_path_is_keyed_and_identical_with_and_without_xla(monkeypatch):
     image = tf.constant(_pink(300, 410, seed=2))
-    key = rcm.combine_keys(5)
+    key = keyed_hash.combine_keys(5)
     with_xla = augment.train_augment(image, key, RESIZE, CROP, 15.0).numpy()
     np.testing.assert_array_equal(with_xla, augment.train_augment(image, key, RESIZE, CROP, 15.0).numpy())
-    assert not np.array_equal(with_xla, augment.train_augment(image, rcm.combine_keys(6), RESIZE, CROP, 15.0).numpy())
+    assert not np.array_equal(
+        with_xla, augment.train_augment(image, keyed_hash.combine_keys(6), RESIZE, CROP, 15.0).numpy()
+    )
     monkeypatch.setattr(augment, "xla_available", lambda: False)
     augment._compiled_warp.cache_clear()
     try:
@@ -107,7 +109,7 @@ def test_large_image_path_is_keyed_and_identical_with_and_without_xla(monkeypatc
 def test_large_flat_image_has_no_dark_border():
     image = tf.fill([700, 500, 3], tf.constant(200, tf.uint8))
     for seed in range(4):
-        out = augment.train_augment(image, rcm.combine_keys(seed), RESIZE, CROP, 0.0).numpy()
+        out = augment.train_augment(image, keyed_hash.combine_keys(seed), RESIZE, CROP, 0.0).numpy()
         np.testing.assert_allclose(out, 200.0, atol=1e-3)
     np.testing.assert_allclose(augment.eval_preprocess(image, RESIZE, CROP).numpy(), 200.0, atol=1e-3)
 

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+from dcl_keras.errors import UserError
 from dcl_keras.models import backbones
 
 pytestmark = pytest.mark.backend_agnostic  # Also run under KERAS_BACKEND=jax.
@@ -78,3 +79,17 @@ def test_imagenet_offline_without_cache_fails_fast_naming_the_file(tmp_path, mon
 def test_missing_weights_path_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.weights.h5"):
         backbones.build_backbone("tiny", 32, weights=str(tmp_path / "nothing.weights.h5"))
+
+
+def test_every_backbone_is_built_through_the_registry_with_its_declared_options(tmp_path):
+    for name, spec in backbones.BACKBONES.items():
+        assert callable(spec.builder), name
+        with pytest.raises(ValueError, match=rf"Backbone '{name}' takes the options"):
+            backbones.build_backbone(name, 32, bogus=1)
+    assert backbones.get_spec("tiny").options == ("width", "norm")
+    model = backbones.build_backbone("tiny", 32, width=4, norm="group")
+    assert model.get_layer("conv1").filters == 4 and model.get_layer("gn1")
+    h5 = tmp_path / "applications_style.h5"
+    h5.write_bytes(b"not used")
+    with pytest.raises(UserError, match="tiny backbone loads only `.weights.h5` files"):
+        backbones.build_backbone("tiny", 32, weights=str(h5))

@@ -113,10 +113,13 @@ def test_classification_metrics_count_originals_only():
     assert float(results["destruction_discriminator_accuracy"]) == pytest.approx(0.5)
 
 
-def test_output_names_match_the_batch_contract():
-    from dcl_keras.data import pairing
+def test_the_model_implements_the_contract_outputs_and_head_layers():
+    from dcl_keras import contract
 
-    assert pairing.OUTPUT_NAMES == (dcl.CLASSIFIER, dcl.DISCRIMINATOR, dcl.ALIGNMENT)
+    model = _tiny_model()
+    assert set(model.output) == set(contract.OUTPUTS) == set(model.heads)
+    for name in contract.HEAD_LAYERS:  # The layers the optimizer gives the head learning rate.
+        assert model.get_layer(name).trainable_weights, name
 
 
 def test_the_plain_baseline_has_the_classifier_and_nothing_else():

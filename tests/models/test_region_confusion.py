@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dcl_keras.data import pairing, rcm
+from dcl_keras import contract
+from dcl_keras.data import keyed_hash, pairing, rcm
 from dcl_keras.models import region_confusion as device
 
 pytestmark = pytest.mark.backend_agnostic
@@ -29,9 +30,43 @@ def test_hash_and_key_folding_match_the_pipeline():
     values = [0, 1, 12345, 2**31 + 5]
     np.testing.assert_array_equal(
         _np(device.hash_uint32(keras.ops.convert_to_tensor(values, "uint32"))),
-        rcm.hash_uint32(tf.constant(values, tf.int64)).numpy(),
+        keyed_hash.hash_uint32(tf.constant(values, tf.int64)).numpy(),
     )
-    assert int(_np(device.combine_keys(3, 4))) == int(rcm.combine_keys(3, 4).numpy())
+    assert int(_np(device.combine_keys(3, 4))) == int(keyed_hash.combine_keys(3, 4).numpy())
+    keys = [0, 7, 2**32 - 1]
+    np.testing.assert_array_equal(
+        _np(device.hash_uniform(keras.ops.convert_to_tensor(keys, "uint32"), 50)),
+        np.stack([keyed_hash.hash_uniform(tf.constant(key, tf.uint32), 50).numpy() for key in keys]),
+    )
+
+
+def test_every_mirrored_pair_of_the_contract_exists_and_is_compared_here():
+    import importlib
+
+    def resolve(dotted):
+        module, *attributes = dotted.split(".")
+        for i in range(len(attributes), 0, -1):  # The longest importable module prefix, then attributes.
+            try:
+                obj = importlib.import_module(".".join([module, *attributes[: -i or None]]))
+            except ModuleNotFoundError:
+                continue
+            for attribute in attributes[-i:]:
+                obj = getattr(obj, attribute)
+            return obj
+        raise AssertionError(dotted)
+
+    with open(__file__) as f:
+        this_file = f.read()
+    for pipeline_function, device_function in contract.MIRRORS.items():
+        assert callable(resolve(pipeline_function)) and callable(resolve(device_function))
+        for name in (pipeline_function, device_function):
+            short = name.split(".")[-1] if not name.endswith(".call") else name.split(".")[-2]
+            assert short in this_file.replace("def test_", ""), f"{name} is not compared in this file"
+
+
+def test_layers_saved_with_the_old_argument_names_still_load():
+    layer = device.RegionConfusion.from_config({"num_regions": 4, "neighbourhood": 2, "seed": 1, "name": "rcm"})
+    assert (layer.n, layer.k) == (4, 2)
 
 
 @pytest.mark.parametrize("n,k", CASES)
@@ -92,7 +127,7 @@ def test_displacement_distribution_matches_the_pipeline():
     layer = device.RegionConfusion(n, k, seed=0)
     device_sources = _np(device.draw_region_permutations(layer.draw_keys(count), n, k))
     pipeline_sources = np.stack(
-        [rcm.draw_region_permutation(rcm.combine_keys(0, 0, i), n, k).numpy() for i in range(count)]
+        [rcm.draw_region_permutation(keyed_hash.combine_keys(0, 0, i), n, k).numpy() for i in range(count)]
     )
     rows, cols = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
 

@@ -1,0 +1,85 @@
+"""The DCL contract, defined once: names, labels, targets and the keyed hash's constants.
+
+Everything that the input pipeline (TensorFlow), the device RCM and the model
+(keras.ops), the losses, the optimizer and the evaluation must agree on lives
+here, as plain Python and NumPy, so that every side imports one definition:
+
+* the model's output names, which are also the keys of the targets;
+* the head layers (the new layers: their own learning rate);
+* the discriminator's labels and the alignment target's normalisation;
+* the counter hash's constants and the salts that separate its key streams.
+
+The two RCM implementations (`dcl_keras.data.rcm` in tf.data, and
+`dcl_keras.models.region_confusion` inside the train step) stay two, because
+tf.data must run TensorFlow under every Keras backend; `MIRRORS` says which
+function mirrors which, and tests/models/test_region_confusion.py checks each
+pair bit for bit.
+"""
+
+import numpy as np
+
+# Model outputs, and the keys of every target dict (dcl_keras.data.pairing describes the batch).
+CLASSIFIER = "classifier"
+DISCRIMINATOR = "destruction_discriminator"
+ALIGNMENT = "region_alignment"
+OUTPUTS = (CLASSIFIER, DISCRIMINATOR, ALIGNMENT)
+
+# The new layers of the heads, which learn `train.head_multiplier` times faster than the backbone.
+CLASSIFIER_LAYER = CLASSIFIER
+DISCRIMINATOR_LAYER = DISCRIMINATOR
+ALIGNMENT_LAYER = "region_alignment_conv"
+HEAD_LAYERS = (CLASSIFIER_LAYER, DISCRIMINATOR_LAYER, ALIGNMENT_LAYER)
+
+# Destruction discriminator labels (the 2-way head; the 2C variant's target is label + C * DESTRUCTED).
+ORIGINAL = 0
+DESTRUCTED = 1
+
+
+def view_labels(originals, destructed):
+    """The discriminator label of each view of an example: originals first, then destructed copies."""
+    return [ORIGINAL] * originals + [DESTRUCTED] * destructed
+
+
+# Region alignment target: the centre of each destination cell's source cell, (index + 0.5) / N, in (0, 1).
+ALIGNMENT_CELL_OFFSET = 0.5
+
+
+def alignment_target(source, n):
+    """(source + 0.5) / N for a float source map [..., N, N, 2] (TF, keras.ops or NumPy; cast first)."""
+    return (source + ALIGNMENT_CELL_OFFSET) / float(n)
+
+
+def identity_source(n):
+    """The source map of an undestructed image, int32 [N, N, 2]: every cell comes from itself."""
+    grid = np.arange(n, dtype=np.int32)
+    return np.stack(np.meshgrid(grid, grid, indexing="ij"), axis=-1)
+
+
+# The keyed counter hash (lowbias32 finalizer, C. Wellons): xor, shift and multiply only, so TF, keras.ops
+# and XLA give bit-identical uint32 streams (dcl_keras.data.keyed_hash; the device mirror in region_confusion).
+HASH_MUL_1 = 0x7FEB352D
+HASH_MUL_2 = 0x846CA68B
+GOLDEN = 0x9E3779B9  # Spreads counters and folds keys.
+KEY_INIT = 0x2545F491  # The state combine_keys starts from.
+UNIFORM_BITS = 24  # Uniform draws keep the 24 high bits: exactly representable in float32.
+
+# Salts: each key stream of a (seed, epoch, position) key is combine_keys(key, salt).
+DESTRUCTED_COPY_SALT = 1000  # + copy index: the RCM draw of each destructed copy.
+CROP_TOP_SALT = 11
+CROP_LEFT_SALT = 13
+ROTATION_SALT = 23
+FLIP_SALT = 37
+SHUFFLE_SEED_SALT = 7  # The second word of an epoch's shuffle seed.
+ORDER_POSITION = -1  # combine_keys(seed, epoch, ORDER_POSITION): an epoch's order key (positions are >= 0).
+PRECISE_BN_EPOCH = -2  # The epoch slot of precise BN's sample order (training epochs are >= 0).
+ANALYSIS_EPOCH = -3  # The epoch slot of the destructions drawn by bin/analyze.
+
+# Which device function (dcl_keras.models.region_confusion) mirrors which pipeline function (TF).
+MIRRORS = {
+    "dcl_keras.data.keyed_hash.hash_uint32": "dcl_keras.models.region_confusion.hash_uint32",
+    "dcl_keras.data.keyed_hash.combine_keys": "dcl_keras.models.region_confusion.combine_keys",
+    "dcl_keras.data.keyed_hash.hash_uniform": "dcl_keras.models.region_confusion.hash_uniform",
+    "dcl_keras.data.rcm.draw_region_permutation": "dcl_keras.models.region_confusion.draw_region_permutations",
+    "dcl_keras.data.rcm.apply_region_permutation": "dcl_keras.models.region_confusion.apply_region_permutations",
+    "dcl_keras.data.pairing.make_views": "dcl_keras.models.region_confusion.RegionConfusion.call",
+}
