@@ -162,3 +162,127 @@ def test_predictor_api_takes_files_and_arrays_from_a_model_file_or_an_export(tra
         Predictor.from_export(workdir / "model.keras")
     with pytest.raises(FileNotFoundError, match=".keras model file"):
         Predictor.from_keras(os.path.dirname(path))
+
+
+def _tf_serving_protos():
+    """PredictionLog and friends built from their .proto field numbers (tensorflow_serving/apis), here in the test.
+
+    An independent reading of the warm-up file: the export writes it field by
+    field, without the tensorflow-serving-api package.
+    """
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    from tensorflow.core.framework import tensor_pb2
+
+    pool = descriptor_pool.DescriptorPool()
+
+    def add(file_descriptor):
+        for dependency in file_descriptor.dependencies:
+            add(dependency)
+        try:
+            pool.FindFileByName(file_descriptor.name)
+        except KeyError:
+            pool.AddSerializedFile(file_descriptor.serialized_pb)
+
+    add(tensor_pb2.DESCRIPTOR)
+    f = descriptor_pb2.FileDescriptorProto(name="test_serving.proto", package="tensorflow.serving", syntax="proto3")
+    f.dependency.append(tensor_pb2.DESCRIPTOR.name)
+    T = descriptor_pb2.FieldDescriptorProto
+    msg = lambda name, *fields: f.message_type.add(name=name, field=[T(**kw) for kw in fields])  # noqa: E731
+    opt, rep = T.LABEL_OPTIONAL, T.LABEL_REPEATED
+    msg("ModelSpec", dict(name="name", number=1, type=T.TYPE_STRING, label=opt),
+        dict(name="signature_name", number=3, type=T.TYPE_STRING, label=opt))  # fmt: skip
+    entry = msg("PredictRequest", dict(name="model_spec", number=1, type=T.TYPE_MESSAGE, type_name=".tensorflow.serving.ModelSpec", label=opt),
+                dict(name="inputs", number=2, type=T.TYPE_MESSAGE, type_name=".tensorflow.serving.PredictRequest.InputsEntry", label=rep))  # fmt: skip
+    nested = entry.nested_type.add(name="InputsEntry", field=[
+        T(name="key", number=1, type=T.TYPE_STRING, label=opt),
+        T(name="value", number=2, type=T.TYPE_MESSAGE, type_name=".tensorflow.TensorProto", label=opt)])  # fmt: skip
+    nested.options.map_entry = True
+    msg("PredictLog", dict(name="request", number=1, type=T.TYPE_MESSAGE, type_name=".tensorflow.serving.PredictRequest", label=opt))  # fmt: skip
+    msg("PredictionLog", dict(name="predict_log", number=6, type=T.TYPE_MESSAGE, type_name=".tensorflow.serving.PredictLog", label=opt))  # fmt: skip
+    pool.Add(f)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.PredictionLog"))
+
+
+def test_warmup_requests_are_prediction_logs_that_tf_serving_can_replay(trained):
+    _, path, _ = trained
+    warmup = os.path.join(path, "assets.extra", "tf_serving_warmup_requests")
+    PredictionLog = _tf_serving_protos()
+    serving = tf.saved_model.load(path).signatures["serving_default"]
+    sizes = []
+    for record in tf.data.TFRecordDataset(warmup):
+        log = PredictionLog.FromString(record.numpy())
+        request = log.predict_log.request
+        assert request.model_spec.signature_name == "serving_default" and set(request.inputs) == {"images"}
+        images = tf.make_ndarray(request.inputs["images"])
+        sizes.append(len(images))
+        assert serving(images=tf.constant(images))["logits"].shape[0] == len(images)  # The replayed request runs.
+    assert sizes == list(export.WARMUP_BATCH_SIZES)
+
+
+def test_classify_signature_follows_the_tf_serving_classify_api(trained, demo_root):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    _, path, config = trained
+    proto = saved_model_pb2.SavedModel.FromString(open(os.path.join(path, "saved_model.pb"), "rb").read())
+    signature = proto.meta_graphs[0].signature_def["classify"]
+    assert signature.method_name == "tensorflow/serving/classify"
+    assert list(signature.inputs) == ["inputs"] and signature.inputs["inputs"].dtype == tf.string.as_datatype_enum
+    assert set(signature.outputs) == {"classes", "scores"}
+    assert proto.meta_graphs[0].signature_def["serving_default"].method_name == "tensorflow/serving/predict"
+    paths = readers.image_folder(demo_root, "test").paths[:3]
+    data = [open(p, "rb").read() for p in paths]
+    examples = [
+        tf.train.Example(
+            features=tf.train.Features(
+                feature={"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[d]))}
+            )
+        ).SerializeToString()
+        for d in data
+    ]
+    loaded = tf.saved_model.load(path)
+    classified = loaded.signatures["classify"](inputs=tf.constant(examples))
+    served = loaded.signatures["serving_default"](images=tf.constant(data))
+    np.testing.assert_array_equal(classified["classes"].numpy(), served["top_k_names"].numpy())
+    np.testing.assert_allclose(classified["scores"].numpy(), served["top_k_scores"].numpy(), atol=1e-6)
+
+
+def test_image_decoding_is_pinned_to_the_cpu(trained):
+    _, path, _ = trained
+    graph = tf.saved_model.load(path).signatures["serving_default"].graph
+    functions = {f.signature.name: f for f in graph.as_graph_def().library.function}
+    loops = [
+        node
+        for function in functions.values()
+        for node in function.node_def
+        if node.op in ("While", "StatelessWhile")
+        and any("Decode" in n.op for f in functions.values() for n in f.node_def)
+    ]
+    assert loops and all("CPU" in node.device for node in loops), [(n.name, n.device) for n in loops]
+
+
+@pytest.mark.parametrize(
+    "fmt,quantization", [("tflite", "float32"), ("tflite", "float16"), ("tflite", "int8"), ("onnx", "float32")]
+)
+def test_bin_export_converts_and_runs_the_converted_model_against_keras(trained, fmt, quantization, tmp_path):
+    workdir, _, _ = trained
+    output = tmp_path / f"model_{quantization}.{fmt}"
+    done = run_bin(
+        "export", f"--workdir={workdir}", f"--format={fmt}", f"--quantization={quantization}", f"--output={output}"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "top-1 agreement" in done.stdout
+    report = json.load(open(tmp_path / f"model_{quantization}.json"))
+    assert report["images"] > 0 and os.path.getsize(output) == report["size_bytes"] and report["format"] == fmt
+    if quantization == "int8":
+        assert 0.0 <= report["top1_agreement"] <= 1.0  # Reported; int8 logits are not expected to be exact.
+    else:
+        assert report["top1_agreement"] == 1.0
+        assert report["max_rel_logit_difference"] <= 1e-3, report
+
+
+def test_onnx_refuses_a_quantization_and_converters_need_a_workdir(trained):
+    workdir, _, _ = trained
+    done = run_bin("export", f"--workdir={workdir}", "--format=onnx", "--quantization=int8")
+    assert done.returncode == 2 and "onnx float32" in done.stderr and "Traceback" not in done.stderr
+    done = run_bin("export", f"--model={workdir / 'model.keras'}", "--format=tflite")
+    assert done.returncode == 2 and "--format=tflite needs --workdir" in done.stderr
