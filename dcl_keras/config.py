@@ -132,7 +132,14 @@ def parse_arg(arg, **defaults):
                 f"Config argument {item!r}: expected key=value with key in {sorted(values)}. Received: arg={arg!r}"
             )
         kind = type(values[key])
-        values[key] = value if kind is str else (value.lower() in ("1", "true", "yes") if kind is bool else kind(value))
+        try:
+            values[key] = (
+                value if kind is str else (value.lower() in ("1", "true", "yes") if kind is bool else kind(value))
+            )
+        except ValueError:
+            raise ValueError(
+                f"Config argument {item!r}: expected {key} to be a {kind.__name__}. Received: arg={arg!r}"
+            ) from None
     return values
 
 

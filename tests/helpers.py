@@ -26,3 +26,48 @@ def run_bin(tool, *args, env=None, timeout=600, cwd=ROOT):
         timeout=timeout,
         cwd=cwd,
     )
+
+
+# Shared model-level helpers (in the keras-hub manner): every layer, loss, optimizer and model of the package goes
+# through the same config round trip and `.keras` file round trip (tests/test_serialization.py).
+
+
+def tiny_dcl_model(image_size=32, n=4, classes=3, width=8, norm="batch", **kwargs):
+    """A small DCLModel on the tiny backbone (random weights); `kwargs` go to DCLModel."""
+    from dcl_keras.models import backbones, dcl
+
+    backbone = backbones.build_backbone("tiny", image_size, width=width, norm=norm)
+    return dcl.DCLModel(backbone, classes, n, **kwargs)
+
+
+def assert_config_round_trip(obj):
+    """get_config/from_config and keras's (de)serialization give the same class and config; returns the revival."""
+    import copy
+
+    import keras
+
+    config = obj.get_config()
+    clone = type(obj).from_config(copy.deepcopy(config))  # Some Keras from_config methods consume their argument.
+    assert clone.get_config() == config, (type(obj).__name__, config, clone.get_config())
+    revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(obj))
+    assert type(revived) is type(obj) and revived.get_config() == config
+    return revived
+
+
+def assert_keras_file_round_trip(model, inputs, folder, atol=1e-6):
+    """Saves `model` as a .keras file, loads it with dcl_keras.saving, and checks the outputs match; returns it."""
+    import keras
+    import numpy as np
+
+    from dcl_keras.saving import load_model
+
+    path = os.path.join(str(folder), f"{model.name}.keras")
+    model.save(path)
+    loaded = load_model(path)
+    assert type(loaded) is type(model)
+    expected, actual = model(inputs), loaded(inputs)
+    flat_expected, flat_actual = keras.tree.flatten(expected), keras.tree.flatten(actual)
+    assert len(flat_expected) == len(flat_actual)
+    for e, a in zip(flat_expected, flat_actual, strict=True):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(e), atol=atol)
+    return loaded

@@ -10,14 +10,14 @@ from PIL import Image
 
 from dcl_keras import analysis, training
 from dcl_keras.data import readers
-from dcl_keras.models import backbones, dcl
+from dcl_keras.models import dcl
 
-from helpers import run_bin
+from helpers import run_bin, tiny_dcl_model
 
 
 @pytest.mark.backend_agnostic
 def test_the_cam_averages_to_the_logit_minus_the_bias():
-    model = dcl.DCLModel(backbones.build_backbone("tiny", 32, width=8), 3, 4)
+    model = tiny_dcl_model(32, n=4, classes=3)
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     features, logits = analysis.features_and_logits(model, x)
     np.testing.assert_allclose(logits, keras.ops.convert_to_numpy(model(x)["classifier"]), atol=1e-4)

@@ -8,7 +8,9 @@ import pytest
 
 from dcl_keras import evaluation, training
 from dcl_keras.data import datasets
-from dcl_keras.models import backbones, dcl
+from dcl_keras.models import dcl
+
+from helpers import tiny_dcl_model
 
 
 def test_mean_class_accuracy_weights_every_class_equally():
@@ -62,7 +64,7 @@ def test_precise_batchnorm_sets_the_average_of_the_batch_statistics():
         keras.ops.convert_to_numpy(bn.moving_variance), np.mean([b.var(0) for b in batches], 0), atol=1e-4
     )
     assert bn.momentum == 0.99  # Restored.
-    group_norm = dcl.classifier_model(dcl.DCLModel(backbones.build_backbone("tiny", 32, width=8, norm="group"), 3, 4))
+    group_norm = dcl.classifier_model(tiny_dcl_model(32, n=4, classes=3, norm="group"))
     assert evaluation.precise_batchnorm(group_norm, iter([np.zeros((2, 32, 32, 3), "float32")])) == 0
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from dcl_keras import losses
-from dcl_keras.models import backbones, dcl
+
+from helpers import tiny_dcl_model
 
 pytestmark = pytest.mark.backend_agnostic  # Also run under KERAS_BACKEND=jax.
 
@@ -27,7 +28,7 @@ def test_region_alignment_loss_sum_and_mean_by_hand():
 
 
 def test_weighted_total_is_alpha_cls_plus_beta_adv_plus_gamma_loc():
-    model = dcl.DCLModel(backbones.build_backbone("tiny", 32, width=4), 2, 2)
+    model = tiny_dcl_model(32, n=2, classes=2, width=4)
     model.compile(
         loss=losses.dcl_losses("sum"),
         loss_weights=losses.loss_weights(alpha=1.0, beta=2.0, gamma=0.5),

@@ -46,9 +46,3 @@ def test_step_decay_divides_by_ten_every_60_epochs():
     assert float(schedule(599)) == pytest.approx(0.1)
     assert float(schedule(601)) == pytest.approx(0.01)
     assert float(schedule(1201)) == pytest.approx(0.001)
-
-
-def test_optimizer_config_round_trip():
-    opt = optim.make_optimizer(0.001, 5, weight_decay=1e-4)
-    clone = optim.MultiplierSGD.from_config(opt.get_config())
-    assert clone.lr_multipliers == opt.lr_multipliers and clone.momentum == 0.9

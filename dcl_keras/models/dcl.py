@@ -25,6 +25,8 @@ Example:
     outputs = model(images)  # dict of the three outputs
 """
 
+import copy
+
 import keras
 from keras import ops
 
@@ -156,7 +158,7 @@ class DCLModel(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        config = copy.deepcopy(config)  # Keras's deserialization consumes the nested configs.
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         return cls(**config)
 
@@ -242,7 +244,7 @@ class DeviceRCMTrainer(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        config = copy.deepcopy(config)
         for key in ("dcl_model", "region_confusion"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)

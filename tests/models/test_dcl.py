@@ -9,11 +9,13 @@ from dcl_keras.models import backbones, dcl
 from dcl_keras.models.layers import AdaptiveAveragePooling2D, PixelNormalization
 from dcl_keras.saving import load_model
 
+from helpers import tiny_dcl_model
+
 pytestmark = pytest.mark.backend_agnostic  # Also run under KERAS_BACKEND=jax.
 
 
 def _tiny_model(image_size=56, n=7, classes=3, **kwargs):
-    return dcl.DCLModel(backbones.build_backbone("tiny", image_size, width=8), classes, n, **kwargs)
+    return tiny_dcl_model(image_size, n, classes, **kwargs)
 
 
 @pytest.mark.parametrize("n", [2, 3, 7])
@@ -65,23 +67,8 @@ def test_classifier_model_shares_weights_and_drops_the_heads():
     )
 
 
-def test_keras_file_round_trip_gives_the_same_outputs(tmp_path):
-    model = _tiny_model(class_names=["a", "b", "c"], resize_size=64)
-    x = np.random.default_rng(2).uniform(0, 255, (2, 56, 56, 3)).astype("float32")
-    path = str(tmp_path / "m.keras")
-    model.save(path)
-    loaded = load_model(path)
-    assert isinstance(loaded, dcl.DCLModel) and loaded.class_names == ["a", "b", "c"] and loaded.resize_size == 64
-    for name, value in model(x).items():
-        np.testing.assert_allclose(
-            keras.ops.convert_to_numpy(loaded(x)[name]), keras.ops.convert_to_numpy(value), atol=1e-6
-        )
-
-
-def test_layer_configs_round_trip():
-    for layer in (AdaptiveAveragePooling2D(3, name="p"), PixelNormalization("torch", name="q")):
-        clone = layer.__class__.from_config(layer.get_config())
-        assert clone.get_config() == layer.get_config()
+def test_pixel_normalization_refuses_an_unknown_mode():
+    # Config and .keras file round trips of every layer and model: tests/test_serialization.py.
     with pytest.raises(ValueError, match="mode='bgr'"):
         PixelNormalization("bgr")
 

@@ -112,13 +112,11 @@ def test_layer_builds_the_same_views_and_targets_as_the_pipeline():
             np.testing.assert_allclose(_np(targets[name])[3 * b : 3 * b + 3], value.numpy(), rtol=1e-6, err_msg=name)
 
 
-def test_layer_draws_fresh_keys_each_call_and_round_trips_config():
-    layer = device.RegionConfusion(4, 2, seed=3)
+def test_layer_draws_fresh_keys_each_call():
+    layer = device.RegionConfusion(4, 2, seed=3)  # Its config round trip: tests/test_serialization.py.
     a = _np(layer.draw_keys(8))
     b = _np(layer.draw_keys(8))
     assert not np.array_equal(a, b)
-    clone = device.RegionConfusion.from_config(layer.get_config())
-    assert clone.get_config() == layer.get_config()
 
 
 def test_displacement_distribution_matches_the_pipeline():
