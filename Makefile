@@ -1,11 +1,11 @@
 # make demo: install, then train DCL on the embedded demo dataset, evaluate, export, predict.
-# make test: install, then run the whole test suite (what .ci/run and CI run).
+# make test: install, then run the test suite (what .ci/run and CI run); make test-slow: the opt-in slow group.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_WORKDIR ?= workdirs/demo
 
-.PHONY: install test test-jax demo bench lint clean
+.PHONY: install test test-slow demo bench lint clean
 
 install: $(VENV)/.installed
 
@@ -18,7 +18,12 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 test: install
 	$(PY) -m pytest tests
-	KERAS_BACKEND=jax $(PY) -m pytest -m backend_agnostic tests
+	KERAS_BACKEND=jax $(PY) -m pytest -m "backend_agnostic and not slow" tests
+
+# The opt-in group: longer end-to-end runs (SIGKILL at epoch boundaries, bin/sweep, bin/analyze, JAX tools,
+# two JAX processes, device RCM under TF with XLA); about 12 minutes on 2 cores.
+test-slow: install
+	$(PY) -m pytest -m slow tests
 
 demo: install
 	$(PY) bin/train --config=configs/demo.py --workdir=$(DEMO_WORKDIR)

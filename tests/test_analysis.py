@@ -87,6 +87,7 @@ def test_pointing_counts_a_hit_when_the_cam_peak_is_in_the_box(tmp_path):
     assert report["centre_hit_rate"] == 0.0 and report["hit_rate"] == 0.0
 
 
+@pytest.mark.slow
 def test_bin_analyze_draws_cams_responses_and_pointing(tiny_config, tmp_path):
     config = tiny_config.copy_and_resolve_references()
     config.train.epochs = 1

@@ -98,6 +98,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_jax_processes_through_bin_train(cache, single_jax, tmp_path):
     """Two processes on loopback, the same bin/train command; if one dies the other is killed."""
     address = f"127.0.0.1:{_free_port()}"

@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from dcl_keras.data import readers
@@ -12,6 +13,7 @@ from helpers import run_bin
 JAX = {"KERAS_BACKEND": "jax"}
 
 
+@pytest.mark.slow
 def test_train_evaluate_export_predict_under_jax(tiny_config, demo_root, tmp_path):
     workdir = tmp_path / "jax_run"
     overrides = [

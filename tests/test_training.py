@@ -156,7 +156,7 @@ def test_resuming_gives_the_same_weights_as_an_uninterrupted_run(tiny_config, tm
     assert int(a.optimizer.iterations) == int(b.optimizer.iterations) == 12
 
 
-@pytest.mark.parametrize("backend,jit", [("tensorflow", "true"), ("jax", "auto")])
+@pytest.mark.parametrize("backend,jit", [pytest.param("tensorflow", "true", marks=pytest.mark.slow), ("jax", "auto")])
 def test_device_rcm_trains_resumes_and_exports(tiny_config, tmp_path, backend, jit):
     workdir = tmp_path / "device"
     args = ["--config=configs/tiny.py", f"--workdir={workdir}", "--config.rcm.placement=device"]
