@@ -7,8 +7,8 @@ Variants: RCM done on the host (pairs built before the step, as the tf.data
 pipeline delivers them) or on the device (RegionConfusion inside the compiled
 step); float32 or mixed_bfloat16; compiled (XLA) or not; then the classifier's
 inference latency. It needs only Keras and a backend (no TensorFlow), so it also
-runs where only JAX has a GPU build; on a machine where the package cannot be
-installed, run it from the repository root as `PYTHONPATH=. python benchmarks/gpu_check.py`.
+runs where only JAX has a GPU build (install the package there first, e.g.
+`pip install --no-deps --no-build-isolation -e .`).
 """
 
 import argparse
@@ -17,7 +17,7 @@ import time
 import keras
 import numpy as np
 
-from dcl_keras import losses, optim
+from dcl_keras import contract, losses, optim
 from dcl_keras.models import backbones, dcl
 from dcl_keras.models.region_confusion import RegionConfusion
 
@@ -69,7 +69,7 @@ def main():
     # Host-paired batch: what the tf.data pipeline delivers (built here with the same RCM code).
     views, targets = RegionConfusion(args.n, 2, seed=0)(originals, np.arange(b, dtype="int32"))
     targets = {k: keras.ops.convert_to_numpy(v) for k, v in targets.items()}
-    targets["classifier"] = labels[targets["classifier"]]
+    targets[contract.CLASSIFIER] = labels[targets[contract.CLASSIFIER]]
     views = keras.ops.convert_to_numpy(views)
 
     for policy in ("float32", "mixed_bfloat16"):

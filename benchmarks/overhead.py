@@ -43,7 +43,7 @@ def main():
     import keras
     import tensorflow as tf
 
-    from dcl_keras import export
+    from dcl_keras import contract, export
     from dcl_keras.config import base_config
     from dcl_keras.data import readers
     from dcl_keras.models import backbones, dcl
@@ -55,9 +55,9 @@ def main():
     x = tf.constant(rng.uniform(0, 255, (b, s, s, 3)).astype("float32"))
     y_cls = tf.constant(rng.integers(0, c, b))
     targets = {
-        "classifier": y_cls,
-        "destruction_discriminator": tf.constant(np.arange(b) % 2),
-        "region_alignment": tf.constant(rng.uniform(0, 1, (b, n, n, 2)).astype("float32")),
+        contract.CLASSIFIER: y_cls,
+        contract.DISCRIMINATOR: tf.constant(np.arange(b) % 2),
+        contract.ALIGNMENT: tf.constant(rng.uniform(0, 1, (b, n, n, 2)).astype("float32")),
     }
     print(f"backend {keras.backend.backend()}, backbone {args.backbone}, {s} px, {b} images/step, {c} classes")
 

@@ -20,7 +20,7 @@ are mapped through the same resize and crop.
 import numpy as np
 from keras import ops
 
-from dcl_keras.contract import CLASSIFIER_LAYER, DISCRIMINATOR, DISCRIMINATOR_LAYER
+from dcl_keras.contract import CLASSIFIER_LAYER, DESTRUCTED, DISCRIMINATOR, DISCRIMINATOR_LAYER, ORIGINAL
 from dcl_keras.data import pipeline, rcm
 from dcl_keras.errors import UserError
 
@@ -165,5 +165,5 @@ def filter_responses(model, image, label, *, n, k, key):
     delta = None
     if getattr(model, "discriminator", "2way") == "2way" and DISCRIMINATOR in model.heads:
         theta = ops.convert_to_numpy(model.get_layer(DISCRIMINATOR_LAYER).kernel)  # [K, 2]: original, destructed.
-        delta = means[0] * theta[:, 0] - means[1] * theta[:, 1]
+        delta = means[0] * theta[:, ORIGINAL] - means[1] * theta[:, DESTRUCTED]
     return {"r_original": means[0] * kernel, "r_destructed": means[1] * kernel, "delta": delta}

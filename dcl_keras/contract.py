@@ -57,6 +57,7 @@ def identity_source(n):
 
 # The keyed counter hash (lowbias32 finalizer, C. Wellons): xor, shift and multiply only, so TF, keras.ops
 # and XLA give bit-identical uint32 streams (dcl_keras.data.keyed_hash; the device mirror in region_confusion).
+HASH_SHIFTS = (16, 15, 16)  # x ^= x >> s1; x *= MUL_1; x ^= x >> s2; x *= MUL_2; x ^= x >> s3.
 HASH_MUL_1 = 0x7FEB352D
 HASH_MUL_2 = 0x846CA68B
 GOLDEN = 0x9E3779B9  # Spreads counters and folds keys.

@@ -31,6 +31,7 @@ each next to the Keras model on the same test images and reports the top-1
 agreement and the largest logit difference.
 """
 
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -52,6 +53,7 @@ DECODE_PARALLELISM = 16
 FORMATS = ("saved_model", "tflite", "onnx")
 TFLITE_QUANTIZATIONS = ("float32", "float16", "int8")
 ONNX_OPSET = 17
+USER_ERROR_EXIT = 2  # Exit status of the TensorFlow child process for an error in the user's input.
 
 
 def next_version(export_dir):
@@ -156,8 +158,10 @@ def _set_method_name(saved_model_dir, signature, method_name):
         from tensorflow.python.saved_model import fingerprinting_utils
 
         fingerprinting_utils.write_fingerprint(saved_model_dir)
-    except ImportError:
-        os.remove(os.path.join(saved_model_dir, "fingerprint.pb"))
+    except (ImportError, AttributeError):  # Without it, drop the stale fingerprint (it is optional).
+        fingerprint = os.path.join(saved_model_dir, "fingerprint.pb")
+        if os.path.exists(fingerprint):
+            os.remove(fingerprint)
 
 
 def _field(number, payload):
@@ -354,6 +358,8 @@ def _in_tensorflow(function, **kwargs):
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
     args = [sys.executable, "-m", "dcl_keras.export", function, json.dumps(kwargs)]
     done = subprocess.run(args, env=env, capture_output=True, text=True)
+    if done.returncode == USER_ERROR_EXIT:  # The child's one-line message about the user's input.
+        raise UserError(done.stderr.strip().splitlines()[-1])
     if done.returncode:
         raise RuntimeError(f"Export under the TensorFlow backend failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -386,7 +392,7 @@ def _converted_from_file(model_path, output, fmt, quantization, workdir, num_ima
 
     def crops(split):
         batches = pipeline.eval_batches(
-            split.subset(range(min(num_images, split.num_examples))) if hasattr(split, "subset") else split,
+            datasets.spread(split, num_images),  # Every class, not the first few of a class-ordered split.
             batch_size=32,
             image_size=config.input.image_size,
             resize_size=config.input.resize_size,
@@ -417,6 +423,11 @@ def export_converted_file(model_path, output, *, fmt, workdir, quantization="flo
     """
     if fmt not in ("tflite", "onnx"):
         raise UserError(f"Expected the format tflite or onnx. Received: {fmt!r}")
+    if not isinstance(num_images, int) or num_images < 1:
+        raise UserError(f"--num_images: expected an integer >= 1 (test images to compare on). Received: {num_images!r}")
+    missing = [p for p in (("tf2onnx", "onnxruntime") if fmt == "onnx" else ()) if importlib.util.find_spec(p) is None]
+    if missing:
+        raise UserError(f"--format=onnx needs {missing}: pip install 'dcl-keras[onnx]'. Received: not installed")
     if quantization not in TFLITE_QUANTIZATIONS or (fmt == "onnx" and quantization != "float32"):
         raise UserError(
             f"--quantization: tflite takes {TFLITE_QUANTIZATIONS}, onnx float32. Received: {quantization!r}"
@@ -436,4 +447,8 @@ if __name__ == "__main__":
     import json
     import sys
 
-    print(json.dumps(globals()[sys.argv[1]](**json.loads(sys.argv[2]))))
+    try:
+        print(json.dumps(globals()[sys.argv[1]](**json.loads(sys.argv[2]))))
+    except (UserError, FileNotFoundError, FileExistsError) as e:  # The parent re-raises it as a UserError.
+        print(e, file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT)

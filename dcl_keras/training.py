@@ -292,8 +292,10 @@ def train(config, workdir, train_split, val_split=None, process_dir=None, export
                 steps_per_epoch=steps,
                 **fit,
             )
-    except tf_errors().InvalidArgumentError as e:
-        if pipeline.EMPTY_EPOCH_MESSAGE not in str(e):
+    except tf_errors().InvalidArgumentError:
+        # An epoch is a full pass over the split, so the stream's "no example could be decoded" check fired
+        # exactly when no file decodes now; anything else (some file still decodes) is another error.
+        if pipeline.any_decodable(train_split):
             raise
         raise _empty_stream_error(train_split) from None
     return model

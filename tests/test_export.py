@@ -1,6 +1,7 @@
 """The TF Serving export: signatures, a TF-only client, parity with Keras and bin/predict."""
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -273,16 +274,30 @@ def test_bin_export_converts_and_runs_the_converted_model_against_keras(trained,
     assert "top-1 agreement" in done.stdout
     report = json.load(open(tmp_path / f"model_{quantization}.json"))
     assert report["images"] > 0 and os.path.getsize(output) == report["size_bytes"] and report["format"] == fmt
-    if quantization == "int8":
-        assert 0.0 <= report["top1_agreement"] <= 1.0  # Reported; int8 logits are not expected to be exact.
+    assert math.isfinite(report["max_abs_logit_difference"]), report  # A model that runs, not NaN.
+    if quantization == "int8":  # Reported; int8 logits are not expected to be exact (measured here: 1.0, 2.2e-2).
+        assert report["top1_agreement"] >= 0.5 and report["max_rel_logit_difference"] < 0.25, report
     else:
         assert report["top1_agreement"] == 1.0
-        assert report["max_rel_logit_difference"] <= 1e-3, report
+        # float16 weights round to 2^-11 relative each: measured 9.3e-4 here, so 2e-3 leaves room for other CPUs.
+        assert report["max_rel_logit_difference"] <= (2e-3 if quantization == "float16" else 1e-3), report
+
+
+def test_user_errors_of_the_tensorflow_child_process_are_one_line_under_jax(trained):
+    workdir, _, _ = trained  # Under JAX, bin/export converts in a child process with the TensorFlow backend.
+    done = run_bin("export", f"--workdir={workdir}", "--version=1", env={"KERAS_BACKEND": "jax"})
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "already exists" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_onnx_refuses_a_quantization_and_converters_need_a_workdir(trained):
     workdir, _, _ = trained
     done = run_bin("export", f"--workdir={workdir}", "--format=onnx", "--quantization=int8")
-    assert done.returncode == 2 and "onnx float32" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 2 and "--quantization does not apply to --format=onnx" in done.stderr
+    assert "Traceback" not in done.stderr
     done = run_bin("export", f"--model={workdir / 'model.keras'}", "--format=tflite")
     assert done.returncode == 2 and "--format=tflite needs --workdir" in done.stderr
+    done = run_bin("export", f"--workdir={workdir}", "--format=tflite", "--num_images=0")
+    assert done.returncode == 2 and "--num_images" in done.stderr
+    done = run_bin("export", f"--workdir={workdir}", "--format=tflite", "--version=3")
+    assert done.returncode == 2 and "--version" in done.stderr

@@ -36,6 +36,14 @@ FACTORIES = {
 
 
 def test_every_registered_object_of_the_package_is_listed():
+    import importlib
+    import pkgutil
+
+    import dcl_keras
+
+    for module in pkgutil.walk_packages(dcl_keras.__path__, "dcl_keras."):
+        if not module.name.startswith("dcl_keras.commands"):  # Command modules define process-wide flags.
+            importlib.import_module(module.name)
     registered = {name.split(">", 1)[1] for name in keras.saving.get_custom_objects() if name.startswith("dcl_keras>")}
     assert registered == set(FACTORIES)
 

@@ -51,10 +51,9 @@ def _chosen(split, config, count):
     """`count` test images spread evenly over the (class-ordered) split: (images uint8, labels)."""
     import numpy as np
 
-    from dcl_keras.data import pipeline
+    from dcl_keras.data import datasets, pipeline
 
-    indices = np.unique(np.linspace(0, split.num_examples - 1, min(count, split.num_examples)).astype(int))
-    subset = split.subset(indices.tolist()) if hasattr(split, "subset") else split
+    subset = datasets.spread(split, count)
     images, labels = [], []
     ds = pipeline.eval_batches(
         subset, batch_size=64, image_size=config.input.image_size, resize_size=config.input.resize_size

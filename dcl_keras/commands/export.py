@@ -1,4 +1,4 @@
-"""Exports the classifier branch of a trained DCL model: a SavedModel for TF Serving, or TFLite.
+"""Exports the classifier branch of a trained DCL model: a SavedModel for TF Serving, TFLite or ONNX.
 
     bin/export --workdir=workdirs/demo --export_dir=exports/demo
     bin/export --model=runs/cub/model.keras --export_dir=/models/cub --version=3
@@ -47,8 +47,20 @@ def main(argv):
 
     if not (_WORKDIR.value or _MODEL.value):
         raise UserError("Give --workdir or --model. Received: neither")
-    if _FORMAT.value != "saved_model":
-        fmt = _FORMAT.value
+    fmt = _FORMAT.value
+    ignored = [
+        flag
+        for flag, given in (
+            ("--version", _VERSION.value is not None and fmt != "saved_model"),
+            ("--export_dir", _EXPORT_DIR.value is not None and fmt != "saved_model"),
+            ("--output", _OUTPUT.value is not None and fmt == "saved_model"),
+            ("--quantization", _QUANTIZATION.value != "float32" and fmt != "tflite"),
+        )
+        if given
+    ]
+    if ignored:
+        raise UserError(f"{', '.join(ignored)} does not apply to --format={fmt}. Received: {', '.join(ignored)}")
+    if fmt != "saved_model":
         if not _WORKDIR.value:
             raise UserError(f"--format={fmt} needs --workdir (its data checks the converted model). Received: none")
         name = f"classifier_{_QUANTIZATION.value}.tflite" if fmt == "tflite" else "classifier.onnx"

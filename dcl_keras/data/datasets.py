@@ -115,3 +115,9 @@ def load_splits(data):
         train.name,
     )
     return Splits(train, val, test)
+
+
+def spread(split, count):
+    """`count` examples spread evenly over the split (every class of a class-ordered list, not the first few)."""
+    indices = np.unique(np.linspace(0, split.num_examples - 1, min(count, split.num_examples)).astype(int))
+    return split.subset(indices.tolist())

@@ -20,12 +20,13 @@ def _u32(value):
 
 def hash_uint32(x):
     """Mixes a uint32 tensor elementwise (the lowbias32 finalizer)."""
+    s1, s2, s3 = contract.HASH_SHIFTS
     x = tf.cast(x, tf.uint32)
-    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, _u32(16)))
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, _u32(s1)))
     x = x * _u32(contract.HASH_MUL_1)
-    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, _u32(15)))
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, _u32(s2)))
     x = x * _u32(contract.HASH_MUL_2)
-    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, _u32(16)))
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, _u32(s3)))
 
 
 def combine_keys(*parts):

@@ -206,6 +206,12 @@ def positioned_examples(
 EMPTY_EPOCH_MESSAGE = "Training stream: no example of epoch"
 
 
+def any_decodable(source):
+    """Whether at least one example of the split can be read and decoded now (stops at the first)."""
+    ds = examples(source).ignore_errors().take(1)
+    return any(True for _ in ds)
+
+
 def _fail_if_empty(batches, epoch):
     """`batches`, raising InvalidArgumentError at its end if it held no batch at all.
 

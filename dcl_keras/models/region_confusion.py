@@ -21,12 +21,13 @@ def _u32(value):
 
 def hash_uint32(x):
     """lowbias32 finalizer, elementwise on uint32 (identical to the pipeline's)."""
+    s1, s2, s3 = contract.HASH_SHIFTS
     x = ops.cast(x, "uint32")
-    x = ops.bitwise_xor(x, ops.right_shift(x, _u32(16)))
+    x = ops.bitwise_xor(x, ops.right_shift(x, _u32(s1)))
     x = ops.multiply(x, _u32(contract.HASH_MUL_1))
-    x = ops.bitwise_xor(x, ops.right_shift(x, _u32(15)))
+    x = ops.bitwise_xor(x, ops.right_shift(x, _u32(s2)))
     x = ops.multiply(x, _u32(contract.HASH_MUL_2))
-    return ops.bitwise_xor(x, ops.right_shift(x, _u32(16)))
+    return ops.bitwise_xor(x, ops.right_shift(x, _u32(s3)))
 
 
 def combine_keys(*parts):
