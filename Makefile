@@ -20,8 +20,8 @@ test: install
 	$(PY) -m pytest tests
 	KERAS_BACKEND=jax $(PY) -m pytest -m "backend_agnostic and not slow" tests
 
-# The opt-in group: longer end-to-end runs (SIGKILL at epoch boundaries, bin/sweep, bin/analyze, JAX tools,
-# two JAX processes, device RCM under TF with XLA); about 12 minutes on 2 cores.
+# The opt-in group: longer end-to-end runs (SIGKILL at epoch boundaries, bin/sweep, bin/analyze, the JAX tools,
+# JAX data parallel on two devices and in two processes, device RCM under TF with XLA, bin/evaluate with precise BN).
 test-slow: install
 	$(PY) -m pytest -m slow tests
 

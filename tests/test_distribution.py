@@ -87,6 +87,7 @@ def test_mirrored_strategy_on_two_logical_cpus(cache, single_tf, tmp_path):
     _compare(tmp_path, single_tf)
 
 
+@pytest.mark.slow
 def test_jax_data_parallel_on_two_host_devices(cache, single_jax, tmp_path):
     _worker("data_parallel", tmp_path, cache, "jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
     _compare(tmp_path, single_jax)

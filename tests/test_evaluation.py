@@ -99,6 +99,7 @@ def test_training_with_precise_bn_and_flip_reports_both_and_draws_the_confused_p
     assert float(np.mean(np.argmax(logits, 1) == labels)) == pytest.approx(report["top1"])
 
 
+@pytest.mark.slow
 def test_bin_evaluate_re_estimates_bn_without_touching_the_saved_model(tiny_config, tmp_path):
     from helpers import run_bin
 
