@@ -51,14 +51,7 @@ def main():
     rng = np.random.default_rng(0)
     photos = [rng.integers(0, 256, (375, 500, 3), dtype=np.uint8) for _ in range(32)]
     jpegs = [tf.io.encode_jpeg(p, quality=90).numpy() for p in photos]
-    examples = [
-        tf.train.Example(
-            features=tf.train.Features(
-                feature={"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[j]))}
-            )
-        ).SerializeToString()
-        for j in jpegs
-    ]
+    examples = [export.image_example(j) for j in jpegs]
     crops = np.stack([augment.eval_preprocess(p, args.resize_size, args.image_size).numpy() for p in photos])
 
     def ways(b):

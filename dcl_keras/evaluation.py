@@ -6,6 +6,7 @@ BatchNorm statistics re-estimated on evaluation-preprocessed training images
 ("precise BN", `precise_batchnorm`).
 """
 
+import functools
 import os
 
 import keras
@@ -210,6 +211,19 @@ def precise_bn_batches(split, *, seed, num_batches, batch_size, image_size, resi
         order_key=keyed_hash.combine_keys(seed, contract.PRECISE_BN_EPOCH, contract.ORDER_POSITION),
     )
     return (images.numpy() for images, _ in ds.take(num_batches))
+
+
+def evaluator(config, class_names, **overrides):
+    """`evaluate` with a run config's preprocessing, batch size, bad-file policy and flip (`overrides` win)."""
+    settings = dict(
+        image_size=config.input.image_size,
+        resize_size=config.input.resize_size,
+        batch_size=config.eval.batch_size,
+        class_names=class_names,
+        bad_files=config.data.bad_files,
+        flip=config.eval.flip,
+    )
+    return functools.partial(evaluate, **{**settings, **overrides})
 
 
 def evaluate(

@@ -142,6 +142,12 @@ def export_classifier(model, export_dir, *, top_k=5, version=None, class_names=N
     return target
 
 
+def image_example(data):
+    """A serialized tf.Example holding encoded image bytes, as the `classify` signature reads it."""
+    feature = tf.train.Feature(bytes_list=tf.train.BytesList(value=[data]))
+    return tf.train.Example(features=tf.train.Features(feature={EXAMPLE_IMAGE_KEY: feature})).SerializeToString()
+
+
 def _set_method_name(saved_model_dir, signature, method_name):
     """Sets a signature's method name in saved_model.pb (TF2 saves every signature as "predict")."""
     from tensorflow.core.protobuf import saved_model_pb2

@@ -9,7 +9,6 @@ finished run is not trained again. See `dcl_keras.checkpointing`.
 """
 
 import contextlib
-import functools
 import logging
 import os
 
@@ -350,15 +349,7 @@ def _train_stages(config, workdir, cluster, scope, export_dir):
         model = train(
             config, workdir, train_split, splits.val, process_dir, export_dir if config.export.enabled else None
         )
-    evaluate = functools.partial(
-        evaluation.evaluate,
-        image_size=config.input.image_size,
-        resize_size=config.input.resize_size,
-        batch_size=config.eval.batch_size,
-        class_names=train_split.class_names,
-        bad_files=config.data.bad_files,
-        flip=config.eval.flip,
-    )
+    evaluate = evaluation.evaluator(config, train_split.class_names)
     evaluate_here = config.eval.enabled and cluster.num_processes == 1
     before_precise_bn = {}
     if config.eval.precise_bn_batches:

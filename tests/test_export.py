@@ -232,14 +232,13 @@ def test_classify_signature_follows_the_tf_serving_classify_api(trained, demo_ro
     assert proto.meta_graphs[0].signature_def["serving_default"].method_name == "tensorflow/serving/predict"
     paths = readers.image_folder(demo_root, "test").paths[:3]
     data = [open(p, "rb").read() for p in paths]
-    examples = [
-        tf.train.Example(
-            features=tf.train.Features(
-                feature={"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[d]))}
-            )
-        ).SerializeToString()
-        for d in data
-    ]
+    examples = [export.image_example(d) for d in data]
+    assert (
+        tf.io.parse_example(examples, {"image/encoded": tf.io.FixedLenFeature([], tf.string)})["image/encoded"][
+            0
+        ].numpy()
+        == data[0]
+    )  # The feature key TF Serving clients send.
     loaded = tf.saved_model.load(path)
     classified = loaded.signatures["classify"](inputs=tf.constant(examples))
     served = loaded.signatures["serving_default"](images=tf.constant(data))

@@ -37,8 +37,6 @@ flags.mark_flags_as_required(["workdir"])
 
 def main(argv):
     del argv
-    import functools
-
     from dcl_keras import evaluation, saving
     from dcl_keras.data import datasets
     from dcl_keras.models import dcl
@@ -51,13 +49,9 @@ def main(argv):
         raise UserError("This run has no validation split (set data.val_fraction when training). Received: --split=val")
     if _PRECISE_BN.value < 0:
         raise UserError(f"--precise_bn_batches: expected 0 (off) or more. Received: {_PRECISE_BN.value}")
-    evaluate = functools.partial(
-        evaluation.evaluate,
-        image_size=config.input.image_size,
-        resize_size=config.input.resize_size,
-        batch_size=config.eval.batch_size,
-        class_names=model.class_names,
-        bad_files=config.data.bad_files,
+    evaluate = evaluation.evaluator(
+        config,
+        model.class_names,
         split_role=_SPLIT.value,
         flip=config.eval.flip if _FLIP.value is None else _FLIP.value,
     )
