@@ -20,7 +20,7 @@ DISTRIBUTIONS = ("none", "mirrored", "tpu", "data_parallel", "multi_worker_mirro
 RCM_PLACEMENTS = ("pipeline", "device")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 JIT_COMPILE = {"auto": "auto", "true": True, "false": False}
-DATA_SOURCES = ("demo", "image_folder", "annotation_lists", "cub200", "fgvc_aircraft", "tfds")
+DATA_SOURCES = ("demo", "image_folder", "annotation_lists", "cub200", "fgvc_aircraft", "tfds", "records")
 
 
 def base_config():
@@ -30,7 +30,7 @@ def base_config():
 
     c.data = ml_collections.ConfigDict()
     c.data.source = "cub200"  # One of DATA_SOURCES.
-    c.data.root = ""  # Dataset folder (layout depends on the source).
+    c.data.root = ""  # Dataset folder (layout depends on the source; for "records", a bin/make_records folder).
     c.data.train_list = ""  # annotation_lists: train list, relative to root or absolute.
     c.data.test_list = ""  # annotation_lists: test list.
     c.data.label_base = config_dict.placeholder(int)  # annotation_lists: 0, 1 or None (detect).
@@ -198,7 +198,7 @@ def validate_config(c):
     """Raises ConfigError naming the field for any setting that cannot work."""
     if c.data.source not in DATA_SOURCES:
         _fail("data.source", f"one of {DATA_SOURCES}", c.data.source)
-    if c.data.source in ("image_folder", "annotation_lists", "cub200", "fgvc_aircraft"):
+    if c.data.source in ("image_folder", "annotation_lists", "cub200", "fgvc_aircraft", "records"):
         if not c.data.root:
             _fail("data.root", f"the dataset folder for source {c.data.source!r}", c.data.root)
         if not os.path.isdir(os.path.expanduser(c.data.root)):

@@ -59,9 +59,36 @@ def classification_report(logits, labels, class_names):
         f"top{k}": top5,
         "mean_class_accuracy": float(np.mean(present)),  # Over the classes present in the split.
         "per_class_accuracy": per_class,
-        "confusion_matrix": confusion.tolist(),
+        **confusion_fields(confusion),
         "class_names": list(class_names),
     }
+
+
+DENSE_CONFUSION_MAX = 200  # Classes up to which evaluation.json holds the dense confusion matrix.
+
+
+def confusion_fields(confusion):
+    """The report's confusion matrix: dense rows up to DENSE_CONFUSION_MAX classes, else only its non-zero cells.
+
+    A catalogue of 2,000 classes would otherwise write 4 million counts (36 MB
+    of JSON) where at most one cell per test image is non-zero.
+    """
+    if len(confusion) <= DENSE_CONFUSION_MAX:
+        return {"confusion_matrix": confusion.tolist()}
+    true, predicted = np.nonzero(confusion)
+    cells = np.stack([true, predicted, confusion[true, predicted]], axis=1)
+    return {"confusion_matrix_cells": {"shape": list(confusion.shape), "true_predicted_count": cells.tolist()}}
+
+
+def confusion_matrix(report):
+    """The dense confusion matrix (rows: true class) of a report, from either of its forms."""
+    if "confusion_matrix" in report:
+        return np.asarray(report["confusion_matrix"], np.int64)
+    sparse = report["confusion_matrix_cells"]
+    confusion = np.zeros(sparse["shape"], np.int64)
+    cells = np.asarray(sparse["true_predicted_count"], np.int64).reshape(-1, 3)
+    confusion[cells[:, 0], cells[:, 1]] = cells[:, 2]
+    return confusion
 
 
 def plot_confusion_matrix(confusion, class_names, path):
@@ -259,7 +286,8 @@ def evaluate(
     )
     report = {"split": split_role, "split_name": split.name, "flip": bool(flip)}
     report.update(classification_report(logits, labels, class_names), **(extra or {}))
-    pairs = confused_pairs(report["confusion_matrix"], class_names)
+    confusion = confusion_matrix(report)
+    pairs = confused_pairs(confusion, class_names)
     report["most_confused_pairs"] = [
         {"classes": [class_names[a], class_names[b]], "a_as_b": ab, "b_as_a": ba} for a, b, ab, ba in pairs
     ]
@@ -268,7 +296,7 @@ def evaluate(
         report["report_path"] = os.path.join(out_dir, "evaluation.json")
         report["confusion_matrix_png"] = os.path.join(out_dir, "confusion_matrix.png")
         report["confused_pairs_png"] = os.path.join(out_dir, "confused_pairs.png")
-        plot_confusion_matrix(report["confusion_matrix"], class_names, report["confusion_matrix_png"])
+        plot_confusion_matrix(confusion, class_names, report["confusion_matrix_png"])
         examples = pair_examples(
             split, pairs, np.argmax(logits, axis=1), image_size=image_size, resize_size=resize_size, bad_files=bad_files
         )

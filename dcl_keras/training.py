@@ -132,7 +132,8 @@ def _only(heads, per_output):
     return {name: value for name, value in per_output.items() if name in heads}
 
 
-def train_batches(config, split, start_step=0):
+def train_batches(config, split, start_step=0, cluster=None):
+    """The training stream of a config; with several processes, this process's share of it."""
     return pipeline.train_batches(
         split,
         seed=config.seed,
@@ -149,6 +150,8 @@ def train_batches(config, split, start_step=0):
         rcm_in_pipeline=config.rcm.placement == "pipeline",
         reducing_gap=config.input.jpeg_reducing_gap,
         shuffle_buffer=config.data.tfds_shuffle_buffer,
+        process_index=cluster.process_id if cluster else 0,
+        process_count=cluster.num_processes if cluster else 1,
     )
 
 
@@ -188,8 +191,12 @@ def _empty_stream_error(split):
     )
 
 
-def stream_fingerprint(config, split):
-    """What fixes how a step maps to data: a resumed run must match the checkpoint's."""
+def stream_fingerprint(config, split, cluster=None):
+    """What fixes how a step maps to data: a resumed run must match the checkpoint's.
+
+    Record splits give each process its own shard files, so there the process
+    count is part of the stream too.
+    """
     values = {}
     for field in STREAM_FIELDS:
         value = config
@@ -197,6 +204,8 @@ def stream_fingerprint(config, split):
             value = value[part]
         values[field] = value
     values["training examples"] = split.num_examples
+    if pipeline.is_file_sharded(split):
+        values["processes reading their own shards"] = cluster.num_processes if cluster else 1
     return values
 
 
@@ -211,7 +220,7 @@ def _check_same_stream(workdir, fingerprint):
         )
 
 
-def train(config, workdir, train_split, val_split=None, process_dir=None, export_dir=None):
+def train(config, workdir, train_split, val_split=None, process_dir=None, export_dir=None, cluster=None):
     """Trains (or resumes) the DCL model in `workdir`; returns the trained model.
 
     `val_split` is evaluated every `train.validation_freq` epochs; the test
@@ -220,11 +229,12 @@ def train(config, workdir, train_split, val_split=None, process_dir=None, export
     With several processes, saving is collective (every process takes part),
     so every process checkpoints: the chief into `workdir`, the others into
     their `process_dir`; only the chief writes logs. All resume from the
-    chief's checkpoint.
+    chief's checkpoint. Each process builds only its share of the input
+    (`cluster`, a distribute.Cluster).
     """
     steps = steps_per_epoch(config, train_split)
     checkpoint = os.path.join(workdir, checkpointing.CHECKPOINT)
-    fingerprint = stream_fingerprint(config, train_split)
+    fingerprint = stream_fingerprint(config, train_split, cluster)
     if os.path.isfile(checkpoint):
         _check_same_stream(workdir, fingerprint)
         trainer = _resume(checkpoint, config, steps)
@@ -257,8 +267,19 @@ def train(config, workdir, train_split, val_split=None, process_dir=None, export
                 resize_size=config.input.resize_size,
                 n=None if config.rcm.placement == "device" else config.rcm.n,
                 bad_files=config.data.bad_files,
+                process_index=cluster.process_id if cluster else 0,
+                process_count=cluster.num_processes if cluster else 1,
             ),
             validation_freq=config.train.validation_freq,
+        )
+    if cluster and cluster.num_processes > 1:
+        logging.info(
+            "Process %d of %d builds %d of the %d examples of every global batch (%s).",
+            cluster.process_id,
+            cluster.num_processes,
+            config.input.batch_size // cluster.num_processes,
+            config.input.batch_size,
+            "its own shard files" if pipeline.is_file_sharded(train_split) else "its slice of each batch",
         )
     save_dir = process_dir or workdir
     callbacks = [
@@ -276,7 +297,7 @@ def train(config, workdir, train_split, val_split=None, process_dir=None, export
         if done_in_epoch:  # Killed between two step checkpoints: finish that epoch first.
             logging.info("Finishing epoch %d from its step %d.", epoch + 1, done_in_epoch)
             trainer.fit(
-                train_batches(config, train_split, start_step=step),
+                train_batches(config, train_split, step, cluster),
                 epochs=epoch + 1,
                 initial_epoch=epoch,
                 steps_per_epoch=steps - done_in_epoch,
@@ -285,7 +306,7 @@ def train(config, workdir, train_split, val_split=None, process_dir=None, export
             epoch += 1
         if epoch < config.train.epochs:
             trainer.fit(
-                train_batches(config, train_split, start_step=epoch * steps),
+                train_batches(config, train_split, epoch * steps, cluster),
                 epochs=config.train.epochs,
                 initial_epoch=epoch,
                 steps_per_epoch=steps,
@@ -347,7 +368,13 @@ def _train_stages(config, workdir, cluster, scope, export_dir):
         os.makedirs(os.path.join(process_dir, "checkpoints"), exist_ok=True)
     with scope:
         model = train(
-            config, workdir, train_split, splits.val, process_dir, export_dir if config.export.enabled else None
+            config,
+            workdir,
+            train_split,
+            splits.val,
+            process_dir,
+            export_dir if config.export.enabled else None,
+            cluster,
         )
     evaluate = evaluation.evaluator(config, train_split.class_names)
     evaluate_here = config.eval.enabled and cluster.num_processes == 1

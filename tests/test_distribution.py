@@ -132,6 +132,9 @@ def test_two_jax_processes_through_bin_train(cache, single_jax, tmp_path):
             log.close()
     codes = [p.returncode for p in procs]
     assert codes == [0, 0], [(tmp_path / f"process_{i}.log").read_text()[-3000:] for i in range(2)]
+    for i in range(2):  # Each process decodes only its half of every global batch; Keras does not shard again.
+        log = (tmp_path / f"process_{i}.log").read_text()
+        assert f"Process {i} of 2 builds 2 of the 4 examples of every global batch (its slice" in log
     chief, other = _weights(tmp_path / "model.keras"), _weights(tmp_path / "process_1" / "model.keras")
     for a, b in zip(chief, other, strict=True):
         np.testing.assert_array_equal(a, b)  # Every process ends with the same weights.

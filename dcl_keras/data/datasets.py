@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from dcl_keras.data import demo, pipeline, readers
+from dcl_keras.data import demo, pipeline, readers, records
 from dcl_keras.errors import UserError
 
 Splits = collections.namedtuple("Splits", ["train", "val", "test"])
@@ -85,15 +85,19 @@ def _source_splits(data):
         train = readers.tfds(data.tfds_name, data.tfds_train_split, **kwargs)
         val = readers.tfds(data.tfds_name, data.tfds_val_split, **kwargs) if data.tfds_val_split else None
         return train, val, readers.tfds(data.tfds_name, data.tfds_test_split, **kwargs)
+    if source == "records":
+        own = records.splits_in(data.root)
+        val = records.records(data.root, "val") if "val" in own else None
+        return records.records(data.root, "train"), val, records.records(data.root, "test")
     raise ValueError(f"Unknown data source. Received: data.source={source!r}")
 
 
 def load_splits(data):
-    """Splits(train, val, test) (FileSplit or TfdsSplit) for a config's `data` section.
+    """Splits(train, val, test) (FileSplit, TfdsSplit or RecordsSplit) for a config's `data` section.
 
     The validation split is the source's own where it has one (FGVC-Aircraft
     `val` when training on `train`, an image folder's `val/`, TFDS
-    `data.tfds_val_split`), otherwise a seeded, stratified carve-out of
+    `data.tfds_val_split`, a records folder's `val`), otherwise a seeded, stratified carve-out of
     `data.val_fraction` of the training split, otherwise None. The test split
     is only read by the final evaluation. File splits are checked once for
     undecodable images under `data.bad_files` when `data.check_files` is set.

@@ -163,7 +163,16 @@ def examples(source, order_key=None, *, resize_size=0, reducing_gap=0.0, shuffle
 
 @tf.autograph.experimental.do_not_convert  # Plain Python on Python values; traced inside flat_map as is.
 def positioned_examples(
-    source, order_key=None, *, resize_size=0, reducing_gap=0.0, shuffle_buffer=4096, start=0, passes=1
+    source,
+    order_key=None,
+    *,
+    resize_size=0,
+    reducing_gap=0.0,
+    shuffle_buffer=4096,
+    start=0,
+    passes=1,
+    keep=None,
+    process=(0, 1),
 ):
     """(position int64, image, label): `examples` with each example's place in the (shuffled) order.
 
@@ -171,22 +180,34 @@ def positioned_examples(
     (and is dropped) never shifts the position, and so the key, of the
     examples after it. `passes` repeats the order (positions go on counting);
     the first `start` positions are skipped before anything is read.
+
+    Several processes: `keep(position)` (a bool tensor) selects this process's
+    positions before anything is decoded; or, for sources that shard by file
+    (records), `process=(index, count)` reads only this process's files, and
+    positions are then global, `local position x count + index`, so no two
+    processes share a key (`start` counts local positions).
     """
     decode_options = dict(
         crop_bottom=getattr(source, "crop_bottom", 0), resize_size=resize_size, reducing_gap=reducing_gap
     )
+    index, count = process
+    if count > 1 and not is_file_sharded(source):
+        raise ValueError(f"{source.name}: only record sources shard by file. Received: process={process!r}")
     if hasattr(source, "encoded_dataset"):
-        ds = source.encoded_dataset()
+        if is_file_sharded(source):
+            ds = source.encoded_dataset(order_key, index, count)
+        else:
+            ds = source.encoded_dataset()
         if order_key is not None:
             ds = _keyed_shuffle(ds, min(source.num_examples, shuffle_buffer), order_key)
-        return (
-            ds.repeat(passes)
-            .enumerate()
-            .skip(start)
-            .map(
-                lambda i, record: (i, decode_image(record[0], **decode_options), tf.cast(record[1], tf.int32)),
-                num_parallel_calls=AUTOTUNE,
-            )
+        ds = ds.repeat(passes).enumerate().skip(start)
+        if count > 1:
+            ds = ds.map(lambda i, record: (i * count + index, record))
+        if keep is not None:
+            ds = ds.filter(lambda i, record: keep(i))
+        return ds.map(
+            lambda i, record: (i, decode_image(record[0], **decode_options), tf.cast(record[1], tf.int32)),
+            num_parallel_calls=AUTOTUNE,
         )
     paths = tf.constant(source.paths)
     labels = tf.constant(source.labels, tf.int32)
@@ -197,10 +218,40 @@ def positioned_examples(
         )
         indices = tf.random.experimental.stateless_shuffle(indices, seed=seed)
     ds = tf.data.Dataset.from_tensor_slices(indices).repeat(passes).enumerate().skip(start)
+    if keep is not None:
+        ds = ds.filter(lambda position, i: keep(position))
     return ds.map(
         lambda position, i: (position, read_image(paths[i], **decode_options), labels[i]),
         num_parallel_calls=AUTOTUNE,
     )
+
+
+def is_file_sharded(source):
+    """Whether several processes split `source` by file (records) rather than by example position."""
+    return getattr(source, "shards", None) is not None
+
+
+def process_share(batch_size, process_index, process_count):
+    """`keep(position)` for process `process_index` of `process_count`: its slice of every global batch.
+
+    Global batch b holds positions [b x batch_size, (b + 1) x batch_size);
+    process p builds the p-th of `process_count` equal slices of it, which is
+    the slice Keras gives that process of a global batch (rebatch, then
+    shard), so the processes' batches together are the single-process batch.
+    """
+    check_process_batch(batch_size, process_index, process_count)
+    local = batch_size // process_count
+    return lambda position: (position % batch_size) // local == process_index
+
+
+def check_process_batch(batch_size, process_index, process_count):
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"Expected 0 <= process_index < process_count. Received: {process_index}, {process_count}")
+    if batch_size % process_count:
+        raise UserError(
+            f"The global batch must split evenly over the processes: input.batch_size={batch_size} is not a "
+            f"multiple of num_processes={process_count}."
+        )
 
 
 EMPTY_EPOCH_MESSAGE = "Training stream: no example of epoch"
@@ -253,6 +304,8 @@ def train_batches(
     rcm_in_pipeline=True,
     reducing_gap=0.0,
     shuffle_buffer=4096,
+    process_index=0,
+    process_count=1,
 ):
     """The endless DCL training stream (see the module and `pairing` docstrings).
 
@@ -281,7 +334,16 @@ def train_batches(
             labels.
         reducing_gap: JPEG draft decoding (see `decode_image`); 0 decodes
             every pixel.
-        shuffle_buffer: encoded records in the shuffle buffer of TFDS splits.
+        shuffle_buffer: encoded records in the shuffle buffer of TFDS and
+            record splits.
+        process_index, process_count: with several processes (JAX data
+            parallel across hosts), this process builds only its
+            `batch_size / process_count` examples of every global batch,
+            decoding nothing else. For file and TFDS splits they are the
+            slice Keras would give it of the single-process batch (same
+            examples, same augmentation); record splits give each process its
+            own shard files instead (no process reads another's), so the
+            batches depend on the process count.
 
     Returns:
         tf.data.Dataset of (images [M, H, W, 3] float32, targets dict), or of
@@ -299,6 +361,20 @@ def train_batches(
         raise ValueError(f"`bad_files` must be one of {BAD_FILE_POLICIES}. Received: bad_files={bad_files!r}")
     per_epoch = steps_per_epoch(source, batch_size)
     first_epoch, skip = divmod(int(start_step), per_epoch)
+    check_process_batch(batch_size, process_index, process_count)
+    local_batch = batch_size // process_count
+    by_file = process_count > 1 and is_file_sharded(source)
+    if by_file and len(source.shards) < process_count:
+        raise UserError(
+            f"{source.name}: {len(source.shards)} shard file(s) for {process_count} processes; every process "
+            "needs at least one. Rewrite the records with more shards (bin/make_records --num_shards)."
+        )
+    if by_file:
+        share = dict(process=(process_index, process_count))
+        skipped = skip * local_batch
+    else:
+        share = dict(keep=process_share(batch_size, process_index, process_count) if process_count > 1 else None)
+        skipped = skip * batch_size
 
     def prepare(position, image, label, epoch):
         key = keyed_hash.combine_keys(seed, epoch, position)
@@ -318,13 +394,14 @@ def train_batches(
             resize_size=resize_size,
             reducing_gap=reducing_gap,
             shuffle_buffer=shuffle_buffer,
-            start=tf.where(epoch == first_epoch, tf.constant(skip * batch_size, tf.int64), 0),
+            start=tf.where(epoch == first_epoch, tf.constant(skipped, tf.int64), 0),
             passes=2,
+            **share,
         )
         ds = ds.map(lambda i, image, label: prepare(i, image, label, epoch), num_parallel_calls=AUTOTUNE)
         if bad_files == "skip":
             ds = ds.ignore_errors(log_warning=True)
-        ds = ds.batch(batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE)
+        ds = ds.batch(local_batch, drop_remainder=True, num_parallel_calls=AUTOTUNE)
         ds = ds.take(tf.where(epoch == first_epoch, tf.constant(per_epoch - skip, tf.int64), per_epoch))
         return _fail_if_empty(ds, epoch)
 
@@ -349,13 +426,38 @@ def steps_per_epoch(source, batch_size):
     return steps
 
 
-def eval_batches(source, *, batch_size, image_size, resize_size, n=None, bad_files="skip", order_key=None):
+def eval_batches(
+    source,
+    *,
+    batch_size,
+    image_size,
+    resize_size,
+    n=None,
+    bad_files="skip",
+    order_key=None,
+    process_index=0,
+    process_count=1,
+):
     """Evaluation batches of originals: (images, labels), or DCL targets when `n` is given.
 
     `order_key` (uint32) shuffles the split's order, e.g. for a class-balanced
-    sample of a class-ordered folder; None keeps the listed order.
+    sample of a class-ordered folder; None keeps the listed order. With
+    `process_count` > 1 (validation inside a multi-process run) each process
+    decodes its slice of every global batch, and only whole global batches
+    are read, so every process yields the same number of batches.
     """
-    ds = examples(source, order_key)
+    keep = None
+    if process_count > 1:
+        keep = process_share(batch_size, process_index, process_count)
+        if source.num_examples < batch_size:
+            raise UserError(
+                f"{source.name}: {source.num_examples} example(s) do not fill one global batch of "
+                f"eval.batch_size={batch_size} over {process_count} processes."
+            )
+    ds = positioned_examples(source, order_key, keep=keep)
+    if process_count > 1:
+        ds = ds.take(source.num_examples // batch_size * (batch_size // process_count))
+    ds = ds.map(lambda position, image, label: (image, label))
     if bad_files == "skip":
         ds = ds.ignore_errors(log_warning=True)
 
@@ -371,4 +473,4 @@ def eval_batches(source, *, batch_size, image_size, resize_size, n=None, bad_fil
         return image, targets
 
     ds = ds.map(prepare, num_parallel_calls=AUTOTUNE)
-    return ds.batch(batch_size).prefetch(AUTOTUNE)
+    return ds.batch(batch_size // process_count).prefetch(AUTOTUNE)

@@ -1,0 +1,273 @@
+"""Sharded TFRecord files of encoded images: written once from any source, streamed at any scale.
+
+Layout of a records folder (`bin/make_records`):
+
+    <dir>/manifest.json                    class names, and per split its shards, counts and left-out files
+    <dir>/<split>-00000-of-00016.tfrecord  tf.Example records (FEATURES)
+
+Each record holds the image file's bytes as they were (no re-encoding), its
+label, its box (x, y, width, height in pixels; NaN when unknown) and where it
+came from. Examples are written in a seeded random order, dealt round-robin to
+the shards, so every shard mixes the classes and the shard sizes differ by at
+most one.
+
+Reading never lists the examples in Python: a split is its shard files and
+counts; the stream interleaves the shards, and with several processes each
+reads its own files (`encoded_dataset(process_index, process_count)`).
+"""
+
+import dataclasses
+import json
+import logging
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from dcl_keras.errors import UserError
+
+MANIFEST = "manifest.json"
+FORMAT = "dcl_keras.records"
+VERSION = 1
+IMAGE, LABEL, BOX, KEY = "image/encoded", "image/class/label", "image/bbox", "image/key"
+FEATURES = {
+    IMAGE: tf.io.FixedLenFeature([], tf.string),
+    LABEL: tf.io.FixedLenFeature([], tf.int64),
+    BOX: tf.io.FixedLenFeature([4], tf.float32, default_value=[np.nan] * 4),
+    KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+}
+INTERLEAVE = 16  # Shards read at once.
+
+
+class RecordsError(UserError):
+    """A records folder that is missing, incomplete or of another format."""
+
+
+def shard_name(split, index, count):
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def _feature(value):
+    if isinstance(value, bytes):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+    if isinstance(value, int):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+    return tf.train.Feature(float_list=tf.train.FloatList(value=list(value)))
+
+
+def serialize(image_bytes, label, box=None, key=""):
+    """One tf.Example record (see FEATURES)."""
+    features = {IMAGE: _feature(image_bytes), LABEL: _feature(int(label)), KEY: _feature(key.encode())}
+    if box is not None:
+        features[BOX] = _feature([float(v) for v in box])
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+
+
+def _encoded_examples(split):
+    """(encoded bytes, label, key) of every example of a FileSplit, TfdsSplit or RecordsSplit, in stored order."""
+    if hasattr(split, "paths"):
+        ds = tf.data.Dataset.from_tensor_slices((split.paths, np.asarray(split.labels, np.int64)))
+        return ds.map(lambda path, label: (tf.io.read_file(path), label, path))
+    ds = split.encoded_dataset()
+    return ds.enumerate().map(lambda i, record: (record[0], tf.cast(record[1], tf.int64), tf.strings.as_string(i)))
+
+
+def _decodable_flags(split):
+    """bool [num_examples]: whether each example's bytes decode as an image (each decoded once, in parallel)."""
+    from dcl_keras.data import pipeline
+
+    ds = _encoded_examples(split).enumerate()
+    ds = ds.map(lambda i, ex: (i, tf.shape(pipeline.decode_image(ex[0]))), num_parallel_calls=tf.data.AUTOTUNE)
+    ok = np.zeros(split.num_examples, bool)
+    for index, _ in ds.ignore_errors().as_numpy_iterator():
+        ok[index] = True
+    return ok
+
+
+def write_split(split, out_dir, name, num_shards, seed=0):
+    """Writes a split as `num_shards` shards in `out_dir`; returns its manifest entry.
+
+    Undecodable examples are left out and listed (by path, or by position for
+    TFDS records). File splits are written in a seeded random order; other
+    sources in their stored order (TFDS data is shuffled when prepared). The
+    shards are written to temporary names and renamed once complete.
+    """
+    if num_shards < 1:
+        raise UserError(f"The number of shards must be >= 1. Received: num_shards={num_shards!r}")
+    ok = _decodable_flags(split)
+    boxes = getattr(split, "boxes", None)
+    order = np.arange(split.num_examples)
+    if hasattr(split, "paths"):
+        order = np.random.default_rng(seed).permutation(split.num_examples)
+    position = np.empty(split.num_examples, np.int64)
+    position[order] = np.arange(split.num_examples)
+    left_out, counts = [], np.zeros(split.num_classes, np.int64)
+    if hasattr(split, "paths"):  # Read files in the written order; stored order for streamed sources.
+        reader = tf.data.Dataset.from_tensor_slices(order).map(
+            lambda i: (i, tf.io.read_file(tf.gather(split.paths, i)), tf.gather(np.asarray(split.labels), i)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        stream = ((int(i), data, int(label), split.paths[i]) for i, data, label in reader.as_numpy_iterator())
+    else:
+        stream = (
+            (i, data, int(label), key.decode())
+            for i, (data, label, key) in enumerate(_encoded_examples(split).as_numpy_iterator())
+        )
+    files = [shard_name(name, s, num_shards) for s in range(num_shards)]
+    os.makedirs(out_dir, exist_ok=True)
+    writers = [tf.io.TFRecordWriter(os.path.join(out_dir, f + ".tmp")) for f in files]
+    sizes = [0] * num_shards
+    written = 0
+    try:
+        for index, data, label, key in stream:
+            if not ok[index]:
+                left_out.append(key)
+                continue
+            box = None if boxes is None else boxes[index]
+            shard = written % num_shards
+            writers[shard].write(serialize(data, label, box, key))
+            sizes[shard] += 1
+            counts[label] += 1
+            written += 1
+    finally:
+        for writer in writers:
+            writer.close()
+    for f in files:
+        os.replace(os.path.join(out_dir, f + ".tmp"), os.path.join(out_dir, f))
+    if left_out:
+        logging.warning(
+            "%s: left out %d undecodable example(s):\n  %s", split.name, len(left_out), "\n  ".join(left_out)
+        )
+    return {
+        "shards": [{"file": f, "examples": n} for f, n in zip(files, sizes, strict=True)],
+        "examples": written,
+        "class_counts": counts.tolist(),
+        "left_out": left_out,
+        "written_from": split.name,
+    }
+
+
+def write_records(splits, out_dir, num_shards, seed=0):
+    """Writes {split name: split} (sharing one class list) and the manifest last; returns the manifest."""
+    names = {tuple(split.class_names) for split in splits.values()}
+    if len(names) != 1:
+        raise UserError(f"The splits to write do not share one class list. Received: splits={sorted(splits)}")
+    manifest = {"format": FORMAT, "version": VERSION, "class_names": list(names.pop()), "splits": {}}
+    for name, split in splits.items():
+        shards = num_shards if name == "train" else max(1, min(num_shards, split.num_examples // 1000 or 1))
+        manifest["splits"][name] = write_split(split, out_dir, name, shards, seed)
+        logging.info("%s: %d examples in %d shard(s).", name, manifest["splits"][name]["examples"], shards)
+    tmp = os.path.join(out_dir, MANIFEST + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=1)
+    os.replace(tmp, os.path.join(out_dir, MANIFEST))
+    return manifest
+
+
+def read_manifest(root):
+    path = os.path.join(os.path.expanduser(root), MANIFEST)
+    if not os.path.isfile(path):
+        raise RecordsError(f"Not a records folder: no {MANIFEST} in {root!r} (write one with bin/make_records)")
+    with open(path) as f:
+        manifest = json.load(f)
+    if manifest.get("format") != FORMAT:
+        raise RecordsError(f"{path}: expected format {FORMAT!r}. Received: format={manifest.get('format')!r}")
+    return manifest
+
+
+def splits_in(root):
+    return sorted(read_manifest(root)["splits"])
+
+
+@dataclasses.dataclass
+class RecordsSplit:
+    """One split of a records folder: its shard files and counts, never a list of its examples.
+
+    Attributes:
+        root: the records folder.
+        split: the split's name in the manifest ("train", "val", "test").
+        class_names: ordered class names.
+        shards: list of (absolute file path, example count), in manifest order.
+        name: a short description used in logs and errors.
+        indices: optional sorted int64 record numbers kept (a carve-out or a
+            sample); record numbers count through the shards in manifest order.
+    """
+
+    root: str
+    split: str
+    class_names: list
+    shards: list
+    name: str = "records"
+    indices: np.ndarray | None = None
+
+    @property
+    def num_examples(self):
+        return sum(n for _, n in self.shards) if self.indices is None else len(self.indices)
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    def encoded_dataset(self, order_key=None, process_index=0, process_count=1):
+        """(encoded bytes, label int64) records, not decoded.
+
+        With `process_count` > 1 only this process's shards (every
+        `process_count`-th from `process_index`). `order_key` (uint32 tensor)
+        shuffles the shard order; the shards are then interleave-read, one
+        record from each in turn, deterministically.
+        """
+        mine = self.shards[process_index::process_count]
+        offsets = np.cumsum([0] + [n for _, n in self.shards])[:-1][process_index::process_count]
+        files = tf.constant([f for f, _ in mine])
+        offsets = tf.constant(offsets, tf.int64)
+        order = tf.range(len(mine))
+        if order_key is not None:
+            seed = tf.bitcast(tf.stack([order_key, tf.constant(0x5EED, tf.uint32)]), tf.int32)
+            order = tf.random.experimental.stateless_shuffle(order, seed=seed)
+        ds = tf.data.Dataset.from_tensor_slices(order).interleave(
+            lambda i: tf.data.TFRecordDataset(files[i]).enumerate(offsets[i]),
+            cycle_length=min(len(mine), INTERLEAVE),
+            block_length=1,
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        if self.indices is not None:
+            keep = np.zeros(sum(n for _, n in self.shards), bool)
+            keep[self.indices] = True
+            table = tf.constant(keep)
+            ds = ds.filter(lambda number, record: table[number])
+        return ds.map(_parse, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def labels(self):
+        """int64 [num_examples] labels in record-number order, read without decoding any image."""
+        ds = tf.data.Dataset.from_tensor_slices([f for f, _ in self.shards]).flat_map(tf.data.TFRecordDataset)
+        ds = ds.map(lambda record: tf.io.parse_single_example(record, {LABEL: FEATURES[LABEL]})[LABEL])
+        labels = np.fromiter(ds.as_numpy_iterator(), np.int64)
+        return labels if self.indices is None else labels[self.indices]
+
+    def subset(self, indices, name=None):
+        """The records at `indices` (positions within this split, in record-number order)."""
+        positions = np.arange(self.num_examples) if self.indices is None else self.indices
+        chosen = np.sort(positions[np.asarray(list(indices), np.int64)])
+        return dataclasses.replace(self, indices=chosen, name=name or self.name)
+
+
+def _parse(number, record):
+    example = tf.io.parse_single_example(record, {IMAGE: FEATURES[IMAGE], LABEL: FEATURES[LABEL]})
+    return example[IMAGE], example[LABEL]
+
+
+def records(root, split):
+    """The RecordsSplit `split` of the records folder `root`, checked against its manifest."""
+    root = os.path.abspath(os.path.expanduser(root))
+    manifest = read_manifest(root)
+    if split not in manifest["splits"]:
+        raise RecordsError(
+            f"{os.path.join(root, MANIFEST)} has splits {sorted(manifest['splits'])}. Received: split={split!r}"
+        )
+    entry = manifest["splits"][split]
+    shards = [(os.path.join(root, s["file"]), int(s["examples"])) for s in entry["shards"]]
+    missing = [f for f, _ in shards if not os.path.isfile(f)]
+    if missing:
+        raise RecordsError(f"{root}: {len(missing)} shard file(s) of split {split!r} are missing: {missing[:5]}")
+    return RecordsSplit(root, split, list(manifest["class_names"]), shards, name=f"records:{root} [{split}]")

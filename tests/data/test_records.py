@@ -1,0 +1,171 @@
+"""Sharded record files: bin/make_records from any source, data.source=records streaming at any scale."""
+
+import collections
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dcl_keras.data import pipeline, readers, records
+from dcl_keras.errors import UserError
+
+from conftest import write_image
+from helpers import run_bin
+
+ARGS = dict(seed=5, batch_size=4, image_size=32, resize_size=40, rotation=10.0, n=4, k=2)
+
+
+def _image_folder(root, classes=3, per_class=8):
+    for c in range(classes):
+        for i in range(per_class):
+            write_image(os.path.join(root, "train", f"class_{c}", f"{i}.jpg"), size=(48 + i, 40), seed=c * 100 + i)
+        for i in range(2):
+            write_image(os.path.join(root, "test", f"class_{c}", f"{i}.png"), size=(44, 44), seed=9000 + c * 10 + i)
+    return root
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """An image folder with a corrupt JPEG and a stray text file, written by bin/make_records into 4 shards."""
+    root = _image_folder(str(tmp_path_factory.mktemp("folder")))
+    corrupt = os.path.join(root, "train", "class_1", "corrupt.jpg")
+    with open(corrupt, "wb") as f:
+        f.write(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with open(os.path.join(root, "train", "class_2", "notes.txt"), "w") as f:
+        f.write("scraped")
+    out = str(tmp_path_factory.mktemp("records"))
+    done = run_bin(
+        "make_records",
+        "--config=configs/tiny.py",
+        "--config.data.source=image_folder",
+        f"--config.data.root={root}",
+        f"--out={out}",
+        "--num_shards=4",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root, out, corrupt, done
+
+
+def test_make_records_writes_shards_and_a_manifest_and_leaves_out_undecodable_files(written):
+    root, out, corrupt, done = written
+    assert "train: 24 examples in 4 shard(s), 1 undecodable left out" in done.stdout
+    manifest = json.loads(open(os.path.join(out, records.MANIFEST)).read())
+    assert manifest["class_names"] == ["class_0", "class_1", "class_2"]
+    train = manifest["splits"]["train"]
+    assert train["left_out"] == [corrupt] and train["class_counts"] == [8, 8, 8]
+    assert sorted(s["examples"] for s in train["shards"]) == [6, 6, 6, 6]
+    assert manifest["splits"]["test"]["examples"] == 6
+    # The record bytes are the files' bytes, with their labels: nothing re-encoded, nothing lost.
+    folder = readers.image_folder(root, "train")
+    expected = {(open(p, "rb").read(), y) for p, y in zip(folder.paths, folder.labels, strict=True) if p != corrupt}
+    split = records.records(out, "train")
+    stored = {(data, int(y)) for data, y in split.encoded_dataset().as_numpy_iterator()}
+    assert stored == expected and split.num_examples == 24
+    np.testing.assert_array_equal(np.bincount(split.labels()), [8, 8, 8])
+    # Every shard mixes the classes (seeded order, dealt round-robin).
+    for path, _ in split.shards:
+        labels = {int(records._parse(0, r)[1]) for r in tf.data.TFRecordDataset(path)}
+        assert len(labels) > 1
+    again = run_bin(
+        "make_records",
+        "--config=configs/tiny.py",
+        "--config.data.source=image_folder",
+        f"--config.data.root={root}",
+        f"--out={out}",
+    )
+    assert again.returncode == 2 and "already holds a records folder" in again.stderr
+
+
+def test_a_missing_records_folder_or_shard_is_named(written, tmp_path):
+    with pytest.raises(UserError, match="no manifest.json in"):
+        records.records(str(tmp_path), "train")
+    _, out, _, _ = written
+    with pytest.raises(UserError, match=r"has splits \['test', 'train'\]. Received: split='val'"):
+        records.records(out, "val")
+
+
+def _labels_per_epoch(stream, steps):
+    return [
+        sorted(np.concatenate([t["classifier"][::2] for _, t in stream[e * steps : (e + 1) * steps]]).tolist())
+        for e in range(len(stream) // steps)
+    ]
+
+
+def test_the_records_stream_is_seeded_covers_each_example_per_epoch_and_resumes_exactly(written):
+    split = records.records(written[1], "train")
+    stream = list(pipeline.train_batches(split, **ARGS).take(12).as_numpy_iterator())  # Two epochs of 6 steps.
+    again = list(pipeline.train_batches(split, **ARGS).take(12).as_numpy_iterator())
+    tf.nest.map_structure(np.testing.assert_array_equal, stream, again)
+    other = next(iter(pipeline.train_batches(split, **dict(ARGS, seed=6))))
+    assert not np.array_equal(other[0], stream[0][0])
+    assert _labels_per_epoch(stream, 6) == [[0] * 8 + [1] * 8 + [2] * 8] * 2
+    first, second = (np.concatenate([t["classifier"][::2] for _, t in stream[a:b]]) for a, b in ((0, 6), (6, 12)))
+    assert not np.array_equal(first, second)  # A new order each epoch.
+    resumed = list(pipeline.train_batches(split, start_step=8, **ARGS).take(4).as_numpy_iterator())
+    tf.nest.map_structure(np.testing.assert_array_equal, resumed, stream[8:])
+    # Decoded records are the decoded files.
+    image, label = next(iter(pipeline.examples(split)))
+    assert image.dtype == tf.uint8 and image.shape[2] == 3
+
+
+def test_each_process_reads_only_its_own_shards_and_resumes_exactly(written):
+    split = records.records(written[1], "train")
+    seen = [{data for data, _ in split.encoded_dataset(None, p, 2).as_numpy_iterator()} for p in range(2)]
+    assert len(seen[0]) == len(seen[1]) == 12 and not seen[0] & seen[1]
+    parts = [
+        list(pipeline.train_batches(split, process_index=p, process_count=2, **ARGS).take(9).as_numpy_iterator())
+        for p in range(2)
+    ]
+    assert all(len(labels) == 4 for batch in parts[0] for labels in [batch[1]["classifier"]])  # 2 examples x 2 views.
+    assert not np.array_equal(parts[0][0][0], parts[1][0][0])
+    resumed = list(
+        pipeline.train_batches(split, process_index=1, process_count=2, start_step=4, **ARGS)
+        .take(5)
+        .as_numpy_iterator()
+    )
+    tf.nest.map_structure(np.testing.assert_array_equal, resumed, parts[1][4:])
+    with pytest.raises(UserError, match="4 shard file.s. for 8 processes"):
+        pipeline.train_batches(split, process_index=0, process_count=8, **dict(ARGS, batch_size=8))
+
+
+def test_two_thousand_classes_train_evaluate_and_export_with_their_names(tmp_path, tiny_config):
+    from dcl_keras import evaluation, training
+    from dcl_keras.predict import Predictor
+
+    classes = [f"sku_{i:04d}" for i in range(2000)]
+    rng = np.random.default_rng(0)
+
+    def split(name, per_class):
+        paths, labels = [], []
+        for c in range(len(classes)):
+            for i in range(per_class):
+                path = str(tmp_path / "images" / name / f"{c}_{i}.png")
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                tf.io.write_file(path, tf.io.encode_png(rng.integers(0, 256, (24, 24, 3), np.uint8)))
+                paths.append(path)
+                labels.append(c)
+        return readers.FileSplit(paths, labels, classes, name=name)
+
+    out = str(tmp_path / "records")
+    records.write_records({"train": split("train", 1), "test": split("test", 1)}, out, num_shards=8)
+    config = tiny_config.copy_and_resolve_references()
+    config.data.source = "records"
+    config.data.root = out
+    config.train.epochs = 1
+    config.train.steps_per_epoch = 2
+    result = training.train_and_evaluate(config, str(tmp_path / "run"))
+    report = result["evaluation"]
+    assert report["num_examples"] == 2000 and len(report["class_names"]) == 2000
+    # Only the non-zero cells of the 2000 x 2000 confusion matrix are written (dense, it was 36 MB of JSON).
+    assert os.path.getsize(report["report_path"]) < 1_000_000 and "confusion_matrix" not in report
+    confusion = evaluation.confusion_matrix(json.loads(open(report["report_path"]).read()))
+    assert confusion.shape == (2000, 2000) and confusion.sum() == 2000
+    assert np.trace(confusion) / 2000 == pytest.approx(report["top1"])
+    ((key, top),) = Predictor.from_export(os.path.dirname(result["export"]), top_k=3).predict(
+        [rng.integers(0, 256, (30, 30, 3), np.uint8)]
+    )
+    assert len(top) == 3 and all(name in classes for name, _ in top)
+    counts = collections.Counter(name for name, _ in top)
+    assert max(counts.values()) == 1

@@ -1,0 +1,93 @@
+"""Several processes: each builds only its slice of every global batch, and the slices make the global batch."""
+
+import threading
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dcl_keras.data import pipeline, readers
+from dcl_keras.errors import UserError
+
+ARGS = dict(seed=3, image_size=32, resize_size=40, rotation=10.0, n=4, k=2)
+
+
+@pytest.fixture(scope="module")
+def split(demo_root):
+    return readers.image_folder(demo_root, "train")  # 4 classes x 6 images.
+
+
+def _stream(split, count, batch_size=4, **kwargs):
+    return list(pipeline.train_batches(split, batch_size=batch_size, **ARGS, **kwargs).take(count).as_numpy_iterator())
+
+
+@pytest.mark.parametrize("placement", ["pipeline", "device"])
+def test_the_process_slices_are_the_single_process_batches(split, placement):
+    rcm = dict(rcm_in_pipeline=placement == "pipeline")
+    single = _stream(split, 8, **rcm)  # 6 steps an epoch: crosses into the second epoch.
+    parts = [_stream(split, 8, process_index=p, process_count=2, **rcm) for p in range(2)]
+    for step, whole in enumerate(single):
+        joined = tf.nest.map_structure(lambda *xs: np.concatenate(xs), *[part[step] for part in parts])
+        tf.nest.map_structure(np.testing.assert_array_equal, joined, whole)
+
+
+def test_resuming_a_process_slice_is_exact(split):
+    straight = _stream(split, 9, process_index=1, process_count=2)
+    resumed = list(
+        pipeline.train_batches(split, batch_size=4, start_step=4, process_index=1, process_count=2, **ARGS)
+        .take(5)
+        .as_numpy_iterator()
+    )
+    tf.nest.map_structure(np.testing.assert_array_equal, resumed, straight[4:])
+
+
+class _DecodeCounter:
+    """Counts the files `pipeline.read_image` decodes (patched in), per path."""
+
+    def __init__(self):
+        self.paths = []
+        self._lock = threading.Lock()
+
+    def read_image(self, original):
+        def record(path):
+            with self._lock:
+                self.paths.append(path.numpy().decode())
+            return path
+
+        def wrapped(path, **options):
+            (path,) = tf.py_function(record, [path], [tf.string])
+            return original(tf.ensure_shape(path, []), **options)
+
+        return wrapped
+
+
+def test_each_of_two_processes_decodes_half_of_the_examples(split, monkeypatch):
+    # Validation inside the run is finite, so the count is exact: 24 images, global batches of 8.
+    counts = []
+    for p in range(2):
+        counter = _DecodeCounter()
+        monkeypatch.setattr(pipeline, "read_image", counter.read_image(pipeline.read_image))
+        batches = list(
+            pipeline.eval_batches(split, batch_size=8, image_size=32, resize_size=40, process_index=p, process_count=2)
+        )
+        monkeypatch.undo()
+        assert [len(labels) for _, labels in batches] == [4, 4, 4]
+        counts.append(sorted(counter.paths))
+    assert len(counts[0]) == len(counts[1]) == 12
+    assert sorted(counts[0] + counts[1]) == sorted(split.paths)  # Together every image, each once.
+    # The endless training stream: the same share of decoding per process (read-ahead blurs the count a little).
+    decoded = {}
+    for count in (1, 2):
+        counter = _DecodeCounter()
+        monkeypatch.setattr(pipeline, "read_image", counter.read_image(pipeline.read_image))
+        _stream(split, 24, process_count=count, process_index=0)  # Four epochs.
+        monkeypatch.undo()
+        decoded[count] = len(counter.paths)
+    assert decoded[1] >= 96 and 0.4 <= decoded[2] / decoded[1] <= 0.65, decoded  # Unsharded: about 1.
+
+
+def test_the_global_batch_must_split_over_the_processes(split):
+    with pytest.raises(UserError, match="input.batch_size=6 is not a multiple of num_processes=4"):
+        pipeline.train_batches(split, batch_size=6, process_index=0, process_count=4, **ARGS)
+    with pytest.raises(UserError, match="do not fill one global batch"):
+        pipeline.eval_batches(split, batch_size=32, image_size=32, resize_size=40, process_index=0, process_count=2)
