@@ -13,7 +13,7 @@ from ml_collections import config_dict
 
 from dcl_keras.data import demo, pairing, pipeline, readers
 from dcl_keras.errors import UserError
-from dcl_keras.losses import ALIGNMENT_REDUCTIONS
+from dcl_keras.losses import ALIGNMENT_REDUCTIONS, CLASSIFICATION_LOSSES
 from dcl_keras.models import backbones
 
 DISTRIBUTIONS = ("none", "mirrored", "tpu", "data_parallel", "multi_worker_mirrored")
@@ -51,6 +51,8 @@ def base_config():
     c.data.tfds_prepare = False  # tfds: build the dataset when missing (needs network or archives).
     c.data.bad_files = "skip"  # "skip" (log and drop undecodable files) or "strict" (raise).
     c.data.check_files = True  # Decode every file once before training, reporting bad ones.
+    c.data.label_noise = 0.0  # Studies: this share of training labels flipped to another class (seeded).
+    c.data.long_tail_ratio = 1.0  # Studies: > 1 subsamples training classes exponentially, largest/smallest = ratio.
     c.data.demo = ml_collections.ConfigDict(
         dict(num_classes=20, train_per_class=40, test_per_class=20, image_size=96, seed=0, cache_dir="", kind="birds")
     )  # kind: "birds" (fine-grained) or "coarse" (a broad set to pretrain a backbone on).
@@ -84,6 +86,10 @@ def base_config():
     c.loss.beta = 1.0  # Destruction discriminator (adversarial); 0 builds no discriminator.
     c.loss.gamma = 1.0  # Region alignment (construction); 0.01 for rigid objects; 0 builds no alignment head.
     c.loss.alignment_reduction = "mean"  # "mean" over cells (reference code, published numbers) or "sum" (2N^2 x).
+    c.loss.classification = "cross_entropy"  # Or "gce" (generalized cross entropy, robust to label noise).
+    c.loss.label_smoothing = 0.0  # cross_entropy: share of the target spread over all classes.
+    c.loss.gce_q = 0.7  # gce: q in (0, 1]; -> 0 is cross entropy, 1 is mean absolute error.
+    c.loss.class_balance_beta = 0.0  # > 0: re-weight classes by effective number (0.999, 0.9999 for long tails).
 
     c.train = ml_collections.ConfigDict()
     c.train.epochs = 180
@@ -285,6 +291,27 @@ def validate_config(c):
     for field in ("alpha", "beta", "gamma"):
         if c.loss[field] < 0:
             _fail(f"loss.{field}", "a weight >= 0", c.loss[field])
+    if c.loss.classification not in CLASSIFICATION_LOSSES:
+        _fail("loss.classification", f"one of {CLASSIFICATION_LOSSES}", c.loss.classification)
+    if not 0.0 <= c.loss.label_smoothing < 1.0:
+        _fail("loss.label_smoothing", "a share in [0, 1)", c.loss.label_smoothing)
+    if c.loss.label_smoothing and c.loss.classification != "cross_entropy":
+        _fail("loss.label_smoothing", "0 unless loss.classification='cross_entropy'", c.loss.label_smoothing)
+    if not 0.0 < c.loss.gce_q <= 1.0:
+        _fail("loss.gce_q", "q in (0, 1]", c.loss.gce_q)
+    if not 0.0 <= c.loss.class_balance_beta < 1.0:
+        _fail("loss.class_balance_beta", "0 (off) or beta in (0, 1), e.g. 0.999", c.loss.class_balance_beta)
+    if not 0.0 <= c.data.label_noise < 1.0:
+        _fail("data.label_noise", "a share in [0, 1)", c.data.label_noise)
+    if c.data.long_tail_ratio < 1.0:
+        _fail("data.long_tail_ratio", "1 (off) or a largest/smallest class size ratio > 1", c.data.long_tail_ratio)
+    if (c.data.label_noise or c.data.long_tail_ratio > 1) and c.data.source in ("tfds", "records"):
+        raise ConfigError(
+            "Config fields `data.label_noise` and `data.long_tail_ratio` (studies of noisy and long-tailed labels) "
+            "need a file-based source (demo, image_folder, annotation_lists, cub200, fgvc_aircraft). Received: "
+            f"data.source={c.data.source!r}, data.label_noise={c.data.label_noise}, "
+            f"data.long_tail_ratio={c.data.long_tail_ratio}"
+        )
     if c.train.epochs < 1:
         _fail("train.epochs", "an integer >= 1", c.train.epochs)
     if c.train.steps_per_epoch < 0:

@@ -16,6 +16,13 @@ Ablation arms (dcl-spec.md section 5, the paper's Table 3):
 * `destruction_discriminator`: + the destruction discriminator (gamma = 0).
 * `destruction_construction`: + the region alignment loss, no discriminator.
 * `dcl`: the base config (all three losses).
+
+Noisy and long-tailed catalogues (issue 12): `noise` flips 20% and 40% of the
+training labels and compares plain cross entropy, label smoothing and
+generalized cross entropy; `long_tail` subsamples the training classes to an
+exponential profile (largest / smallest = 10) and compares class re-weighting
+by effective number (beta 0, 0.99, 0.999). Both are crossed with whatever arm
+the base config is (`--set` an arm's overrides, or run the baseline config).
 """
 
 from dcl_keras.errors import UserError
@@ -31,7 +38,16 @@ ARMS = (
 N_VALUES = (1, 2, 3, 5, 7, 9)
 RATIOS = ((1, 0), (3, 1), (1, 1), (1, 3), (0, 1))
 K_VALUES = (1, 2, 3)
-GRIDS = ("ablation", "n", "ratio", "k", "reference_variants", "gamma", "table1", "single")
+GRIDS = ("ablation", "n", "ratio", "k", "reference_variants", "gamma", "noise", "long_tail", "table1", "single")
+NOISE_LEVELS = (0.2, 0.4)
+# Classification losses compared under label noise: plain cross entropy, label smoothing, generalized CE.
+NOISE_LOSSES = (
+    ("cross_entropy", {}),
+    ("label_smoothing=0.1", {"loss.label_smoothing": 0.1}),
+    ("gce", {"loss.classification": "gce", "loss.gce_q": 0.7}),
+)
+LONG_TAIL_RATIO = 10.0
+CLASS_BALANCE_BETAS = (0.0, 0.99, 0.999)
 # Table 1: (dataset, config file, the config argument that takes the dataset's folder).
 TABLE1 = (
     ("cub", "configs/cub_resnet50.py", "root"),  # The extracted CUB_200_2011 folder.
@@ -99,6 +115,21 @@ def grid_points(name, config, *, data_roots=None):
         return [(f"k={k}", "", {"rcm.k": k}) for k in K_VALUES]
     if name == "gamma":
         return [(f"gamma={g}", "", {"loss.gamma": g}) for g in (0.01, 0.1, 1.0, 10.0)]
+    if name == "noise":
+        return [
+            (f"noise={level},loss={loss}", "", {"data.label_noise": level, **overrides})
+            for level in NOISE_LEVELS
+            for loss, overrides in NOISE_LOSSES
+        ]
+    if name == "long_tail":
+        return [
+            (
+                f"long_tail={LONG_TAIL_RATIO:g},class_balance={beta:g}",
+                "",
+                {"data.long_tail_ratio": LONG_TAIL_RATIO, "loss.class_balance_beta": beta},
+            )
+            for beta in CLASS_BALANCE_BETAS
+        ]
     if name == "reference_variants":
         return [
             ("paper", "", {}),

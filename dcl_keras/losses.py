@@ -6,6 +6,7 @@ from keras import ops
 from dcl_keras.contract import ALIGNMENT, CLASSIFIER, DISCRIMINATOR
 
 ALIGNMENT_REDUCTIONS = ("mean", "sum")
+CLASSIFICATION_LOSSES = ("cross_entropy", "gce")
 
 
 @keras.saving.register_keras_serializable(package="dcl_keras")
@@ -40,10 +41,89 @@ class RegionAlignmentLoss(keras.losses.Loss):
         return {**super().get_config(), "cell_reduction": self.cell_reduction}
 
 
-def dcl_losses(alignment_reduction="mean"):
-    """The loss for each model output."""
+@keras.saving.register_keras_serializable(package="dcl_keras")
+class ClassificationLoss(keras.losses.Loss):
+    """Classification loss from logits for noisy or long-tailed labels.
+
+    * "cross_entropy" with `label_smoothing` e: (1 - e) x the cross entropy
+      of the label + e x the mean cross entropy over all classes (Szegedy et
+      al., 2016).
+    * "gce", generalized cross entropy (Zhang and Sabuncu, NeurIPS 2018):
+      (1 - p_y^q) / q, which goes from cross entropy (q -> 0) to the
+      noise-robust mean absolute error (q = 1); the paper's q = 0.7 by default.
+
+    `class_weights` (one per class, or None) multiplies each example's loss by
+    its class's weight (re-weighting for long tails; see
+    `class_balanced_weights`).
+    """
+
+    def __init__(
+        self,
+        kind="cross_entropy",
+        label_smoothing=0.0,
+        q=0.7,
+        class_weights=None,
+        name="classification_loss",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        if kind not in CLASSIFICATION_LOSSES:
+            raise ValueError(f"`kind` must be one of {CLASSIFICATION_LOSSES}. Received: kind={kind!r}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"`label_smoothing` must be in [0, 1). Received: label_smoothing={label_smoothing!r}")
+        if not 0.0 < q <= 1.0:
+            raise ValueError(f"`q` must be in (0, 1]. Received: q={q!r}")
+        self.kind = kind
+        self.label_smoothing = float(label_smoothing)
+        self.q = float(q)
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+
+    def call(self, y_true, y_pred):
+        labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+        log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
+        picked = ops.take_along_axis(log_probs, ops.expand_dims(labels, -1), axis=-1)[:, 0]
+        if self.kind == "gce":
+            loss = (1.0 - ops.exp(self.q * picked)) / self.q
+        else:
+            loss = -(1.0 - self.label_smoothing) * picked - self.label_smoothing * ops.mean(log_probs, axis=-1)
+        if self.class_weights is not None:
+            loss = loss * ops.take(ops.convert_to_tensor(self.class_weights, "float32"), labels)
+        return loss
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "kind": self.kind,
+            "label_smoothing": self.label_smoothing,
+            "q": self.q,
+            "class_weights": self.class_weights,
+        }
+
+
+def class_balanced_weights(class_counts, beta=0.999):
+    """Per-class weights from the effective number of samples (Cui et al., CVPR 2019).
+
+    w_c proportional to (1 - beta) / (1 - beta^n_c): beta = 0 weighs every
+    class alike, beta -> 1 approaches inverse class frequency. Normalised so
+    that the mean weight over the training examples is 1 (the loss keeps its
+    scale). Classes without examples get weight 0.
+    """
+    import numpy as np
+
+    counts = np.asarray(class_counts, np.float64)
+    if not 0.0 <= beta < 1.0:
+        raise ValueError(f"`beta` must be in [0, 1). Received: beta={beta!r}")
+    effective = (1.0 - np.power(beta, counts)) / (1.0 - beta) if beta > 0 else np.minimum(counts, 1.0)
+    weights = np.where(counts > 0, 1.0 / np.maximum(effective, 1e-12), 0.0)
+    weights *= counts.sum() / max(float((weights * counts).sum()), 1e-12)
+    return weights.tolist()
+
+
+def dcl_losses(alignment_reduction="mean", classification=None):
+    """The loss for each model output; `classification` replaces plain cross entropy (a ClassificationLoss)."""
     return {
-        CLASSIFIER: keras.losses.SparseCategoricalCrossentropy(from_logits=True, name="classification_loss"),
+        CLASSIFIER: classification
+        or keras.losses.SparseCategoricalCrossentropy(from_logits=True, name="classification_loss"),
         DISCRIMINATOR: keras.losses.SparseCategoricalCrossentropy(from_logits=True, name="adversarial_loss"),
         ALIGNMENT: RegionAlignmentLoss(alignment_reduction),
     }

@@ -106,7 +106,34 @@ def steps_per_epoch(config, split):
         raise ConfigError(f"Config field `{field}`: {e}") from None
 
 
-def compile_model(model, config, steps):
+def classification_loss(config, class_counts=None):
+    """The classification loss of a config: None (plain cross entropy) or a losses.ClassificationLoss.
+
+    `class_counts` (training examples per class) is needed when
+    loss.class_balance_beta > 0.
+    """
+    loss = config.loss
+    if loss.classification == "cross_entropy" and not loss.label_smoothing and not loss.class_balance_beta:
+        return None
+    weights = None
+    if loss.class_balance_beta:
+        if class_counts is None:
+            raise ValueError("loss.class_balance_beta needs the training split's class counts.")
+        weights = losses.class_balanced_weights(class_counts, loss.class_balance_beta)
+    return losses.ClassificationLoss(
+        loss.classification, loss.label_smoothing, loss.gce_q, class_weights=weights, name="classification_loss"
+    )
+
+
+def split_class_counts(split):
+    """Training examples per class of a split (labels read without decoding any image)."""
+    import numpy as np
+
+    labels = split.labels if isinstance(split.labels, list) else split.labels()
+    return np.bincount(np.asarray(labels, np.int64), minlength=split.num_classes).tolist()
+
+
+def compile_model(model, config, steps, class_counts=None):
     heads = (model.dcl_model if isinstance(model, dcl.DeviceRCMTrainer) else model).heads
     optimizer = optim.make_optimizer(
         config.train.learning_rate,
@@ -121,7 +148,9 @@ def compile_model(model, config, steps):
     )
     model.compile(
         optimizer=optimizer,
-        loss=_only(heads, losses.dcl_losses(config.loss.alignment_reduction)),
+        loss=_only(
+            heads, losses.dcl_losses(config.loss.alignment_reduction, classification_loss(config, class_counts))
+        ),
         loss_weights=_only(heads, losses.loss_weights(config.loss.alpha, config.loss.beta, config.loss.gamma)),
         weighted_metrics=_only(heads, losses.dcl_metrics(model.num_classes)),
         jit_compile=JIT_COMPILE[str(config.train.jit_compile).lower()],
@@ -158,7 +187,8 @@ def train_batches(config, split, start_step=0, cluster=None):
 def _build_trainer(config, split, steps):
     """A new trainer: the DCLModel, or a DeviceRCMTrainer around it for rcm.placement=device; compiled."""
     on_device = config.rcm.placement == "device"
-    trainer = build_model(config, split.num_classes, split.class_names, steps, compile=not on_device)
+    counts = split_class_counts(split) if config.loss.class_balance_beta else None
+    trainer = build_model(config, split.num_classes, split.class_names, steps, compile=False)
     if on_device:
         region_confusion = RegionConfusion(
             n=config.rcm.n,
@@ -168,15 +198,15 @@ def _build_trainer(config, split, steps):
             seed=config.seed,
         )
         trainer = dcl.DeviceRCMTrainer(trainer, region_confusion)
-        compile_model(trainer, config, steps)
+    compile_model(trainer, config, steps, counts)
     return trainer
 
 
-def _resume(path, config, steps):
+def _resume(path, config, steps, split):
     """The trainer of a checkpoint, recompiled from `config` with the checkpoint's optimizer state."""
     trainer = saving.load_model(path)
     old_optimizer = trainer.optimizer
-    compile_model(trainer, config, steps)
+    compile_model(trainer, config, steps, split_class_counts(split) if config.loss.class_balance_beta else None)
     checkpointing.adopt_optimizer_state(trainer, old_optimizer)
     return trainer
 
@@ -237,7 +267,7 @@ def train(config, workdir, train_split, val_split=None, process_dir=None, export
     fingerprint = stream_fingerprint(config, train_split, cluster)
     if os.path.isfile(checkpoint):
         _check_same_stream(workdir, fingerprint)
-        trainer = _resume(checkpoint, config, steps)
+        trainer = _resume(checkpoint, config, steps, train_split)
         logging.info("Resuming from %s at step %d.", checkpoint, checkpointing.completed_steps(trainer))
     else:
         trainer = _build_trainer(config, train_split, steps)

@@ -61,3 +61,46 @@ def test_classification_cross_entropy_by_hand():
 def test_negative_weight_is_refused():
     with pytest.raises(ValueError, match="gamma=-1"):
         losses.loss_weights(gamma=-1)
+
+
+def _log_softmax(logits):
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+LOGITS = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.0, 1.0]], "float32")
+LABELS = np.array([0, 1, 2], "int32")
+
+
+def test_classification_loss_without_options_is_cross_entropy():
+    plain = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(LABELS, LOGITS)
+    assert float(losses.ClassificationLoss()(LABELS, LOGITS)) == pytest.approx(float(plain), rel=1e-6)
+
+
+def test_label_smoothing_and_generalized_cross_entropy_by_hand():
+    log_p = _log_softmax(LOGITS.astype(np.float64))
+    picked = log_p[np.arange(3), LABELS]
+    smoothed = np.mean(-0.9 * picked - 0.1 * log_p.mean(axis=1))
+    loss = losses.ClassificationLoss("cross_entropy", label_smoothing=0.1)
+    assert float(loss(LABELS, LOGITS)) == pytest.approx(smoothed, rel=1e-5)
+    gce = np.mean((1.0 - np.exp(0.7 * picked)) / 0.7)
+    assert float(losses.ClassificationLoss("gce", q=0.7)(LABELS, LOGITS)) == pytest.approx(gce, rel=1e-5)
+    # q = 1 is the mean absolute error 1 - p_y: bounded, so one mislabelled example weighs at most 1.
+    mae = np.mean(1.0 - np.exp(picked))
+    assert float(losses.ClassificationLoss("gce", q=1.0)(LABELS, LOGITS)) == pytest.approx(mae, rel=1e-5)
+
+
+def test_class_weights_scale_each_example_and_balanced_weights_average_one():
+    weights = losses.class_balanced_weights([100, 10, 1], beta=0.999)
+    counts = np.array([100, 10, 1])
+    assert np.dot(weights, counts) / counts.sum() == pytest.approx(1.0)
+    assert weights[0] < weights[1] < weights[2]  # Rarer classes weigh more.
+    assert losses.class_balanced_weights([5, 5, 0], beta=0.0) == [1.0, 1.0, 0.0]
+    log_p = _log_softmax(LOGITS.astype(np.float64))
+    per_example = -log_p[np.arange(3), LABELS]
+    loss = losses.ClassificationLoss(class_weights=[1.0, 2.0, 0.5])
+    assert float(loss(LABELS, LOGITS)) == pytest.approx(np.mean(per_example * [1.0, 2.0, 0.5]), rel=1e-5)
+    restored = losses.ClassificationLoss.from_config(loss.get_config())
+    assert float(restored(LABELS, LOGITS)) == pytest.approx(float(loss(LABELS, LOGITS)))
+    with pytest.raises(ValueError, match="kind='focal'"):
+        losses.ClassificationLoss("focal")

@@ -1,6 +1,7 @@
 """From the `data` section of a config to the train, validation and test splits of any source."""
 
 import collections
+import dataclasses
 import logging
 import os
 
@@ -45,6 +46,41 @@ def carve_validation(split, fraction, seed):
         split.subset(train, name=f"{split.name} minus {fraction:g} for validation"),
         split.subset(val, name=f"{split.name}, {fraction:g} carved out for validation (seed {seed})"),
     )
+
+
+def flip_labels(split, share, seed):
+    """A FileSplit with round(share x examples) labels, chosen at random, moved to a random other class (seeded).
+
+    Symmetric label noise for robustness studies; the examples are unchanged.
+    """
+    rng = np.random.default_rng([seed, 0x401CE])
+    labels = np.asarray(split.labels, np.int64)
+    chosen = rng.choice(len(labels), int(round(share * len(labels))), replace=False)
+    shift = rng.integers(1, split.num_classes, len(chosen))  # Never 0: always another class.
+    labels[chosen] = (labels[chosen] + shift) % split.num_classes
+    name = f"{split.name}, {share:g} of the labels flipped (seed {seed})"
+    return dataclasses.replace(split, labels=labels.tolist(), name=name)
+
+
+def long_tail(split, ratio, seed):
+    """A FileSplit subsampled to an exponential class-size profile: class c keeps n_max x ratio^(-c / (C - 1)).
+
+    n_max is the smallest class's size in `split`, so every class can supply
+    its quota; class 0 keeps the most, the last class n_max / ratio (at least
+    one). The examples kept are a seeded random choice within each class.
+    """
+    rng = np.random.default_rng([seed, 0x7A11])
+    labels = np.asarray(split.labels if isinstance(split, readers.FileSplit) else split.labels(), np.int64)
+    sizes = np.bincount(labels, minlength=split.num_classes)
+    top = int(sizes[sizes > 0].min())
+    classes = split.num_classes
+    quota = np.maximum(1, np.floor(top * ratio ** (-np.arange(classes) / max(classes - 1, 1)))).astype(int)
+    keep = []
+    for label in range(classes):
+        members = np.flatnonzero(labels == label)
+        keep.extend(rng.permutation(members)[: quota[label]].tolist())
+    name = f"{split.name}, long-tailed x{ratio:g} (seed {seed})"
+    return split.subset(sorted(keep), name=name)
 
 
 def _source_splits(data):
@@ -102,11 +138,23 @@ def load_splits(data):
     is only read by the final evaluation. File splits are checked once for
     undecodable images under `data.bad_files` when `data.check_files` is set.
     """
+    study = data.label_noise or data.long_tail_ratio > 1
+    if study and data.source in ("tfds", "records"):
+        raise UserError(
+            "data.label_noise and data.long_tail_ratio (studies of noisy and long-tailed labels) work on "
+            f"file-based sources (demo, image_folder, annotation_lists, cub200, fgvc_aircraft). Received: "
+            f"data.source={data.source!r}"
+        )
     train, val, test = _source_splits(data)
     if val is None and data.val_fraction:
         train, val = carve_validation(train, data.val_fraction, data.split_seed)
     elif val is not None:
         logging.info("Validation split: %s (the source's own).", val.name)
+    if study:
+        if data.long_tail_ratio > 1:
+            train = long_tail(train, data.long_tail_ratio, data.split_seed)
+        if data.label_noise:  # Training labels only: validation and test stay clean.
+            train = flip_labels(train, data.label_noise, data.split_seed)
     if isinstance(train, readers.FileSplit) and data.check_files:
         train, test = pipeline.check_images(train, data.bad_files), pipeline.check_images(test, data.bad_files)
         val = None if val is None else pipeline.check_images(val, data.bad_files)
