@@ -167,3 +167,99 @@ def filter_responses(model, image, label, *, n, k, key):
         theta = ops.convert_to_numpy(model.get_layer(DISCRIMINATOR_LAYER).kernel)  # [K, 2]: original, destructed.
         delta = means[0] * theta[:, ORIGINAL] - means[1] * theta[:, DESTRUCTED]
     return {"r_original": means[0] * kernel, "r_destructed": means[1] * kernel, "delta": delta}
+
+
+SEAM_CONDITIONS = (
+    "original",
+    "destructed",
+    "seams_only",
+    "shifted_grid",
+    "original_banded",
+    "destructed_banded",
+)
+
+
+def _jitter_cells(image, n, shift, rng):
+    """Each of the N x N cells refilled from its own place moved by up to `shift` px: seams, no layout change."""
+    size = image.shape[0]
+    padded = np.pad(image, ((shift, shift), (shift, shift), (0, 0)), mode="reflect")
+    out = np.empty_like(image)
+    edges = np.linspace(0, size, n + 1).round().astype(int)
+    for i in range(n):
+        for j in range(n):
+            dy, dx = rng.integers(-shift, shift + 1, 2)
+            y0, y1, x0, x1 = edges[i], edges[i + 1], edges[j], edges[j + 1]
+            out[y0:y1, x0:x1] = padded[y0 + shift + dy : y1 + shift + dy, x0 + shift + dx : x1 + shift + dx]
+    return out
+
+
+def _band_grid(image, n, width):
+    """The image with a band of `width` px either side of every inner cell boundary set to the image mean."""
+    size = image.shape[0]
+    out = image.copy()
+    fill = image.mean(axis=(0, 1))
+    for edge in np.linspace(0, size, n + 1).round().astype(int)[1:-1]:
+        out[max(edge - width, 0) : edge + width, :] = fill
+        out[:, max(edge - width, 0) : edge + width] = fill
+    return out
+
+
+def seam_probe(model, images, *, n, k, keys, seed=0, shift=None, band=None):
+    """How the destruction discriminator decides: on RCM's layout change, or on the seams between regions?
+
+    For preprocessed images [B, S, S, 3] (float, 0-255) and one uint32 RCM key
+    per image, the share called "destructed" by a 2-way discriminator and its
+    mean probability, under:
+
+    * original, destructed: the training task (RCM with the run's N and k);
+    * seams_only: every cell refilled from its own place shifted by up to
+      `shift` px (default an eighth of a cell): seams at the grid lines, the
+      layout unchanged;
+    * shifted_grid: RCM on a grid moved by half a cell (seams where training
+      never put them);
+    * original_banded, destructed_banded: a band of `band` px (default a
+      sixteenth of a cell, at least 1) either side of every grid line painted
+      with the image mean on both, hiding the seams but not the layout.
+
+    A discriminator that reads the layout separates the banded pair and
+    ignores seams_only; one that reads seams calls seams_only destructed and
+    cannot separate the banded pair.
+    """
+    import tensorflow as tf
+
+    if DISCRIMINATOR not in getattr(model, "heads", ()) or getattr(model, "discriminator", "2way") != "2way":
+        raise UserError("The seam probe needs a model with the paper's 2-way destruction discriminator.")
+    images = np.asarray(images, np.float32)
+    size = images.shape[1]
+    cell = size / n
+    shift = int(shift or max(1, round(cell / 8)))
+    band = int(band or max(1, round(cell / 16)))
+    rng = np.random.default_rng(seed)
+    half = int(round(cell / 2))
+    views = {name: [] for name in SEAM_CONDITIONS}
+    for image, key in zip(images, keys, strict=True):
+        destructed = rcm.region_confusion(tf.constant(image), key, n, k)[0].numpy()
+        rolled = np.roll(image, (half, half), axis=(0, 1))
+        shifted = np.roll(rcm.region_confusion(tf.constant(rolled), key, n, k)[0].numpy(), (-half, -half), (0, 1))
+        views["original"].append(image)
+        views["destructed"].append(destructed)
+        views["seams_only"].append(_jitter_cells(image, n, shift, rng))
+        views["shifted_grid"].append(shifted)
+        views["original_banded"].append(_band_grid(image, n, band))
+        views["destructed_banded"].append(_band_grid(destructed, n, band))
+    report = {"n": n, "k": k, "shift_px": shift, "band_px": band, "num_images": int(len(images))}
+    for name, batch in views.items():
+        logits = ops.convert_to_numpy(ops.cast(model(np.stack(batch), training=False)[DISCRIMINATOR], "float32"))
+        shifted_logits = logits - logits.max(axis=1, keepdims=True)
+        probs = np.exp(shifted_logits) / np.exp(shifted_logits).sum(axis=1, keepdims=True)
+        report[name] = {
+            "called_destructed": float(np.mean(np.argmax(logits, axis=1) == DESTRUCTED)),
+            "mean_p_destructed": float(probs[:, DESTRUCTED].mean()),
+        }
+    report["banded_pair_accuracy"] = 0.5 * (
+        1 - report["original_banded"]["called_destructed"] + report["destructed_banded"]["called_destructed"]
+    )
+    report["pair_accuracy"] = 0.5 * (
+        1 - report["original"]["called_destructed"] + report["destructed"]["called_destructed"]
+    )
+    return report

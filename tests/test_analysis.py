@@ -109,8 +109,13 @@ def test_bin_analyze_draws_cams_responses_and_pointing(tiny_config, tmp_path):
     for run in ("dcl", "baseline"):
         report = json.load(open(tmp_path / run / "pointing.json"))
         assert report["num_images"] == 12 and 0 <= report["hit_rate"] <= 1
+    seams = run_bin("analyze", "seams", f"--workdir={tmp_path / 'dcl'}", "--num_images=6")
+    assert seams.returncode == 0, seams.stderr[-3000:]
+    assert json.load(open(tmp_path / "dcl" / "seams.json"))["num_images"] == 6
+    no_discriminator = run_bin("analyze", "seams", f"--workdir={tmp_path / 'baseline'}")
+    assert no_discriminator.returncode == 2 and "2-way destruction discriminator" in no_discriminator.stderr
     bad = run_bin("analyze", "where", f"--workdir={tmp_path / 'dcl'}")
-    assert bad.returncode == 2 and "one of ('cam', 'responses', 'pointing')" in bad.stderr
+    assert bad.returncode == 2 and "one of ('cam', 'responses', 'pointing', 'seams')" in bad.stderr
     assert not os.path.exists(tmp_path / "dcl" / "where")
 
 
@@ -162,3 +167,29 @@ def test_pointing_on_fgvc_aircraft_maps_boxes_past_the_removed_banner(tmp_path):
     assert report["num_images"] == 2 and report["hit_rate"] == 1.0
     kept = readers.fgvc_aircraft(str(tmp_path), "test", remove_banner=False)
     assert analysis.pointing_game(_brightness_model(48), kept, image_size=48, resize_size=48)["hit_rate"] == 0.0
+
+
+def test_seam_probe_views_and_report():
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 255, (32, 32, 3)).astype(np.float32)
+    # No shift: the jittered image is the image; a shift moves each 8-px cell's content by at most that much.
+    np.testing.assert_array_equal(analysis._jitter_cells(image, 4, 0, rng), image)
+    jittered = analysis._jitter_cells(image, 4, 2, np.random.default_rng(1))
+    assert not np.array_equal(jittered, image)
+    # Bands cover 2 px either side of the inner grid lines (8, 16, 24) and nothing else.
+    banded = analysis._band_grid(image, 4, 2)
+    changed = np.any(banded != image, axis=(0, 2))
+    assert set(np.flatnonzero(changed)) >= {6, 7, 8, 9, 14, 15, 16, 17, 22, 23, 24, 25}
+    np.testing.assert_array_equal(banded[2:5, 2:5], image[2:5, 2:5])
+    model = tiny_dcl_model(32, n=4, classes=3, width=4)
+    keys = [np.uint32(i) for i in range(3)]
+    report = analysis.seam_probe(model, np.stack([image] * 3), n=4, k=2, keys=keys)
+    assert set(analysis.SEAM_CONDITIONS) <= set(report) and report["num_images"] == 3
+    for name in analysis.SEAM_CONDITIONS:
+        assert 0.0 <= report[name]["called_destructed"] <= 1.0
+        assert 0.0 <= report[name]["mean_p_destructed"] <= 1.0
+    expected = 0.5 * (1 - report["original"]["called_destructed"] + report["destructed"]["called_destructed"])
+    assert report["pair_accuracy"] == pytest.approx(expected)
+    baseline = dcl.DCLModel(model.backbone, 3, 4, discriminator="none", alignment=False)
+    with pytest.raises(Exception, match="2-way destruction discriminator"):
+        analysis.seam_probe(baseline, image[None], n=4, k=2, keys=keys[:1])

@@ -3,6 +3,7 @@
     bin/analyze cam --workdir=runs/dcl --compare=runs/baseline     # cam_grid.png: image, baseline, DCL
     bin/analyze responses --workdir=runs/dcl                       # responses.png and responses.json
     bin/analyze pointing --workdir=runs/dcl --workdir=runs/base    # pointing.json in each workdir
+    bin/analyze seams --workdir=runs/dcl --num_images=200          # seams.json: what the discriminator reads
 
 Each workdir is a bin/train workdir (its config.json and model.keras). The
 images are its test split with the evaluation preprocessing. Pointing needs
@@ -19,10 +20,10 @@ cli.select_backend()
 
 from absl import flags  # noqa: E402
 
-COMMANDS = ("cam", "responses", "pointing")
+COMMANDS = ("cam", "responses", "pointing", "seams")
 _WORKDIRS = flags.DEFINE_multi_string("workdir", None, "bin/train workdir(s) to analyze.")
 _COMPARE = flags.DEFINE_string("compare", None, "cam: a second workdir (e.g. the baseline) drawn before --workdir.")
-_NUM = flags.DEFINE_integer("num_images", 8, "cam and responses: test images to show.")
+_NUM = flags.DEFINE_integer("num_images", 8, "cam, responses: test images to show; seams: test images to probe.")
 _OUT = flags.DEFINE_string("out_dir", None, "Where to write; default the first --workdir.")
 flags.DEFINE_enum("backend", os.environ.get("KERAS_BACKEND", "tensorflow"), cli.BACKENDS, "Keras backend.")
 flags.mark_flags_as_required(["workdir"])
@@ -161,6 +162,29 @@ def _pointing():
             )
 
 
+def _seams():
+    import json
+
+    from dcl_keras import analysis, contract
+    from dcl_keras.data import keyed_hash
+
+    for workdir in _WORKDIRS.value:
+        config, model, split = _load(workdir)
+        images, _ = _chosen(split, config, _NUM.value)
+        keys = [keyed_hash.combine_keys(config.seed, contract.ANALYSIS_EPOCH, i) for i in range(len(images))]
+        report = analysis.seam_probe(model, images, n=config.rcm.n, k=config.rcm.k, keys=keys, seed=config.seed)
+        folder = _OUT.value or workdir
+        if _OUT.value and len(_WORKDIRS.value) > 1:
+            folder = os.path.join(_OUT.value, _run_name(workdir).replace("/", "_"))
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, "seams.json")
+        with open(path, "w") as f:
+            json.dump(report, f, indent=2)
+        rates = ", ".join(f"{name} {report[name]['called_destructed']:.3f}" for name in analysis.SEAM_CONDITIONS)
+        print(f"{workdir}: called destructed: {rates}; banded pair accuracy {report['banded_pair_accuracy']:.3f}")
+        print(f"  -> {path}")
+
+
 def main(argv):
     from dcl_keras.errors import UserError
 
@@ -168,7 +192,9 @@ def main(argv):
         raise UserError(f"Expected one command, one of {COMMANDS}. Received: {argv[1:]}")
     out_dir = _OUT.value or _WORKDIRS.value[0]
     os.makedirs(out_dir, exist_ok=True)
-    {"cam": lambda: _cam(out_dir), "responses": lambda: _responses(out_dir), "pointing": _pointing}[argv[1]]()
+    commands = {"cam": lambda: _cam(out_dir), "responses": lambda: _responses(out_dir), "pointing": _pointing}
+    commands["seams"] = _seams
+    commands[argv[1]]()
 
 
 def run():
