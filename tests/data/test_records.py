@@ -169,3 +169,28 @@ def test_two_thousand_classes_train_evaluate_and_export_with_their_names(tmp_pat
     assert len(top) == 3 and all(name in classes for name, _ in top)
     counts = collections.Counter(name for name, _ in top)
     assert max(counts.values()) == 1
+
+
+def test_tfds_and_cub_sources_are_written_with_their_boxes(tmp_path):
+    import toy_tfds
+    from test_readers import _write_cub
+
+    name = toy_tfds.prepare(str(tmp_path / "tfds"))
+    tfds_split = readers.tfds(name, "train", data_dir=str(tmp_path / "tfds"))
+    entry = records.write_split(tfds_split, str(tmp_path / "from_tfds"), "train", num_shards=2)
+    assert entry["examples"] == 12 and entry["class_counts"] == [4, 4, 4] and not entry["left_out"]
+    expected = sorted((data, int(y)) for data, y in tfds_split.encoded_dataset().as_numpy_iterator())
+    written = [(p, n) for p, n in ((str(tmp_path / "from_tfds" / s["file"]), s["examples"]) for s in entry["shards"])]
+    split = records.RecordsSplit(str(tmp_path / "from_tfds"), "train", tfds_split.class_names, written)
+    assert sorted((data, int(y)) for data, y in split.encoded_dataset().as_numpy_iterator()) == expected
+    # CUB: each record keeps its box (x, y, width, height in file pixels).
+    (tmp_path / "cub").mkdir()
+    _write_cub(tmp_path / "cub")
+    cub = readers.cub200(str(tmp_path / "cub"), "train")
+    entry = records.write_split(cub, str(tmp_path / "from_cub"), "train", num_shards=1)
+    (shard,) = entry["shards"]
+    boxes = [
+        tf.io.parse_single_example(r, {records.BOX: records.FEATURES[records.BOX]})[records.BOX].numpy().tolist()
+        for r in tf.data.TFRecordDataset(str(tmp_path / "from_cub" / shard["file"]))
+    ]
+    assert boxes == [[1.0, 2.0, 10.0, 20.0]] * 4
