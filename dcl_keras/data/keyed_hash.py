@@ -44,3 +44,8 @@ def hash_uniform(key, count):
     bits = hash_uint32(tf.bitwise.bitwise_xor(hash_uint32(key), counters) + _u32(1))
     shift = 32 - contract.UNIFORM_BITS
     return tf.cast(tf.bitwise.right_shift(bits, _u32(shift)), tf.float32) * (1.0 / (1 << contract.UNIFORM_BITS))
+
+
+def shuffle_seed(key):
+    """The int32 [2] seed of TF's stateless shuffle for a uint32 `key` (an epoch's order key)."""
+    return tf.bitcast(tf.stack([key, combine_keys(key, contract.SHUFFLE_SEED_SALT)]), tf.int32)

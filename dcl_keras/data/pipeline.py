@@ -213,10 +213,7 @@ def positioned_examples(
     labels = tf.constant(source.labels, tf.int32)
     indices = tf.range(source.num_examples)
     if order_key is not None:
-        seed = tf.bitcast(
-            tf.stack([order_key, keyed_hash.combine_keys(order_key, contract.SHUFFLE_SEED_SALT)]), tf.int32
-        )
-        indices = tf.random.experimental.stateless_shuffle(indices, seed=seed)
+        indices = tf.random.experimental.stateless_shuffle(indices, seed=keyed_hash.shuffle_seed(order_key))
     ds = tf.data.Dataset.from_tensor_slices(indices).repeat(passes).enumerate().skip(start)
     if keep is not None:
         ds = ds.filter(lambda position, i: keep(position))

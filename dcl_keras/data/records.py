@@ -24,6 +24,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from dcl_keras.data import keyed_hash
 from dcl_keras.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -222,8 +223,7 @@ class RecordsSplit:
         offsets = tf.constant(offsets, tf.int64)
         order = tf.range(len(mine))
         if order_key is not None:
-            seed = tf.bitcast(tf.stack([order_key, tf.constant(0x5EED, tf.uint32)]), tf.int32)
-            order = tf.random.experimental.stateless_shuffle(order, seed=seed)
+            order = tf.random.experimental.stateless_shuffle(order, seed=keyed_hash.shuffle_seed(order_key))
         ds = tf.data.Dataset.from_tensor_slices(order).interleave(
             lambda i: tf.data.TFRecordDataset(files[i]).enumerate(offsets[i]),
             cycle_length=min(len(mine), INTERLEAVE),
