@@ -91,7 +91,7 @@ def build_model(config, num_classes, class_names=None, steps=1, compile=True):
     return model
 
 
-def steps_per_epoch(config, split):
+def steps_per_epoch(config, split, cluster=None):
     """Steps of one Keras epoch: `train.steps_per_epoch`, else one pass at `train.epoch_batch_size` examples a step.
 
     The latter defaults to `input.batch_size`; an equal-compute baseline sets
@@ -100,7 +100,9 @@ def steps_per_epoch(config, split):
     if config.train.steps_per_epoch:
         return config.train.steps_per_epoch
     try:
-        return pipeline.steps_per_epoch(split, config.train.epoch_batch_size or config.input.batch_size)
+        return pipeline.steps_per_epoch(
+            split, config.train.epoch_batch_size or config.input.batch_size, cluster.num_processes if cluster else 1
+        )
     except UserError as e:
         field = "train.epoch_batch_size" if config.train.epoch_batch_size else "input.batch_size"
         raise ConfigError(f"Config field `{field}`: {e}") from None
@@ -126,9 +128,11 @@ def classification_loss(config, class_counts=None):
 
 
 def split_class_counts(split):
-    """Training examples per class of a split (labels read without decoding any image)."""
+    """Training examples per class of a split (labels read without decoding any image; a manifest's counts)."""
     import numpy as np
 
+    if getattr(split, "class_counts", None) is not None:
+        return list(split.class_counts)
     labels = split.labels if isinstance(split.labels, list) else split.labels()
     return np.bincount(np.asarray(labels, np.int64), minlength=split.num_classes).tolist()
 
@@ -262,7 +266,7 @@ def train(config, workdir, train_split, val_split=None, process_dir=None, export
     chief's checkpoint. Each process builds only its share of the input
     (`cluster`, a distribute.Cluster).
     """
-    steps = steps_per_epoch(config, train_split)
+    steps = steps_per_epoch(config, train_split, cluster)
     checkpoint = os.path.join(workdir, checkpointing.CHECKPOINT)
     fingerprint = stream_fingerprint(config, train_split, cluster)
     if os.path.isfile(checkpoint):

@@ -33,12 +33,19 @@ def main(argv):
     import os
 
     from dcl_keras.data import datasets, records
+    from dcl_keras.errors import UserError
 
     logging.set_verbosity(logging.INFO)
     out = os.path.abspath(os.path.expanduser(_OUT.value))
     if os.path.exists(os.path.join(out, records.MANIFEST)):
         raise FileExistsError(f"--out already holds a records folder ({records.MANIFEST}): {out}")
     data = _CONFIG.value.data
+    if data.label_noise or data.long_tail_ratio > 1:
+        raise UserError(
+            "bin/make_records writes the dataset as it is: drop --config.data.label_noise and "
+            "--config.data.long_tail_ratio (set them when training from a file-based source). Received: "
+            f"data.label_noise={data.label_noise}, data.long_tail_ratio={data.long_tail_ratio}"
+        )
     data.check_files = False  # The writer decodes every image once and lists the ones it leaves out.
     splits = datasets.load_splits(data)
     chosen = {"train": splits.train, "test": splits.test}

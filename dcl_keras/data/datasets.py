@@ -40,8 +40,8 @@ def carve_validation(split, fraction, seed):
             f"{split.name}: data.val_fraction={fraction:g} of {len(labels)} examples leaves no validation "
             f"example. Received: val_fraction={fraction!r}"
         )
-    val = sorted(val)
-    train = sorted(set(range(len(labels))) - set(val))
+    val = np.sort(np.asarray(val, np.int64))
+    train = np.setdiff1d(np.arange(len(labels)), val)
     return (
         split.subset(train, name=f"{split.name} minus {fraction:g} for validation"),
         split.subset(val, name=f"{split.name}, {fraction:g} carved out for validation (seed {seed})"),
@@ -53,6 +53,8 @@ def flip_labels(split, share, seed):
 
     Symmetric label noise for robustness studies; the examples are unchanged.
     """
+    if split.num_classes < 2:
+        raise UserError(f"{split.name}: label noise needs at least 2 classes. Received: {split.num_classes} class")
     rng = np.random.default_rng([seed, 0x401CE])
     labels = np.asarray(split.labels, np.int64)
     chosen = rng.choice(len(labels), int(round(share * len(labels))), replace=False)

@@ -228,7 +228,7 @@ def is_file_sharded(source):
     return getattr(source, "shards", None) is not None
 
 
-def process_share(batch_size, process_index, process_count):
+def process_share(batch_size, process_index, process_count, field="input.batch_size"):
     """`keep(position)` for process `process_index` of `process_count`: its slice of every global batch.
 
     Global batch b holds positions [b x batch_size, (b + 1) x batch_size);
@@ -236,17 +236,17 @@ def process_share(batch_size, process_index, process_count):
     the slice Keras gives that process of a global batch (rebatch, then
     shard), so the processes' batches together are the single-process batch.
     """
-    check_process_batch(batch_size, process_index, process_count)
+    check_process_batch(batch_size, process_index, process_count, field)
     local = batch_size // process_count
     return lambda position: (position % batch_size) // local == process_index
 
 
-def check_process_batch(batch_size, process_index, process_count):
+def check_process_batch(batch_size, process_index, process_count, field="input.batch_size"):
     if not 0 <= process_index < process_count:
         raise ValueError(f"Expected 0 <= process_index < process_count. Received: {process_index}, {process_count}")
     if batch_size % process_count:
         raise UserError(
-            f"The global batch must split evenly over the processes: input.batch_size={batch_size} is not a "
+            f"The global batch must split evenly over the processes: {field}={batch_size} is not a "
             f"multiple of num_processes={process_count}."
         )
 
@@ -356,8 +356,6 @@ def train_batches(
         )
     if bad_files not in BAD_FILE_POLICIES:
         raise ValueError(f"`bad_files` must be one of {BAD_FILE_POLICIES}. Received: bad_files={bad_files!r}")
-    per_epoch = steps_per_epoch(source, batch_size)
-    first_epoch, skip = divmod(int(start_step), per_epoch)
     check_process_batch(batch_size, process_index, process_count)
     local_batch = batch_size // process_count
     by_file = process_count > 1 and is_file_sharded(source)
@@ -366,6 +364,8 @@ def train_batches(
             f"{source.name}: {len(source.shards)} shard file(s) for {process_count} processes; every process "
             "needs at least one. Rewrite the records with more shards (bin/make_records --num_shards)."
         )
+    per_epoch = steps_per_epoch(source, batch_size, process_count)
+    first_epoch, skip = divmod(int(start_step), per_epoch)
     if by_file:
         share = dict(process=(process_index, process_count))
         skipped = skip * local_batch
@@ -412,9 +412,18 @@ DEVICE_IMAGES = "images"
 DEVICE_KEYS = "rcm_keys"
 
 
-def steps_per_epoch(source, batch_size):
-    """Batches in one epoch of the training stream: whole batches only."""
+def steps_per_epoch(source, batch_size, process_count=1):
+    """Batches in one epoch of the training stream: whole batches only.
+
+    Record splits read by several processes (each its own shards) take the
+    epoch of the process with the fewest examples, so all stay in step and no
+    process repeats an example within an epoch; the others leave a few of
+    theirs out, different ones each epoch.
+    """
     steps = source.num_examples // batch_size
+    if process_count > 1 and is_file_sharded(source):
+        local = batch_size // process_count
+        steps = min(source.process_examples(p, process_count) // local for p in range(process_count))
     if steps < 1:
         raise UserError(
             f"{source.name}: {source.num_examples} training example(s) do not fill one batch. "
@@ -441,11 +450,14 @@ def eval_batches(
     sample of a class-ordered folder; None keeps the listed order. With
     `process_count` > 1 (validation inside a multi-process run) each process
     decodes its slice of every global batch, and only whole global batches
-    are read, so every process yields the same number of batches.
+    are read, so every process yields the same number of batches (up to
+    `batch_size` - 1 examples are left out; a file that fails to decode there
+    leaves its process a batch short, so check the validation files first, as
+    `data.check_files` does for file splits and bin/make_records for records).
     """
     keep = None
     if process_count > 1:
-        keep = process_share(batch_size, process_index, process_count)
+        keep = process_share(batch_size, process_index, process_count, "eval.batch_size")
         if source.num_examples < batch_size:
             raise UserError(
                 f"{source.name}: {source.num_examples} example(s) do not fill one global batch of "
@@ -470,4 +482,4 @@ def eval_batches(
         return image, targets
 
     ds = ds.map(prepare, num_parallel_calls=AUTOTUNE)
-    return ds.batch(batch_size // process_count).prefetch(AUTOTUNE)
+    return ds.batch(batch_size // process_count, drop_remainder=process_count > 1).prefetch(AUTOTUNE)

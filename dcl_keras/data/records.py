@@ -103,8 +103,9 @@ def write_split(split, out_dir, name, num_shards, seed=0):
     position = np.empty(split.num_examples, np.int64)
     position[order] = np.arange(split.num_examples)
     left_out, counts = [], np.zeros(split.num_classes, np.int64)
-    if hasattr(split, "paths"):  # Read files in the written order; stored order for streamed sources.
-        reader = tf.data.Dataset.from_tensor_slices(order).map(
+    if hasattr(split, "paths"):  # Read the decodable files in the written order; stored order for streamed sources.
+        left_out = [split.paths[i] for i in order if not ok[i]]
+        reader = tf.data.Dataset.from_tensor_slices(order[ok[order]]).map(
             lambda i: (i, tf.io.read_file(tf.gather(split.paths, i)), tf.gather(np.asarray(split.labels), i)),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
@@ -119,6 +120,7 @@ def write_split(split, out_dir, name, num_shards, seed=0):
     writers = [tf.io.TFRecordWriter(os.path.join(out_dir, f + ".tmp")) for f in files]
     sizes = [0] * num_shards
     written = 0
+    complete = False
     try:
         for index, data, label, key in stream:
             if not ok[index]:
@@ -130,9 +132,14 @@ def write_split(split, out_dir, name, num_shards, seed=0):
             sizes[shard] += 1
             counts[label] += 1
             written += 1
+        complete = True
     finally:
         for writer in writers:
             writer.close()
+        if not complete:  # Interrupted (a file vanished between the check and the copy): no partial shards left.
+            for f in files:
+                if os.path.exists(os.path.join(out_dir, f + ".tmp")):
+                    os.remove(os.path.join(out_dir, f + ".tmp"))
     for f in files:
         os.replace(os.path.join(out_dir, f + ".tmp"), os.path.join(out_dir, f))
     if left_out:
@@ -169,10 +176,19 @@ def read_manifest(root):
     path = os.path.join(os.path.expanduser(root), MANIFEST)
     if not os.path.isfile(path):
         raise RecordsError(f"Not a records folder: no {MANIFEST} in {root!r} (write one with bin/make_records)")
-    with open(path) as f:
-        manifest = json.load(f)
-    if manifest.get("format") != FORMAT:
-        raise RecordsError(f"{path}: expected format {FORMAT!r}. Received: format={manifest.get('format')!r}")
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as e:
+        raise RecordsError(f"{path}: cannot be read as JSON ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise RecordsError(f"{path}: expected format {FORMAT!r}. Received: format={found!r}")
+    if manifest.get("version", 0) > VERSION:
+        raise RecordsError(
+            f"{path}: written by a newer dcl_keras (records version {manifest['version']}; this one reads up to "
+            f"{VERSION}). Upgrade dcl_keras or rewrite the records."
+        )
     return manifest
 
 
@@ -192,6 +208,8 @@ class RecordsSplit:
         name: a short description used in logs and errors.
         indices: optional sorted int64 record numbers kept (a carve-out or a
             sample); record numbers count through the shards in manifest order.
+        class_counts: examples per class from the manifest (None once
+            subset).
     """
 
     root: str
@@ -200,6 +218,7 @@ class RecordsSplit:
     shards: list
     name: str = "records"
     indices: np.ndarray | None = None
+    class_counts: list | None = None
 
     @property
     def num_examples(self):
@@ -208,6 +227,14 @@ class RecordsSplit:
     @property
     def num_classes(self):
         return len(self.class_names)
+
+    def process_examples(self, process_index, process_count):
+        """Examples in the shards that process `process_index` of `process_count` reads."""
+        sizes = np.array([n for _, n in self.shards], np.int64)
+        if self.indices is None:
+            return int(sizes[process_index::process_count].sum())
+        shard_of = np.searchsorted(np.cumsum(sizes), self.indices, side="right")
+        return int(np.sum(shard_of % process_count == process_index))
 
     def encoded_dataset(self, order_key=None, process_index=0, process_count=1):
         """(encoded bytes, label int64) records, not decoded.
@@ -248,8 +275,8 @@ class RecordsSplit:
     def subset(self, indices, name=None):
         """The records at `indices` (positions within this split, in record-number order)."""
         positions = np.arange(self.num_examples) if self.indices is None else self.indices
-        chosen = np.sort(positions[np.asarray(list(indices), np.int64)])
-        return dataclasses.replace(self, indices=chosen, name=name or self.name)
+        chosen = np.unique(positions[np.asarray(list(indices), np.int64)])
+        return dataclasses.replace(self, indices=chosen, name=name or self.name, class_counts=None)
 
 
 def _parse(number, record):
@@ -270,4 +297,11 @@ def records(root, split):
     missing = [f for f, _ in shards if not os.path.isfile(f)]
     if missing:
         raise RecordsError(f"{root}: {len(missing)} shard file(s) of split {split!r} are missing: {missing[:5]}")
-    return RecordsSplit(root, split, list(manifest["class_names"]), shards, name=f"records:{root} [{split}]")
+    return RecordsSplit(
+        root,
+        split,
+        list(manifest["class_names"]),
+        shards,
+        name=f"records:{root} [{split}]",
+        class_counts=entry.get("class_counts"),
+    )

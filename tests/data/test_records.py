@@ -194,3 +194,30 @@ def test_tfds_and_cub_sources_are_written_with_their_boxes(tmp_path):
         for r in tf.data.TFRecordDataset(str(tmp_path / "from_cub" / shard["file"]))
     ]
     assert boxes == [[1.0, 2.0, 10.0, 20.0]] * 4
+
+
+def test_uneven_shards_keep_processes_in_step_without_repeats(written):
+    full = records.records(written[1], "train")  # 4 shards of 6.
+    uneven = records.RecordsSplit(full.root, "train", full.class_names, full.shards[:3])  # 12 and 6 examples.
+    assert [uneven.process_examples(p, 2) for p in range(2)] == [12, 6]
+    # Batches of 4 (2 per process): the epoch is that of the process with fewer examples, 6 // 2 = 3 steps.
+    assert pipeline.steps_per_epoch(uneven, 4, process_count=2) == 3 and pipeline.steps_per_epoch(uneven, 4) == 4
+    subset = uneven.subset(range(0, 18, 2))  # Record numbers 0, 2, ..., 16: 6 in shards 0 and 2, 3 in shard 1.
+    assert [subset.process_examples(p, 2) for p in range(2)] == [6, 3] and subset.class_counts is None
+    parts = [
+        list(pipeline.train_batches(uneven, process_index=p, process_count=2, **ARGS).take(3).as_numpy_iterator())
+        for p in range(2)
+    ]
+    assert [len(part) for part in parts] == [3, 3]
+
+
+def test_make_records_lists_a_vanished_file_and_leaves_no_partial_shard(tmp_path):
+    good = write_image(str(tmp_path / "a" / "1.jpg"))
+    split = readers.FileSplit([good, str(tmp_path / "a" / "gone.jpg")], [0, 1], ["a", "b"], name="stale list")
+    entry = records.write_split(split, str(tmp_path / "out"), "train", num_shards=2)
+    assert entry["examples"] == 1 and entry["left_out"] == [str(tmp_path / "a" / "gone.jpg")]
+    assert not [f for f in os.listdir(tmp_path / "out") if f.endswith(".tmp")]
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / records.MANIFEST).write_text("{not json")
+    with pytest.raises(UserError, match="cannot be read as JSON"):
+        records.records(str(tmp_path / "bad"), "train")
