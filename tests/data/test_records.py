@@ -137,10 +137,10 @@ def test_two_thousand_classes_train_evaluate_and_export_with_their_names(tmp_pat
     classes = [f"sku_{i:04d}" for i in range(2000)]
     rng = np.random.default_rng(0)
 
-    def split(name, per_class):
+    def split(name, every):
         paths, labels = [], []
-        for c in range(len(classes)):
-            for i in range(per_class):
+        for c in range(0, len(classes), every):
+            for i in range(1):
                 path = str(tmp_path / "images" / name / f"{c}_{i}.png")
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 tf.io.write_file(path, tf.io.encode_png(rng.integers(0, 256, (24, 24, 3), np.uint8)))
@@ -149,7 +149,8 @@ def test_two_thousand_classes_train_evaluate_and_export_with_their_names(tmp_pat
         return readers.FileSplit(paths, labels, classes, name=name)
 
     out = str(tmp_path / "records")
-    records.write_records({"train": split("train", 1), "test": split("test", 1)}, out, num_shards=8)
+    # One training image of every class; test images of every tenth class (the evaluation still has 2000 classes).
+    records.write_records({"train": split("train", 1), "test": split("test", 10)}, out, num_shards=8)
     config = tiny_config.copy_and_resolve_references()
     config.data.source = "records"
     config.data.root = out
@@ -157,12 +158,12 @@ def test_two_thousand_classes_train_evaluate_and_export_with_their_names(tmp_pat
     config.train.steps_per_epoch = 2
     result = training.train_and_evaluate(config, str(tmp_path / "run"))
     report = result["evaluation"]
-    assert report["num_examples"] == 2000 and len(report["class_names"]) == 2000
+    assert report["num_examples"] == 200 and len(report["class_names"]) == 2000
     # Only the non-zero cells of the 2000 x 2000 confusion matrix are written (dense, it was 36 MB of JSON).
     assert os.path.getsize(report["report_path"]) < 1_000_000 and "confusion_matrix" not in report
     confusion = evaluation.confusion_matrix(json.loads(open(report["report_path"]).read()))
-    assert confusion.shape == (2000, 2000) and confusion.sum() == 2000
-    assert np.trace(confusion) / 2000 == pytest.approx(report["top1"])
+    assert confusion.shape == (2000, 2000) and confusion.sum() == 200
+    assert np.trace(confusion) / 200 == pytest.approx(report["top1"])
     ((key, top),) = Predictor.from_export(os.path.dirname(result["export"]), top_k=3).predict(
         [rng.integers(0, 256, (30, 30, 3), np.uint8)]
     )
