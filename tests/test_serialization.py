@@ -29,6 +29,7 @@ FACTORIES = {
     "PixelNormalization": lambda: layers.PixelNormalization("torch", name="norm"),
     "RegionConfusion": lambda: RegionConfusion(n=4, k=2, originals=1, destructed=2, seed=3, name="rcm"),
     "RegionAlignmentLoss": lambda: losses.RegionAlignmentLoss("sum"),
+    "ClassificationLoss": lambda: losses.ClassificationLoss("gce", q=0.5, class_weights=[1.0, 2.0, 0.5]),
     "MultiplierSGD": lambda: optim.make_optimizer(0.01, 5, weight_decay=1e-4),
     "DCLModel": lambda: tiny_dcl_model(class_names=["a", "b", "c"], resize_size=40, discriminator="2c"),
     "DeviceRCMTrainer": lambda: dcl.DeviceRCMTrainer(tiny_dcl_model(), RegionConfusion(n=4, k=2, seed=0)),
@@ -56,6 +57,8 @@ def test_config_round_trip(name):
         assert revived.lr_multipliers == obj.lr_multipliers
     if name == "RegionConfusion":
         assert (revived.n, revived.k, revived.destructed) == (4, 2, 2)
+    if name == "ClassificationLoss":
+        assert (revived.kind, revived.q, revived.class_weights) == ("gce", 0.5, [1.0, 2.0, 0.5])
 
 
 @pytest.mark.parametrize("name", ["AdaptiveAveragePooling2D", "PixelNormalization", "DCLModel"])
@@ -76,7 +79,8 @@ def test_device_rcm_trainer_file_round_trip_keeps_its_layer(tmp_path):
 
 def test_loss_and_optimizer_survive_a_compiled_model_file(tmp_path):
     model = tiny_dcl_model()
-    model.compile(optimizer=FACTORIES["MultiplierSGD"](), loss=losses.dcl_losses("sum"))
+    classification = FACTORIES["ClassificationLoss"]()
+    model.compile(optimizer=FACTORIES["MultiplierSGD"](), loss=losses.dcl_losses("sum", classification))
     targets = {
         "classifier": np.array([0, 1]),
         "destruction_discriminator": np.array([0, 1]),
@@ -86,3 +90,5 @@ def test_loss_and_optimizer_survive_a_compiled_model_file(tmp_path):
     loaded = assert_keras_file_round_trip(model, IMAGES, tmp_path)
     assert isinstance(loaded.optimizer, optim.MultiplierSGD) and int(loaded.optimizer.iterations) == 1
     assert loaded.optimizer.lr_multipliers == model.optimizer.lr_multipliers
+    revived = loaded.loss["classifier"]
+    assert isinstance(revived, losses.ClassificationLoss) and revived.class_weights == [1.0, 2.0, 0.5]
