@@ -117,14 +117,14 @@ def grid_points(name, config, *, data_roots=None):
         return [(f"gamma={g}", "", {"loss.gamma": g}) for g in (0.01, 0.1, 1.0, 10.0)]
     if name == "noise":
         return [
-            (f"noise={level},loss={loss}", "", {"data.label_noise": level, **overrides})
+            (f"noise={level}/{loss}", "", {"data.label_noise": level, **overrides})
             for level in NOISE_LEVELS
             for loss, overrides in NOISE_LOSSES
         ]
     if name == "long_tail":
         return [
             (
-                f"long_tail={LONG_TAIL_RATIO:g},class_balance={beta:g}",
+                f"long_tail={LONG_TAIL_RATIO:g}/class_balance={beta:g}",
                 "",
                 {"data.long_tail_ratio": LONG_TAIL_RATIO, "loss.class_balance_beta": beta},
             )

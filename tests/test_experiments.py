@@ -87,14 +87,18 @@ def test_ratio_and_k_grids(tiny_config):
 
 def test_noise_and_long_tail_grids_plan_valid_runs(tiny_config, tmp_path, tiny_config_file):
     noise = dict((name, o) for name, _, o in experiments.grid_points("noise", tiny_config))
-    assert noise["noise=0.4,loss=gce"] == {"data.label_noise": 0.4, "loss.classification": "gce", "loss.gce_q": 0.7}
-    assert noise["noise=0.2,loss=cross_entropy"] == {"data.label_noise": 0.2}
-    assert len(noise) == 6
+    assert noise["noise=0.4/gce"] == {"data.label_noise": 0.4, "loss.classification": "gce", "loss.gce_q": 0.7}
+    assert noise["noise=0.2/cross_entropy"] == {"data.label_noise": 0.2}
+    assert len(noise) == 6 and not any("," in name for name in noise)  # --points takes a comma-separated list.
     tail = [o for _, _, o in experiments.grid_points("long_tail", tiny_config)]
     assert [o["loss.class_balance_beta"] for o in tail] == [0.0, 0.99, 0.999]
     for grid in ("noise", "long_tail"):  # Every point passes config validation when planned.
         runs = sweep.plan(tiny_config_file, grid, [0], str(tmp_path / grid))
         assert len(runs) == {"noise": 6, "long_tail": 3}[grid]
+    chosen = sweep.plan(
+        tiny_config_file, "noise", [0], str(tmp_path / "two"), points=["noise=0.4/gce", "noise=0.4/cross_entropy"]
+    )
+    assert sorted(r["point"] for r in chosen) == ["noise=0.4/cross_entropy", "noise=0.4/gce"]
 
 
 def test_table1_needs_every_dataset_folder_and_builds_the_paper_configs(tiny_config):
