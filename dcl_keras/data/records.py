@@ -64,57 +64,45 @@ def serialize(image_bytes, label, box=None, key=""):
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 
-def _encoded_examples(split):
-    """(encoded bytes, label, key) of every example of a FileSplit, TfdsSplit or RecordsSplit, in stored order."""
+def _examples_in_order(split, seed):
+    """(index, encoded bytes, label int64, key) of every example of a split, in the order to write.
+
+    File splits (FileSplit) are read in a seeded random order, keyed by path;
+    streamed ones (TfdsSplit, RecordsSplit) in their stored order, keyed by
+    position (TFDS data is shuffled when prepared).
+    """
     if hasattr(split, "paths"):
-        ds = tf.data.Dataset.from_tensor_slices((split.paths, np.asarray(split.labels, np.int64)))
-        return ds.map(lambda path, label: (tf.io.read_file(path), label, path))
-    ds = split.encoded_dataset()
-    return ds.enumerate().map(lambda i, record: (record[0], tf.cast(record[1], tf.int64), tf.strings.as_string(i)))
-
-
-def _decodable_flags(split):
-    """bool [num_examples]: whether each example's bytes decode as an image (each decoded once, in parallel)."""
-    from dcl_keras.data import pipeline
-
-    ds = _encoded_examples(split).enumerate()
-    ds = ds.map(lambda i, ex: (i, tf.shape(pipeline.decode_image(ex[0]))), num_parallel_calls=tf.data.AUTOTUNE)
-    ok = np.zeros(split.num_examples, bool)
-    for index, _ in ds.ignore_errors().as_numpy_iterator():
-        ok[index] = True
-    return ok
+        order = np.random.default_rng(seed).permutation(split.num_examples)
+        paths, labels = tf.constant(split.paths), tf.constant(np.asarray(split.labels, np.int64))
+        ds = tf.data.Dataset.from_tensor_slices(order)
+        return ds.map(lambda i: (i, tf.io.read_file(paths[i]), labels[i], paths[i]))
+    ds = split.encoded_dataset().enumerate()
+    return ds.map(lambda i, record: (i, record[0], tf.cast(record[1], tf.int64), tf.strings.as_string(i)))
 
 
 def write_split(split, out_dir, name, num_shards, seed=0):
     """Writes a split as `num_shards` shards in `out_dir`; returns its manifest entry.
 
-    Undecodable examples are left out and listed (by path, or by position for
-    TFDS records). File splits are written in a seeded random order; other
-    sources in their stored order (TFDS data is shuffled when prepared). The
-    shards are written to temporary names and renamed once complete.
+    Each example is read and decoded once: the ones that cannot be read or
+    decoded are left out and listed (by path, or by position for streamed
+    sources). The shards are written to temporary names and renamed once
+    complete.
     """
+    from dcl_keras.data import pipeline
+
     if num_shards < 1:
         raise UserError(f"The number of shards must be >= 1. Received: num_shards={num_shards!r}")
-    ok = _decodable_flags(split)
     boxes = getattr(split, "boxes", None)
-    order = np.arange(split.num_examples)
-    if hasattr(split, "paths"):
-        order = np.random.default_rng(seed).permutation(split.num_examples)
-    position = np.empty(split.num_examples, np.int64)
-    position[order] = np.arange(split.num_examples)
-    left_out, counts = [], np.zeros(split.num_classes, np.int64)
-    if hasattr(split, "paths"):  # Read the decodable files in the written order; stored order for streamed sources.
-        left_out = [split.paths[i] for i in order if not ok[i]]
-        reader = tf.data.Dataset.from_tensor_slices(order[ok[order]]).map(
-            lambda i: (i, tf.io.read_file(tf.gather(split.paths, i)), tf.gather(np.asarray(split.labels), i)),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-        stream = ((int(i), data, int(label), split.paths[i]) for i, data, label in reader.as_numpy_iterator())
-    else:
-        stream = (
-            (i, data, int(label), key.decode())
-            for i, (data, label, key) in enumerate(_encoded_examples(split).as_numpy_iterator())
-        )
+    checked = _examples_in_order(split, seed).map(
+        lambda i, data, label, key: (i, data, label, key, tf.shape(pipeline.decode_image(data))),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    stream = (
+        (int(i), data, int(label), key.decode())
+        for i, data, label, key, _ in checked.ignore_errors().as_numpy_iterator()
+    )
+    seen = np.zeros(split.num_examples, bool)
+    counts = np.zeros(split.num_classes, np.int64)
     files = [shard_name(name, s, num_shards) for s in range(num_shards)]
     os.makedirs(out_dir, exist_ok=True)
     writers = [tf.io.TFRecordWriter(os.path.join(out_dir, f + ".tmp")) for f in files]
@@ -123,9 +111,7 @@ def write_split(split, out_dir, name, num_shards, seed=0):
     complete = False
     try:
         for index, data, label, key in stream:
-            if not ok[index]:
-                left_out.append(key)
-                continue
+            seen[index] = True
             box = None if boxes is None else boxes[index]
             shard = written % num_shards
             writers[shard].write(serialize(data, label, box, key))
@@ -142,6 +128,8 @@ def write_split(split, out_dir, name, num_shards, seed=0):
                     os.remove(os.path.join(out_dir, f + ".tmp"))
     for f in files:
         os.replace(os.path.join(out_dir, f + ".tmp"), os.path.join(out_dir, f))
+    missing = np.flatnonzero(~seen)
+    left_out = [split.paths[i] for i in missing] if hasattr(split, "paths") else [str(i) for i in missing]
     if left_out:
         logging.warning(
             "%s: left out %d undecodable example(s):\n  %s", split.name, len(left_out), "\n  ".join(left_out)
