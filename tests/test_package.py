@@ -86,7 +86,7 @@ def test_no_import_path_tricks_in_the_code():
     assert not offenders
 
 
-@pytest.mark.parametrize("name", ["demo", "tiny", "pretrain_toy", "cub_resnet50", "cars_resnet50", "aircraft_resnet50"])
+@pytest.mark.parametrize("name", ["demo", "demo_study", "tiny", "pretrain_toy", "cub_resnet50", "cars_resnet50", "aircraft_resnet50"])
 def test_every_config_file_loads_from_outside_the_repository(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # No configs package on the path: a config imports only dcl_keras.
     assert "configs" not in sys.modules
@@ -94,6 +94,10 @@ def test_every_config_file_loads_from_outside_the_repository(name, tmp_path, mon
     assert config.model.backbone and config.rcm.n >= 1
     if name == "pretrain_toy":  # Built on the demo config, read beside it.
         assert config.data.demo.kind == "coarse" and config.input.image_size == config_file("demo").input.image_size
+    if name == "demo_study":  # The demo's data and method at 64 px for 30 epochs.
+        demo = config_file("demo")
+        assert (config.input.image_size, config.train.epochs) == (64, 30) and config.data == demo.data
+        assert config.input.image_size % config.rcm.n == 0 and config.loss == demo.loss
 
 
 def _readme_example():
