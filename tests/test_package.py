@@ -86,7 +86,9 @@ def test_no_import_path_tricks_in_the_code():
     assert not offenders
 
 
-@pytest.mark.parametrize("name", ["demo", "demo_study", "tiny", "pretrain_toy", "cub_resnet50", "cars_resnet50", "aircraft_resnet50"])
+@pytest.mark.parametrize(
+    "name", ["demo", "demo_study", "tiny", "pretrain_toy", "cub_resnet50", "cars_resnet50", "aircraft_resnet50"]
+)
 def test_every_config_file_loads_from_outside_the_repository(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # No configs package on the path: a config imports only dcl_keras.
     assert "configs" not in sys.modules
