@@ -73,6 +73,11 @@ class ClassificationLoss(keras.losses.Loss):
             raise ValueError(f"`label_smoothing` must be in [0, 1). Received: label_smoothing={label_smoothing!r}")
         if not 0.0 < q <= 1.0:
             raise ValueError(f"`q` must be in (0, 1]. Received: q={q!r}")
+        if kind == "gce" and label_smoothing:
+            raise ValueError(
+                f"`label_smoothing` applies to kind='cross_entropy' only. Received: kind={kind!r}, "
+                f"label_smoothing={label_smoothing!r}"
+            )
         self.kind = kind
         self.label_smoothing = float(label_smoothing)
         self.q = float(q)

@@ -9,6 +9,8 @@ finished run is not trained again. See `dcl_keras.checkpointing`.
 """
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 
@@ -228,8 +230,9 @@ def _empty_stream_error(split):
 def stream_fingerprint(config, split, cluster=None):
     """What fixes how a step maps to data: a resumed run must match the checkpoint's.
 
-    Record splits give each process its own shard files, so there the process
-    count is part of the stream too.
+    Streams of encoded records (TFDS, records) also depend on the shuffle
+    buffer; record splits on their shard files, and, as each process reads
+    its own run of the records, on the process count.
     """
     values = {}
     for field in STREAM_FIELDS:
@@ -238,8 +241,12 @@ def stream_fingerprint(config, split, cluster=None):
             value = value[part]
         values[field] = value
     values["training examples"] = split.num_examples
+    if hasattr(split, "encoded_dataset"):
+        values["data.tfds_shuffle_buffer"] = config.data.tfds_shuffle_buffer
     if pipeline.is_file_sharded(split):
         values["processes reading their own shards"] = cluster.num_processes if cluster else 1
+        shards = json.dumps([split.seed] + [(os.path.basename(path), n) for path, n in split.shards])
+        values["record shards (digest of seed, names and counts)"] = hashlib.sha256(shards.encode()).hexdigest()[:16]
     return values
 
 
@@ -313,7 +320,7 @@ def train(config, workdir, train_split, val_split=None, process_dir=None, export
             cluster.num_processes,
             config.input.batch_size // cluster.num_processes,
             config.input.batch_size,
-            "its own shard files" if pipeline.is_file_sharded(train_split) else "its slice of each batch",
+            "its own run of the records" if pipeline.is_file_sharded(train_split) else "its slice of each batch",
         )
     save_dir = process_dir or workdir
     callbacks = [

@@ -104,3 +104,5 @@ def test_class_weights_scale_each_example_and_balanced_weights_average_one():
     assert float(restored(LABELS, LOGITS)) == pytest.approx(float(loss(LABELS, LOGITS)))
     with pytest.raises(ValueError, match="kind='focal'"):
         losses.ClassificationLoss("focal")
+    with pytest.raises(ValueError, match="cross_entropy' only. Received: kind='gce', label_smoothing=0.1"):
+        losses.ClassificationLoss("gce", label_smoothing=0.1)

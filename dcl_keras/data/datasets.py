@@ -74,6 +74,8 @@ def long_tail(split, ratio, seed):
     rng = np.random.default_rng([seed, 0x7A11])
     labels = np.asarray(split.labels if isinstance(split, readers.FileSplit) else split.labels(), np.int64)
     sizes = np.bincount(labels, minlength=split.num_classes)
+    if not sizes.any():
+        raise UserError(f"{split.name}: no training examples to subsample. Received: data.long_tail_ratio={ratio!r}")
     top = int(sizes[sizes > 0].min())
     classes = split.num_classes
     quota = np.maximum(1, np.floor(top * ratio ** (-np.arange(classes) / max(classes - 1, 1)))).astype(int)

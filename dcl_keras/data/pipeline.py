@@ -359,11 +359,6 @@ def train_batches(
     check_process_batch(batch_size, process_index, process_count)
     local_batch = batch_size // process_count
     by_file = process_count > 1 and is_file_sharded(source)
-    if by_file and len(source.shards) < process_count:
-        raise UserError(
-            f"{source.name}: {len(source.shards)} shard file(s) for {process_count} processes; every process "
-            "needs at least one. Rewrite the records with more shards (bin/make_records --num_shards)."
-        )
     per_epoch = steps_per_epoch(source, batch_size, process_count)
     first_epoch, skip = divmod(int(start_step), per_epoch)
     if by_file:
@@ -415,15 +410,23 @@ DEVICE_KEYS = "rcm_keys"
 def steps_per_epoch(source, batch_size, process_count=1):
     """Batches in one epoch of the training stream: whole batches only.
 
-    Record splits read by several processes (each its own shards) take the
-    epoch of the process with the fewest examples, so all stay in step and no
-    process repeats an example within an epoch; the others leave a few of
-    theirs out, different ones each epoch.
+    Record splits read by several processes (each an equal contiguous run of
+    the records, within one example) take the epoch of the process with the
+    fewest examples, so all stay in step and none repeats an example.
     """
     steps = source.num_examples // batch_size
     if process_count > 1 and is_file_sharded(source):
+        check_process_batch(batch_size, 0, process_count, field="batch_size")
         local = batch_size // process_count
-        steps = min(source.process_examples(p, process_count) // local for p in range(process_count))
+        shares = [source.process_examples(p, process_count) for p in range(process_count)]
+        steps = min(shares) // local
+        if steps < 1:
+            p = int(np.argmin(shares))
+            raise UserError(
+                f"{source.name}: process {p} of {process_count} reads {shares[p]} of the "
+                f"{source.num_examples} training example(s), fewer than its {local} of every global batch. "
+                f"Received: batch_size={batch_size}, num_processes={process_count}"
+            )
     if steps < 1:
         raise UserError(
             f"{source.name}: {source.num_examples} training example(s) do not fill one batch. "

@@ -137,6 +137,7 @@ def write_split(split, out_dir, name, num_shards, seed=0):
     return {
         "shards": [{"file": f, "examples": n} for f, n in zip(files, sizes, strict=True)],
         "examples": written,
+        "seed": seed,
         "class_counts": counts.tolist(),
         "left_out": left_out,
         "written_from": split.name,
@@ -198,6 +199,8 @@ class RecordsSplit:
             sample); record numbers count through the shards in manifest order.
         class_counts: examples per class from the manifest (None once
             subset).
+        seed: the seed that dealt the examples to the shards (None in
+            manifests written before it was recorded).
     """
 
     root: str
@@ -207,6 +210,7 @@ class RecordsSplit:
     name: str = "records"
     indices: np.ndarray | None = None
     class_counts: list | None = None
+    seed: int | None = None
 
     @property
     def num_examples(self):
@@ -216,32 +220,59 @@ class RecordsSplit:
     def num_classes(self):
         return len(self.class_names)
 
-    def process_examples(self, process_index, process_count):
-        """Examples in the shards that process `process_index` of `process_count` reads."""
-        sizes = np.array([n for _, n in self.shards], np.int64)
+    def _process_range(self, process_index, process_count):
+        """(first, end, kept): process `process_index`'s record numbers [first, end) and how many of them it reads.
+
+        The split's examples (the kept ones, after a carve-out) are cut into
+        `process_count` contiguous runs of equal size (within one), whatever
+        the shard count, so no process idles or drops examples for another's
+        larger share; a run may start or end inside a shard.
+        """
+        total = sum(n for _, n in self.shards)
         if self.indices is None:
-            return int(sizes[process_index::process_count].sum())
-        shard_of = np.searchsorted(np.cumsum(sizes), self.indices, side="right")
-        return int(np.sum(shard_of % process_count == process_index))
+            first, end = total * process_index // process_count, total * (process_index + 1) // process_count
+            return first, end, end - first
+        kept = len(self.indices)
+        a, b = kept * process_index // process_count, kept * (process_index + 1) // process_count
+        if a == b:
+            return 0, 0, 0
+        return int(self.indices[a]), int(self.indices[b - 1]) + 1, b - a
+
+    def process_examples(self, process_index, process_count):
+        """Examples that process `process_index` of `process_count` reads (equal shares, within one)."""
+        return self._process_range(process_index, process_count)[2]
 
     def encoded_dataset(self, order_key=None, process_index=0, process_count=1):
-        """(encoded bytes, label int64) records, not decoded.
+        """(record number int64, (encoded bytes, label int64)) records, not decoded.
 
-        With `process_count` > 1 only this process's shards (every
-        `process_count`-th from `process_index`). `order_key` (uint32 tensor)
-        shuffles the shard order; the shards are then interleave-read, one
-        record from each in turn, deterministically.
+        With `process_count` > 1 only this process's contiguous run of record
+        numbers (see `_process_range`): the pieces of the shards that hold it.
+        `order_key` (uint32 tensor) shuffles the order of the pieces, which are
+        then interleave-read, one record from each in turn, deterministically.
         """
-        mine = self.shards[process_index::process_count]
-        offsets = np.cumsum([0] + [n for _, n in self.shards])[:-1][process_index::process_count]
-        files = tf.constant([f for f, _ in mine])
-        offsets = tf.constant(offsets, tf.int64)
-        order = tf.range(len(mine))
+        first, end, _ = self._process_range(process_index, process_count)
+        pieces = []  # (file, record number of the file's first record, records to skip, records to read)
+        offset = 0
+        for path, n in self.shards:
+            lo, hi = max(first, offset), min(end, offset + n)
+            if lo < hi:
+                pieces.append((path, offset, lo - offset, hi - lo))
+            offset += n
+        if not pieces:
+            raise UserError(f"{self.name}: process {process_index} of {process_count} has no examples to read")
+        files = tf.constant([p[0] for p in pieces])
+        table = tf.constant(np.array([p[1:] for p in pieces], np.int64))
+        order = tf.range(len(pieces))
         if order_key is not None:
             order = tf.random.experimental.stateless_shuffle(order, seed=keyed_hash.shuffle_seed(order_key))
+
+        def read(i):
+            start, skip, take = table[i, 0], table[i, 1], table[i, 2]
+            return tf.data.TFRecordDataset(files[i]).skip(skip).take(take).enumerate(start + skip)
+
         ds = tf.data.Dataset.from_tensor_slices(order).interleave(
-            lambda i: tf.data.TFRecordDataset(files[i]).enumerate(offsets[i]),
-            cycle_length=min(len(mine), INTERLEAVE),
+            read,
+            cycle_length=min(len(pieces), INTERLEAVE),
             block_length=1,
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
@@ -249,8 +280,8 @@ class RecordsSplit:
         if self.indices is not None:
             keep = np.zeros(sum(n for _, n in self.shards), bool)
             keep[self.indices] = True
-            table = tf.constant(keep)
-            ds = ds.filter(lambda number, record: table[number])
+            kept = tf.constant(keep)
+            ds = ds.filter(lambda number, record: kept[number])
         return ds.map(_parse, num_parallel_calls=tf.data.AUTOTUNE)
 
     def labels(self):
@@ -263,7 +294,7 @@ class RecordsSplit:
     def subset(self, indices, name=None):
         """The records at `indices` (positions within this split, in record-number order)."""
         positions = np.arange(self.num_examples) if self.indices is None else self.indices
-        chosen = np.unique(positions[np.asarray(list(indices), np.int64)])
+        chosen = np.unique(positions[np.asarray(indices, np.int64)])
         return dataclasses.replace(self, indices=chosen, name=name or self.name, class_counts=None)
 
 
@@ -292,4 +323,5 @@ def records(root, split):
         shards,
         name=f"records:{root} [{split}]",
         class_counts=entry.get("class_counts"),
+        seed=entry.get("seed"),
     )

@@ -1,6 +1,7 @@
 """Sharded record files: bin/make_records from any source, data.source=records streaming at any scale."""
 
 import collections
+import dataclasses
 import json
 import os
 
@@ -110,7 +111,18 @@ def test_the_records_stream_is_seeded_covers_each_example_per_epoch_and_resumes_
     assert image.dtype == tf.uint8 and image.shape[2] == 3
 
 
-def test_each_process_reads_only_its_own_shards_and_resumes_exactly(written):
+def _record_numbers(split, process_index, process_count):
+    """The record numbers (places in the shards, in manifest order) that a process reads."""
+    number_of = {}
+    for path, _ in split.shards:
+        for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            number_of[tf.io.parse_single_example(record, records.FEATURES)[records.IMAGE].numpy()] = len(number_of)
+    return [
+        number_of[data] for data, _ in split.encoded_dataset(None, process_index, process_count).as_numpy_iterator()
+    ]
+
+
+def test_each_process_reads_only_its_own_records_and_resumes_exactly(written):
     split = records.records(written[1], "train")
     seen = [{data for data, _ in split.encoded_dataset(None, p, 2).as_numpy_iterator()} for p in range(2)]
     assert len(seen[0]) == len(seen[1]) == 12 and not seen[0] & seen[1]
@@ -126,8 +138,20 @@ def test_each_process_reads_only_its_own_shards_and_resumes_exactly(written):
         .as_numpy_iterator()
     )
     tf.nest.map_structure(np.testing.assert_array_equal, resumed, parts[1][4:])
-    with pytest.raises(UserError, match="4 shard file.s. for 8 processes"):
-        pipeline.train_batches(split, process_index=0, process_count=8, **dict(ARGS, batch_size=8))
+
+
+def test_more_processes_than_shards_share_the_records_evenly(written):
+    split = records.records(written[1], "train")  # 4 shards of 6.
+    numbers = [_record_numbers(split, p, 8) for p in range(8)]  # Runs of 3 records, some inside one shard.
+    assert [len(n) for n in numbers] == [3] * 8 and sorted(sum(numbers, [])) == list(range(24))
+    assert pipeline.steps_per_epoch(split, 8, process_count=8) == 3
+    last = next(iter(pipeline.train_batches(split, process_index=7, process_count=8, **dict(ARGS, batch_size=8))))
+    assert last[1]["classifier"].shape == (2,)  # 1 example x 2 views per process.
+    # A share smaller than the process's slice of a global batch is named, with the process and the counts.
+    with pytest.raises(UserError, match="process 0 of 8 reads 3 of the 24 training example.s., fewer than its 8"):
+        pipeline.steps_per_epoch(split, 64, process_count=8)
+    with pytest.raises(UserError, match="batch_size=6 is not a multiple of num_processes=4"):
+        pipeline.steps_per_epoch(split, 6, process_count=4)
 
 
 def test_two_thousand_classes_train_evaluate_and_export_with_their_names(tmp_path, tiny_config):
@@ -197,19 +221,23 @@ def test_tfds_and_cub_sources_are_written_with_their_boxes(tmp_path):
     assert boxes == [[1.0, 2.0, 10.0, 20.0]] * 4
 
 
-def test_uneven_shards_keep_processes_in_step_without_repeats(written):
+def test_shard_counts_that_do_not_divide_over_the_processes_still_give_equal_shares(written):
     full = records.records(written[1], "train")  # 4 shards of 6.
-    uneven = records.RecordsSplit(full.root, "train", full.class_names, full.shards[:3])  # 12 and 6 examples.
-    assert [uneven.process_examples(p, 2) for p in range(2)] == [12, 6]
-    # Batches of 4 (2 per process): the epoch is that of the process with fewer examples, 6 // 2 = 3 steps.
-    assert pipeline.steps_per_epoch(uneven, 4, process_count=2) == 3 and pipeline.steps_per_epoch(uneven, 4) == 4
-    subset = uneven.subset(range(0, 18, 2))  # Record numbers 0, 2, ..., 16: 6 in shards 0 and 2, 3 in shard 1.
-    assert [subset.process_examples(p, 2) for p in range(2)] == [6, 3] and subset.class_counts is None
+    three = records.RecordsSplit(full.root, "train", full.class_names, full.shards[:3])  # 18 records, 2 processes.
+    assert [three.process_examples(p, 2) for p in range(2)] == [9, 9]
+    numbers = [_record_numbers(three, p, 2) for p in range(2)]
+    assert sorted(numbers[0]) == list(range(9)) and sorted(numbers[1]) == list(range(9, 18))  # Shard 1 is split.
+    # Batches of 4 (2 per process): 9 // 2 = 4 steps, as many as one process reading all 18 (18 // 4).
+    assert pipeline.steps_per_epoch(three, 4, process_count=2) == pipeline.steps_per_epoch(three, 4) == 4
+    subset = three.subset(range(0, 18, 2))  # Record numbers 0, 2, ..., 16: 9 kept, shared 4 and 5.
+    assert [subset.process_examples(p, 2) for p in range(2)] == [4, 5] and subset.class_counts is None
+    kept = [_record_numbers(subset, p, 2) for p in range(2)]
+    assert sorted(kept[0] + kept[1]) == list(range(0, 18, 2)) and len(kept[0]) == 4
     parts = [
-        list(pipeline.train_batches(uneven, process_index=p, process_count=2, **ARGS).take(3).as_numpy_iterator())
+        list(pipeline.train_batches(three, process_index=p, process_count=2, **ARGS).take(4).as_numpy_iterator())
         for p in range(2)
     ]
-    assert [len(part) for part in parts] == [3, 3]
+    assert [len(part) for part in parts] == [4, 4]
 
 
 def test_make_records_lists_a_vanished_file_and_leaves_no_partial_shard(tmp_path):
@@ -222,3 +250,23 @@ def test_make_records_lists_a_vanished_file_and_leaves_no_partial_shard(tmp_path
     (tmp_path / "bad" / records.MANIFEST).write_text("{not json")
     with pytest.raises(UserError, match="cannot be read as JSON"):
         records.records(str(tmp_path / "bad"), "train")
+
+
+def test_a_resume_on_rewritten_records_or_another_shuffle_buffer_is_a_new_stream(written, tiny_config):
+    from dcl_keras import training
+
+    split = records.records(written[1], "train")
+    assert split.seed == 0  # bin/make_records' default --seed, kept in the manifest.
+    base = training.stream_fingerprint(tiny_config, split)
+    reseeded = training.stream_fingerprint(tiny_config, dataclasses.replace(split, seed=1))
+    resharded = training.stream_fingerprint(
+        tiny_config, dataclasses.replace(split, shards=split.shards[::-1])
+    )  # Same count.
+    buffered = tiny_config.copy_and_resolve_references()
+    buffered.data.tfds_shuffle_buffer = 64
+    changed = [
+        sorted(k for k in base if other[k] != base[k])
+        for other in (reseeded, resharded, training.stream_fingerprint(buffered, split))
+    ]
+    assert changed[0] == changed[1] == ["record shards (digest of seed, names and counts)"], changed
+    assert changed[2] == ["data.tfds_shuffle_buffer"]
