@@ -339,8 +339,9 @@ def train_batches(
             decoding nothing else. For file and TFDS splits they are the
             slice Keras would give it of the single-process batch (same
             examples, same augmentation); record splits give each process its
-            own shard files instead (no process reads another's), so the
-            batches depend on the process count.
+            own contiguous run of the records instead (equal shares; no
+            process reads another's), so the batches depend on the process
+            count.
 
     Returns:
         tf.data.Dataset of (images [M, H, W, 3] float32, targets dict), or of

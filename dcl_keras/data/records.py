@@ -13,7 +13,8 @@ most one.
 
 Reading never lists the examples in Python: a split is its shard files and
 counts; the stream interleaves the shards, and with several processes each
-reads its own files (`encoded_dataset(process_index, process_count)`).
+reads its own contiguous run of the records, equal shares whatever the shard
+count (`encoded_dataset(process_index, process_count)`).
 """
 
 import dataclasses
