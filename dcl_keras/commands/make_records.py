@@ -24,9 +24,7 @@ from ml_collections import config_flags  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:arg] whose `data` section is read.")
 _OUT = flags.DEFINE_string("out", None, "The records folder to write (created; must not hold a manifest yet).")
 _NUM_SHARDS = flags.DEFINE_integer(
-    "num_shards",
-    16,
-    "Shards of the training split. Any count works with any number of hosts (each reads an equal run of the records); more shards mix the read order better.",
+    "num_shards", 16, "Shards of the training split (any count suits any host count; more mix the read order better)."
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the order in which examples are dealt to the shards.")
 flags.mark_flags_as_required(["config", "out"])

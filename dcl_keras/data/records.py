@@ -244,7 +244,7 @@ class RecordsSplit:
         return self._process_range(process_index, process_count)[2]
 
     def encoded_dataset(self, order_key=None, process_index=0, process_count=1):
-        """(record number int64, (encoded bytes, label int64)) records, not decoded.
+        """(encoded bytes, label int64) records, not decoded.
 
         With `process_count` > 1 only this process's contiguous run of record
         numbers (see `_process_range`): the pieces of the shards that hold it.
