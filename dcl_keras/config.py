@@ -75,6 +75,7 @@ def base_config():
     c.model.backbone = "resnet50"  # A key of dcl_keras.models.backbones.BACKBONES.
     c.model.weights = "imagenet"  # "imagenet", "none" or a weights file path.
     c.model.width = 32  # tiny backbone only: channels of its first block.
+    c.model.depth = 1  # tiny backbone only: 3x3 convolutions per stage.
     c.model.norm = "batch"  # tiny backbone only: "batch" or "group" (per-sample, exact under data parallelism).
     c.model.dropout = 0.0  # Dropout before the classifier.
     c.model.discriminator = "2way"  # "2way" (paper) or "2c" (reference code: class x original/destructed).
@@ -326,6 +327,8 @@ def validate_config(c):
         _fail("train.jit_compile", f"one of {tuple(JIT_COMPILE)}", c.train.jit_compile)
     if c.train.distribution not in DISTRIBUTIONS:
         _fail("train.distribution", f"one of {DISTRIBUTIONS}", c.train.distribution)
+    if not isinstance(c.model.depth, int) or c.model.depth < 1:
+        _fail("model.depth", "a positive number of convolutions per stage", c.model.depth)
     if c.model.norm not in ("batch", "group"):
         _fail("model.norm", "'batch' or 'group'", c.model.norm)
     if c.train.mixed_precision not in MIXED_PRECISION:

@@ -32,21 +32,29 @@ class BackboneSpec:
     options: tuple = ()  # Builder options, named as in the config's `model` section.
 
 
-def _tiny(input_shape, weights, width=32, norm="batch"):
-    """A small 4-block CNN of stride 8 for tests and the CPU demo (no pretrained weights).
+def _tiny(input_shape, weights, width=32, norm="batch", depth=1):
+    """A small CNN of 4 stages and stride 8 for tests and the CPU demo (no pretrained weights).
 
-    `norm`: "batch" (BatchNormalization) or "group" (GroupNormalization,
-    per-sample, so data-parallel training equals single-device training).
+    `width`: channels of the first stage (then 2x, 4x, 4x). `depth`: 3x3
+    convolutions per stage (the first one strided); each stage's receptive
+    field grows with it. `norm`: "batch" (BatchNormalization) or "group"
+    (GroupNormalization, per-sample, so data-parallel training equals
+    single-device training).
     """
     inputs = keras.Input(input_shape, name="images")
     x = PixelNormalization("tf", name="pixel_normalization")(inputs)
     for i, (filters, strides) in enumerate(((width, 2), (2 * width, 2), (4 * width, 2), (4 * width, 1))):
-        x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"conv{i + 1}")(x)
-        if norm == "batch":
-            x = keras.layers.BatchNormalization(name=f"bn{i + 1}")(x)
-        else:
-            x = keras.layers.GroupNormalization(groups=4, name=f"gn{i + 1}")(x)
-        x = keras.layers.ReLU(name=f"relu{i + 1}")(x)
+        for j in range(depth):
+            # Depth 1 keeps the names of the original 4-layer network, so its weights files still load.
+            suffix = f"{i + 1}" if j == 0 else f"{i + 1}_{j + 1}"
+            x = keras.layers.Conv2D(
+                filters, 3, strides=strides if j == 0 else 1, padding="same", use_bias=False, name=f"conv{suffix}"
+            )(x)
+            if norm == "batch":
+                x = keras.layers.BatchNormalization(name=f"bn{suffix}")(x)
+            else:
+                x = keras.layers.GroupNormalization(groups=4, name=f"gn{suffix}")(x)
+            x = keras.layers.ReLU(name=f"relu{suffix}")(x)
     del weights  # Only its own `.weights.h5` files, loaded by build_backbone.
     return keras.Model(inputs, x, name="backbone")
 
@@ -83,7 +91,7 @@ def _vgg16(input_shape, weights):
 
 
 BACKBONES = {
-    "tiny": BackboneSpec(_tiny, "tf", 8, None, options=("width", "norm")),
+    "tiny": BackboneSpec(_tiny, "tf", 8, None, options=("width", "norm", "depth")),
     "resnet50": BackboneSpec(
         _application(keras.applications.ResNet50, "caffe"),
         "caffe",
@@ -160,7 +168,7 @@ def build_backbone(name, image_size, weights="none", network_check=network_avail
         image_size: int, input side in pixels.
         weights: "imagenet", "none" or a path (see the module docstring).
         **options: the builder's options (`BackboneSpec.options`; the tiny
-            backbone takes `width` and `norm`).
+            backbone takes `width`, `norm` and `depth`).
 
     Returns:
         A functional keras.Model named "backbone".

@@ -43,6 +43,22 @@ def test_local_weights_file_round_trip(tmp_path):
     assert not np.allclose(fresh.predict(x, verbose=0), first.predict(x, verbose=0))
 
 
+def test_tiny_depth_stacks_convolutions_per_stage_and_keeps_the_depth_1_names(tmp_path):
+    shallow = backbones.build_backbone("tiny", 32, width=4)
+    deep = backbones.build_backbone("tiny", 32, width=4, depth=3)
+    convs = lambda m: [layer.name for layer in m.layers if isinstance(layer, keras.layers.Conv2D)]  # noqa: E731
+    assert convs(shallow) == ["conv1", "conv2", "conv3", "conv4"]
+    assert len(convs(deep)) == 12 and convs(deep)[:3] == ["conv1", "conv1_2", "conv1_3"]
+    assert deep.output_shape == shallow.output_shape == (None, 4, 4, 16)  # Stride 8 at any depth.
+    assert [deep.get_layer(f"conv1_{j}").strides for j in (2, 3)] == [(1, 1), (1, 1)]
+    # A depth-1 weights file (saved before depth existed) still loads into depth 1, and not into depth 2.
+    path = str(tmp_path / "tiny.weights.h5")
+    shallow.save_weights(path)
+    backbones.build_backbone("tiny", 32, weights=path, width=4)
+    with pytest.raises(UserError, match="does not fit backbone 'tiny'"):
+        backbones.build_backbone("tiny", 32, weights=path, width=4, depth=2)
+
+
 def test_keras_applications_h5_weights_file(tmp_path):
     """A keras.applications-format (legacy HDF5) weights file, as in the Keras cache, loads by path."""
     import h5py
@@ -86,7 +102,7 @@ def test_every_backbone_is_built_through_the_registry_with_its_declared_options(
         assert callable(spec.builder), name
         with pytest.raises(ValueError, match=rf"Backbone '{name}' takes the options"):
             backbones.build_backbone(name, 32, bogus=1)
-    assert backbones.get_spec("tiny").options == ("width", "norm")
+    assert backbones.get_spec("tiny").options == ("width", "norm", "depth")
     model = backbones.build_backbone("tiny", 32, width=4, norm="group")
     assert model.get_layer("conv1").filters == 4 and model.get_layer("gn1")
     h5 = tmp_path / "applications_style.h5"
