@@ -21,6 +21,8 @@ from helpers import ROOT, config_file
         ("data.source", "imagenet", "data.source"),
         ("input.resize_size", 16, "input.resize_size"),
         ("loss.gamma", -1.0, "loss.gamma"),
+        ("model.depth", 0, "model.depth"),
+        ("model.depth", -1, "model.depth"),
     ],
 )
 def test_config_errors_name_the_field(tiny_config, field, value, expected):
