@@ -30,6 +30,27 @@ def test_confused_pairs_are_ranked_by_mistakes_in_both_directions():
     assert pairs == [(2, 3, 4, 0), (0, 1, 1, 2)]  # Pairs without a mistake are left out.
 
 
+def test_attribute_accuracy_counts_a_prediction_right_on_each_attribute_it_shares_with_the_truth():
+    names = ["crest_spike-tail_fan", "crest_spike-tail_fork", "crest_none-tail_fan", "crest_none-tail_fork"]
+    # Every image is taken for its tail twin (fan <-> fork): crest always right, tail always wrong.
+    confusion = np.array([[0, 3, 0, 0], [2, 0, 0, 0], [0, 0, 0, 1], [0, 0, 4, 0]])
+    accuracy = evaluation.attribute_accuracy(confusion, names)
+    assert accuracy["crest"] == {"accuracy": 1.0, "chance": 0.5}
+    assert accuracy["tail"] == {"accuracy": 0.0, "chance": 0.5}
+    # Class 0's 3 images: one right, one taken for a spike-crested fork (tail wrong), one for a bare fan (crest wrong).
+    confusion = np.array([[1, 1, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    accuracy = evaluation.attribute_accuracy(confusion, names)
+    assert accuracy["crest"]["accuracy"] == pytest.approx(2 / 3) and accuracy["tail"]["accuracy"] == pytest.approx(2 / 3)
+    # Names that are not attribute combinations, or not all the same attributes: no table.
+    assert evaluation.attribute_accuracy(np.eye(2), ["Boeing 707-320", "Airbus A320"]) is None
+    assert evaluation.attribute_accuracy(np.eye(2), ["crest_spike-tail_fan", "crest_none-wing_dots"]) is None
+    assert evaluation.attribute_accuracy(np.eye(2), ["001.Black_footed_Albatross", "002.Laysan_Albatross"]) is None
+    # An attribute shared by every class is always right and says nothing: left out.
+    assert set(evaluation.attribute_accuracy(confusion, [n.replace("crest_none", "crest_spike") for n in names])) == {
+        "tail"
+    }
+
+
 class _Mirror(keras.layers.Layer):
     """Logits that tell a left-bright image from a right-bright one: [mean(left) - mean(right), opposite]."""
 
@@ -81,6 +102,11 @@ def test_training_with_precise_bn_and_flip_reports_both_and_draws_the_confused_p
     assert before["batchnorm_layers"] > 0 and {"top1", "mean_class_accuracy"} <= set(before)
     assert (tmp_path / "confused_pairs.png").stat().st_size > 1000
     assert all(len(pair["classes"]) == 2 for pair in report["most_confused_pairs"])
+    # The demo's classes are attribute combinations: each attribute is at least as often right as the whole class.
+    # Its first 4 classes share the crest (none), so only wing and tail are reported.
+    attributes = report["attribute_accuracy"]
+    assert set(attributes) == {"wing", "tail"}
+    assert all(report["top1"] <= a["accuracy"] <= 1 and 0 < a["chance"] < 1 for a in attributes.values())
     # The saved model carries the re-estimated statistics (not the checkpoint's): evaluating it gives the report.
     from dcl_keras.saving import load_model
 
