@@ -76,6 +76,10 @@ def test_bin_train_writes_everything_and_resumes(tiny_config, tmp_path):
     assert on_val.returncode == 0, on_val.stderr[-3000:]
     val_report = json.loads((workdir / "val" / "evaluation.json").read_text())
     assert val_report["split"] == "val" and val_report["num_examples"] == 6  # A quarter of the 24.
+    on_train = run_bin("evaluate", f"--workdir={workdir}", "--split=train")
+    assert on_train.returncode == 0, on_train.stderr[-3000:]
+    train_report = json.loads((workdir / "evaluation_train" / "evaluation.json").read_text())
+    assert train_report["split"] == "train" and train_report["num_examples"] == 18  # The 24 less the validation 6.
 
     evaluated = run_bin("evaluate", f"--workdir={workdir}", f"--out_dir={workdir / 'eval'}")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]

@@ -3,13 +3,14 @@
     bin/evaluate --workdir=workdirs/demo
     bin/evaluate --workdir=workdirs/demo --model=workdirs/demo/checkpoints/latest.keras
     bin/evaluate --workdir=workdirs/demo --split=val   # the validation split, when the run has one
+    bin/evaluate --workdir=workdirs/demo --split=train # its training images, evaluation preprocessing
 
     bin/evaluate --workdir=workdirs/demo --flip    # horizontal-flip test-time averaging
     bin/evaluate --workdir=workdirs/demo --precise_bn_batches=50 --out_dir=/tmp/pbn   # BN re-estimated first
 
 Writes evaluation.json, confusion_matrix.png and confused_pairs.png into
 --out_dir (default: the workdir for the run's own test evaluation, else
-<workdir>/evaluation_<variant> for --split=val, --model, a --flip setting other
+<workdir>/evaluation_<variant> for --split=val or train, --model, a --flip setting other
 than the run's, or --precise_bn_batches, so the run's report is never replaced).
 """
 
@@ -30,7 +31,13 @@ _FLIP = flags.DEFINE_bool("flip", None, "Average each image with its mirror (def
 _PRECISE_BN = flags.DEFINE_integer(
     "precise_bn_batches", 0, "Re-estimate BatchNorm statistics on this many training batches first (not saved)."
 )
-_SPLIT = flags.DEFINE_enum("split", "test", ["test", "val"], "Which split of the run's data to evaluate.")
+_SPLIT = flags.DEFINE_enum(
+    "split",
+    "test",
+    ["test", "val", "train"],
+    "Which split of the run's data to evaluate; train: its training images with evaluation preprocessing "
+    "(no augmentation, no RCM), to see how much of them a model fits.",
+)
 flags.DEFINE_enum("backend", os.environ.get("KERAS_BACKEND", "tensorflow"), cli.BACKENDS, "Keras backend.")
 flags.mark_flags_as_required(["workdir"])
 
@@ -69,7 +76,7 @@ def main(argv):
         variant = "_".join(
             name
             for name, on in (
-                ("val", _SPLIT.value == "val"),
+                (_SPLIT.value, _SPLIT.value != "test"),
                 (os.path.basename(_MODEL.value or "").replace(".keras", ""), bool(_MODEL.value)),
                 ("flip" if flip else "noflip", flip != config.eval.flip),
                 ("precise_bn", bool(_PRECISE_BN.value)),
