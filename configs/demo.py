@@ -1,6 +1,11 @@
-"""DCL on the embedded demo dataset: a tiny backbone at 96 px, 4 to 19 minutes on 2 CPU cores.
+"""DCL on the embedded demo dataset: a tiny backbone at 64 px for 120 epochs, about 15 minutes on 2 CPU cores.
 
     bin/train --config=configs/demo.py --workdir=workdirs/demo
+
+At the cost of the earlier 96-px, 60-epoch recipe (configs/demo_96.py) it
+learns more and swings less with the seed, because the recipe is bound by its
+number of steps, not by resolution (README, "What limits the demo"). What it
+does not learn is the tail (fan or fork), which stays at chance.
 
 The dataset (20 classes of procedural birds, 60 training and 20 test images
 each) is generated into ~/.cache/dcl_keras the first time (or $DCL_KERAS_CACHE).
@@ -22,8 +27,8 @@ def get_config(arg=None):
     c.data.demo.image_size = 128
     c.data.demo.train_per_class = 60
     c.data.demo.test_per_class = 20
-    c.input.image_size = 96
-    c.input.resize_size = 108
+    c.input.image_size = 64
+    c.input.resize_size = 72
     c.input.batch_size = 16
     c.rcm.n = 4
     c.rcm.k = 2
@@ -31,9 +36,9 @@ def get_config(arg=None):
     c.model.weights = "none"
     c.model.width = 32
     c.loss.gamma = 1.0
-    c.train.epochs = 60
+    c.train.epochs = 120
     c.train.learning_rate = 0.1
     c.train.head_multiplier = 1.0
-    c.train.decay_epochs = 45
+    c.train.decay_epochs = 88
     c.train.verbose = 2
     return c

@@ -2,13 +2,12 @@
 
     bin/sweep --config=configs/demo_study.py --grid=noise --seeds=0,1,2 --sweep_dir=sweeps/noise
 
-Everything else is configs/demo.py (same data, backbone, RCM N = 4, k = 2, losses
-and learning rate); the learning rate drops 10x at epoch 22 of 30, the same
-share of the schedule as demo.py's 45 of 60. Measured on 2 CPU cores: DCL
-0.181 +- 0.033 test top-1 over seeds 0-4 (0.23 at seed 0, in 3.8 minutes),
-against 0.445 at seed 0 in about 15 minutes for demo.py. The budget is what
-limits it: at 60 epochs seed 0 reaches 0.435 (README, "What limits the demo").
-Use it to compare options against each other over seeds, not as the demo's score.
+It is configs/demo.py (same data, crop size, backbone, RCM N = 4, k = 2, losses
+and learning rate) for a quarter of its epochs; the learning rate drops 10x at
+epoch 22 of 30, as demo.py's at 88 of 120. Measured on 2 CPU cores: DCL 0.181
++- 0.033 test top-1 over seeds 0-4 (3.8 minutes a run alone), where the full
+120 epochs reach about 0.47 (README, "What limits the demo"). Use it to compare
+options against each other over seeds, not as the demo's score.
 """
 
 import os

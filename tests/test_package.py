@@ -87,18 +87,20 @@ def test_no_import_path_tricks_in_the_code():
 
 
 @pytest.mark.parametrize(
-    "name", ["demo", "demo_study", "tiny", "pretrain_toy", "cub_resnet50", "cars_resnet50", "aircraft_resnet50"]
+    "name",
+    ["demo", "demo_study", "demo_96", "tiny", "pretrain_toy", "cub_resnet50", "cars_resnet50", "aircraft_resnet50"],
 )
 def test_every_config_file_loads_from_outside_the_repository(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # No configs package on the path: a config imports only dcl_keras.
     assert "configs" not in sys.modules
     config = config_file(name, "root=/x" if name.endswith("resnet50") else None)
     assert config.model.backbone and config.rcm.n >= 1
-    if name == "pretrain_toy":  # Built on the demo config, read beside it.
-        assert config.data.demo.kind == "coarse" and config.input.image_size == config_file("demo").input.image_size
-    if name == "demo_study":  # The demo's data and method at 64 px for 30 epochs.
+    if name == "pretrain_toy":  # Built on the 96-px demo config, read beside it.
+        assert config.data.demo.kind == "coarse" and config.input.image_size == config_file("demo_96").input.image_size
+    if name in ("demo_study", "demo_96"):  # The demo's data and method, shorter or at 96 px.
         demo = config_file("demo")
-        assert (config.input.image_size, config.train.epochs) == (64, 30) and config.data == demo.data
+        expected = {"demo_study": (64, 30), "demo_96": (96, 60)}[name]
+        assert (config.input.image_size, config.train.epochs) == expected and config.data == demo.data
         assert config.input.image_size % config.rcm.n == 0 and config.loss == demo.loss
 
 
