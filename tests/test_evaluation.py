@@ -40,7 +40,9 @@ def test_attribute_accuracy_counts_a_prediction_right_on_each_attribute_it_share
     # Class 0's 3 images: one right, one taken for a spike-crested fork (tail wrong), one for a bare fan (crest wrong).
     confusion = np.array([[1, 1, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
     accuracy = evaluation.attribute_accuracy(confusion, names)
-    assert accuracy["crest"]["accuracy"] == pytest.approx(2 / 3) and accuracy["tail"]["accuracy"] == pytest.approx(2 / 3)
+    assert accuracy["crest"]["accuracy"] == pytest.approx(2 / 3) and accuracy["tail"]["accuracy"] == pytest.approx(
+        2 / 3
+    )
     # Names that are not attribute combinations, or not all the same attributes: no table.
     assert evaluation.attribute_accuracy(np.eye(2), ["Boeing 707-320", "Airbus A320"]) is None
     assert evaluation.attribute_accuracy(np.eye(2), ["crest_spike-tail_fan", "crest_none-wing_dots"]) is None
