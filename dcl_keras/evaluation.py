@@ -312,7 +312,7 @@ def evaluate(
 ):
     """Evaluates a classifier model on a split; writes evaluation.json and two PNGs to out_dir.
 
-    The report names the split: `split` is its role ("test" or "val") and
+    The report names the split: `split` is its role ("test", "val" or "train") and
     `split_name` the dataset split it was read from. `flip` averages each
     image with its mirror. `extra` adds fields to the report. The PNGs are the
     confusion matrix and a gallery of the most-confused pairs.

@@ -43,6 +43,12 @@ def test_attribute_accuracy_counts_a_prediction_right_on_each_attribute_it_share
     assert accuracy["crest"]["accuracy"] == pytest.approx(2 / 3) and accuracy["tail"]["accuracy"] == pytest.approx(
         2 / 3
     )
+    # Uneven classes: images count, not classes; chance weighs each true class by its images.
+    uneven = ["a_x-b_p", "a_x-b_q", "a_y-b_p"]
+    counts = np.array([[2, 1, 1], [0, 0, 2], [1, 0, 0]])  # 4, 2 and 1 images.
+    accuracy = evaluation.attribute_accuracy(counts, uneven)
+    assert accuracy["a"]["accuracy"] == pytest.approx(3 / 7) and accuracy["a"]["chance"] == pytest.approx(13 / 21)
+    assert accuracy["b"]["accuracy"] == pytest.approx(4 / 7) and accuracy["b"]["chance"] == pytest.approx(4 / 7)
     # Names that are not attribute combinations, or not all the same attributes: no table.
     assert evaluation.attribute_accuracy(np.eye(2), ["Boeing 707-320", "Airbus A320"]) is None
     assert evaluation.attribute_accuracy(np.eye(2), ["crest_spike-tail_fan", "crest_none-wing_dots"]) is None

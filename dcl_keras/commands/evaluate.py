@@ -36,7 +36,8 @@ _SPLIT = flags.DEFINE_enum(
     "test",
     ["test", "val", "train"],
     "Which split of the run's data to evaluate; train: its training images with evaluation preprocessing "
-    "(no augmentation, no RCM), to see how much of them a model fits.",
+    "(no augmentation, no RCM), to see how much of them a model fits (with the run's labels: noisy or "
+    "subsampled where data.label_noise or data.long_tail_ratio made them so).",
 )
 flags.DEFINE_enum("backend", os.environ.get("KERAS_BACKEND", "tensorflow"), cli.BACKENDS, "Keras backend.")
 flags.mark_flags_as_required(["workdir"])
