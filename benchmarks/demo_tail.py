@@ -7,10 +7,11 @@ The birds are the demo's first two classes (crest none, wing plain), which
 differ only in the tail: fan or fork. They are drawn at 128 px by the demo's
 own generator (`dcl_keras.data.demo`) and shown in two views:
 
-* whole: the image resized to 64 px, uncropped, so the tail is always in it;
+* whole: the image resized to 64 px, uncropped (the tail is cut only where
+  the generator placed the bird across the border);
 * tail: a square of 1.4x the tail's part box about its centre, resized to
-  32 px, which shows the tail at about 1.2x its scale in the 64-px whole
-  image (so not at a higher resolution).
+  32 px, which shows the tail at about the same resolution (about 1.2x its
+  scale in the 64-px whole image).
 
 The demo's backbone (`tiny`, width 32, from scratch) with global average
 pooling (or max, `--pooling max`) and a 2-way dense layer trains on each
