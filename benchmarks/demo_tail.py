@@ -15,11 +15,11 @@ own generator (`dcl_keras.data.demo`) and shown in two views:
 
 The demo's backbone (`tiny`, width 32, from scratch) with global average
 pooling (or max, `--pooling max`) and a 2-way dense layer trains on each
-view in turn (same images, seed, optimizer and steps), with horizontal flips. The script prints the
-test accuracy after each epoch for both views and, at the end, both figures
-side by side. A tail learned from its crop but not from the whole image is a
-localisation problem (finding a small body-coloured outline in clutter), not
-one of resolution or shape.
+view in turn (same images, seed, optimizer and steps), with horizontal
+flips. The script prints the test accuracy after each epoch for both views
+and, at the end, both figures side by side. A tail learned from its crop but
+not from the whole image points to a localisation problem (finding a small
+body-coloured outline in clutter) rather than one of resolution or shape.
 """
 
 import argparse
