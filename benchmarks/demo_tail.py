@@ -93,14 +93,13 @@ def main():
     )
     parser.add_argument("--views", default="tail,whole", help="which views to train on, comma-separated")
     args = parser.parse_args()
+    views = args.views.split(",")
+    if not views or set(views) - {"tail", "whole"}:  # Checked before the minute of rendering.
+        parser.error(f"--views takes 'tail' and/or 'whole'. Received: {args.views!r}")
 
     whole_train, tail_train, y_train = render_views(args.train, seed=1000)
     whole_test, tail_test, y_test = render_views(args.test, seed=2000)
     data = {"tail": (tail_train, y_train, tail_test, y_test), "whole": (whole_train, y_train, whole_test, y_test)}
-    views = args.views.split(",")
-    unknown = sorted(set(views) - set(data))
-    if unknown:
-        parser.error(f"--views takes 'tail' and/or 'whole'. Received: {args.views!r}")
     results = {view: train_view(view, *data[view], args) for view in views}
     print(
         f"\nfan vs fork, {2 * args.train} training and {2 * args.test} test images, tiny backbone, "
