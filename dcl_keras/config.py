@@ -102,6 +102,7 @@ def base_config():
     c.train.weight_decay = 0.0
     c.train.decay_epochs = 60  # Learning rate x decay_factor every decay_epochs.
     c.train.decay_factor = 0.1
+    c.train.warmup_epochs = 0.0  # > 0: ramp the learning rate up linearly over this many epochs (not in the paper).
     c.train.jit_compile = (
         "auto"  # XLA: "true", "false" or "auto" (Keras: off for TF on CPU-only hosts and tf.distribute).
     )
@@ -315,6 +316,12 @@ def validate_config(c):
         )
     if c.train.epochs < 1:
         _fail("train.epochs", "an integer >= 1", c.train.epochs)
+    if not 0.0 <= c.train.warmup_epochs < c.train.epochs:
+        _fail(
+            "train.warmup_epochs",
+            f"0 (off) or a number of epochs below train.epochs ({c.train.epochs})",
+            c.train.warmup_epochs,
+        )
     if c.train.steps_per_epoch < 0:
         _fail("train.steps_per_epoch", "0 (one pass) or a positive integer", c.train.steps_per_epoch)
     if c.train.checkpoint_every_steps < 0:

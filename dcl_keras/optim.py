@@ -1,4 +1,4 @@
-"""Optimizer of the reference recipe: SGD, momentum 0.9, heads at 10x, step decay."""
+"""Optimizer of the reference recipe: SGD, momentum 0.9, heads at 10x, step decay (and an optional warm-up)."""
 
 import keras
 from keras import ops
@@ -49,6 +49,47 @@ def step_decay(base_lr, steps_per_epoch, decay_epochs=60, decay_factor=0.1, tota
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
+@keras.saving.register_keras_serializable(package="dcl_keras")
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """A rate (or schedule) ramped up linearly over the first `warmup_steps` steps (Goyal et al., 2017).
+
+    Step s < warmup_steps runs at (s + 1) / warmup_steps of `after(s)`; from
+    then on, `after(s)` itself. The ramp is a function of the step only, so
+    a resumed run continues it where the checkpoint left off.
+    """
+
+    def __init__(self, after, warmup_steps):
+        self.after = after
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step):
+        rate = self.after(step) if callable(self.after) else self.after
+        ramp = ops.minimum(1.0, (ops.cast(step, "float32") + 1.0) / float(self.warmup_steps))
+        return ops.multiply(ops.cast(rate, "float32"), ramp)
+
+    def get_config(self):
+        after = self.after
+        if isinstance(after, keras.optimizers.schedules.LearningRateSchedule):
+            after = keras.saving.serialize_keras_object(after)
+        return {"after": after, "warmup_steps": self.warmup_steps}
+
+    @classmethod
+    def from_config(cls, config):
+        after = config["after"]
+        if isinstance(after, dict):
+            after = keras.saving.deserialize_keras_object(after)
+        return cls(after, config["warmup_steps"])
+
+
+def learning_rate_schedule(
+    base_lr, steps_per_epoch, decay_epochs=60, decay_factor=0.1, total_epochs=180, warmup_epochs=0.0
+):
+    """The step decay, ramped up linearly over the first `warmup_epochs` epochs when that is > 0."""
+    schedule = step_decay(base_lr, steps_per_epoch, decay_epochs, decay_factor, total_epochs)
+    warmup_steps = round(warmup_epochs * steps_per_epoch)
+    return LinearWarmup(schedule, warmup_steps) if warmup_steps > 0 else schedule
+
+
 def make_optimizer(
     learning_rate,
     steps_per_epoch,
@@ -59,9 +100,12 @@ def make_optimizer(
     decay_factor=0.1,
     total_epochs=180,
     head_layers=contract.HEAD_LAYERS,
+    warmup_epochs=0.0,
 ):
-    """The reference recipe's optimizer (dcl-spec.md section 4)."""
-    schedule = step_decay(learning_rate, steps_per_epoch, decay_epochs, decay_factor, total_epochs)
+    """The reference recipe's optimizer (dcl-spec.md section 4); `warmup_epochs` > 0 adds a linear warm-up."""
+    schedule = learning_rate_schedule(
+        learning_rate, steps_per_epoch, decay_epochs, decay_factor, total_epochs, warmup_epochs
+    )
     return MultiplierSGD(
         lr_multipliers={name: head_multiplier for name in head_layers},
         learning_rate=schedule,

@@ -151,6 +151,7 @@ def compile_model(model, config, steps, class_counts=None):
         decay_factor=config.train.decay_factor,
         total_epochs=config.train.epochs,
         head_layers=contract.HEAD_LAYERS,
+        warmup_epochs=config.train.warmup_epochs,
     )
     model.compile(
         optimizer=optimizer,

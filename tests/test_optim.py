@@ -46,3 +46,22 @@ def test_step_decay_divides_by_ten_every_60_epochs():
     assert float(schedule(599)) == pytest.approx(0.1)
     assert float(schedule(601)) == pytest.approx(0.01)
     assert float(schedule(1201)) == pytest.approx(0.001)
+
+
+def test_linear_warmup_ramps_to_the_step_decay_then_follows_it():
+    schedule = optim.learning_rate_schedule(0.1, steps_per_epoch=10, warmup_epochs=0.5, total_epochs=180)
+    rates = [float(schedule(step)) for step in (0, 1, 4, 5, 599, 601)]
+    assert rates == pytest.approx([0.02, 0.04, 0.1, 0.1, 0.1, 0.01])
+    assert not isinstance(optim.learning_rate_schedule(0.1, steps_per_epoch=10), optim.LinearWarmup)
+
+
+@pytest.mark.parametrize("after", [0.05, optim.step_decay(0.05, steps_per_epoch=2, decay_epochs=1, total_epochs=3)])
+def test_linear_warmup_survives_serialization_mid_ramp(after):
+    schedule = optim.LinearWarmup(after, warmup_steps=4)
+    optimizer = keras.optimizers.SGD(learning_rate=schedule)
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    restored.build([keras.Variable(0.0)])
+    for step in range(6):  # The restored optimizer's current rate follows its step, as in a resumed run.
+        restored.iterations.assign(step)
+        assert float(restored.learning_rate) == pytest.approx(float(schedule(step)))
+    assert float(schedule(1)) == pytest.approx(0.025)

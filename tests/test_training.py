@@ -145,6 +145,7 @@ def test_resuming_gives_the_same_weights_as_an_uninterrupted_run(tiny_config, tm
     config = tiny_config.copy_and_resolve_references()
     config.eval.enabled = False
     config.export.enabled = False
+    config.train.warmup_epochs = 0.5  # The checkpoint's optimizer carries the warm-up schedule through saving.
     config.train.epochs = 2
     training.train_and_evaluate(config, str(tmp_path / "straight"))
     config.train.epochs = 1
