@@ -30,7 +30,8 @@ FACTORIES = {
     "RegionConfusion": lambda: RegionConfusion(n=4, k=2, originals=1, destructed=2, seed=3, name="rcm"),
     "RegionAlignmentLoss": lambda: losses.RegionAlignmentLoss("sum"),
     "ClassificationLoss": lambda: losses.ClassificationLoss("gce", q=0.5, class_weights=[1.0, 2.0, 0.5]),
-    "MultiplierSGD": lambda: optim.make_optimizer(0.01, 5, weight_decay=1e-4),
+    "MultiplierSGD": lambda: optim.make_optimizer(0.01, 5, weight_decay=1e-4, warmup_epochs=1),
+    "LinearWarmup": lambda: optim.learning_rate_schedule(0.1, 10, decay_epochs=1, total_epochs=3, warmup_epochs=0.5),
     "DCLModel": lambda: tiny_dcl_model(class_names=["a", "b", "c"], resize_size=40, discriminator="2c"),
     "DeviceRCMTrainer": lambda: dcl.DeviceRCMTrainer(tiny_dcl_model(), RegionConfusion(n=4, k=2, seed=0)),
 }
@@ -90,5 +91,6 @@ def test_loss_and_optimizer_survive_a_compiled_model_file(tmp_path):
     loaded = assert_keras_file_round_trip(model, IMAGES, tmp_path)
     assert isinstance(loaded.optimizer, optim.MultiplierSGD) and int(loaded.optimizer.iterations) == 1
     assert loaded.optimizer.lr_multipliers == model.optimizer.lr_multipliers
+    assert float(loaded.optimizer.learning_rate) == pytest.approx(0.004)  # Step 1 of its 5-step warm-up to 0.01.
     revived = loaded.loss["classifier"]
     assert isinstance(revived, losses.ClassificationLoss) and revived.class_weights == [1.0, 2.0, 0.5]
