@@ -2,6 +2,7 @@
 
     python benchmarks/demo_tail.py [--train 2000] [--test 300] [--epochs 15] [--optimizer adam|sgd] [--seed 0]
                                    [--pooling avg|max] [--views tail,whole] [--width 32] [--depth 1]
+                                   [--weights none|backbone.weights.h5]
 
 The birds are the demo's first two classes (crest none, wing plain), which
 differ only in the tail: fan or fork. They are drawn at 128 px by the demo's
@@ -13,7 +14,8 @@ own generator (`dcl_keras.data.demo`) and shown in two views:
   32 px, which shows the tail at about the same resolution (about 1.2x its
   scale in the 64-px whole image).
 
-The demo's backbone (`tiny`, width 32 and depth 1 unless told, from scratch) with global average
+The demo's backbone (`tiny`, width 32 and depth 1 unless told, from scratch
+unless `--weights` names a file saved from it) with global average
 pooling (or max, `--pooling max`) and a 2-way dense layer trains on each
 view in turn (same images, seed, optimizer and steps), with horizontal
 flips. The script prints the test accuracy after each epoch for both views
@@ -23,6 +25,7 @@ body-coloured outline in clutter) rather than one of resolution or shape.
 """
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -56,7 +59,7 @@ def train_view(name, x_train, y_train, x_test, y_test, args):
     keras.utils.set_random_seed(args.seed)
     inputs = keras.Input(x_train.shape[1:])
     x = keras.layers.RandomFlip("horizontal", seed=args.seed)(inputs)
-    x = backbones.build_backbone("tiny", x_train.shape[1], width=args.width, depth=args.depth)(x)
+    x = backbones.build_backbone("tiny", x_train.shape[1], weights=args.weights, width=args.width, depth=args.depth)(x)
     pooling = keras.layers.GlobalMaxPooling2D() if args.pooling == "max" else keras.layers.GlobalAveragePooling2D()
     x = pooling(x)
     model = keras.Model(inputs, keras.layers.Dense(2)(x))
@@ -100,9 +103,18 @@ def main():
     parser.add_argument("--views", default="tail,whole", help="which views to train on, comma-separated")
     parser.add_argument("--width", type=int, default=32, help="tiny backbone: channels of its first stage")
     parser.add_argument(
+        "--weights",
+        default="none",
+        help="tiny backbone: 'none' (from scratch) or a backbone.weights.h5 saved from it, e.g. by configs/pretrain_toy.py",
+    )
+    parser.add_argument(
         "--depth", type=int, default=1, help="tiny backbone: convolutions per stage (2: receptive field 75 px, not 31)"
     )
     args = parser.parse_args()
+    if args.weights != "none" and not args.weights.endswith(".weights.h5"):  # Checked before the rendering.
+        parser.error(f"--weights takes 'none' or a .weights.h5 file. Received: {args.weights!r}")
+    if args.weights != "none" and not os.path.isfile(args.weights):
+        parser.error(f"--weights: no such file. Received: {args.weights!r}")
     views = args.views.split(",")
     if not views or set(views) - {"tail", "whole"}:  # Checked before the minute of rendering.
         parser.error(f"--views takes 'tail' and/or 'whole'. Received: {args.views!r}")
@@ -113,7 +125,7 @@ def main():
     results = {view: train_view(view, *data[view], args) for view in views}
     print(
         f"\nfan vs fork, {2 * args.train} training and {2 * args.test} test images, "
-        f"tiny backbone (width {args.width}, depth {args.depth}), "
+        f"tiny backbone (width {args.width}, depth {args.depth}, weights {args.weights}), "
         f"{args.pooling} pooling, {args.optimizer}, {args.epochs} epochs, seed {args.seed} (chance 0.5):"
     )
     for name, (train, test, seconds) in results.items():
