@@ -25,7 +25,6 @@ body-coloured outline in clutter) rather than one of resolution or shape.
 """
 
 import argparse
-import os
 import time
 
 import numpy as np
@@ -111,10 +110,17 @@ def main():
         "--depth", type=int, default=1, help="tiny backbone: convolutions per stage (2: receptive field 75 px, not 31)"
     )
     args = parser.parse_args()
-    if args.weights != "none" and not args.weights.endswith(".weights.h5"):  # Checked before the rendering.
-        parser.error(f"--weights takes 'none' or a .weights.h5 file. Received: {args.weights!r}")
-    if args.weights != "none" and not os.path.isfile(args.weights):
-        parser.error(f"--weights: no such file. Received: {args.weights!r}")
+    for flag in ("width", "depth", "epochs", "train", "test"):  # All checked before the minute of rendering.
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} takes a positive integer. Received: {getattr(args, flag)}")
+    if args.weights != "none":  # Does the file fit this backbone? Built once here, not after the rendering.
+        from dcl_keras.errors import UserError
+        from dcl_keras.models import backbones
+
+        try:
+            backbones.build_backbone("tiny", 64, weights=args.weights, width=args.width, depth=args.depth)
+        except (UserError, FileNotFoundError, ValueError) as e:
+            parser.error(f"--weights: {' '.join(str(e).split())}")
     views = args.views.split(",")
     if not views or set(views) - {"tail", "whole"}:  # Checked before the minute of rendering.
         parser.error(f"--views takes 'tail' and/or 'whole'. Received: {args.views!r}")

@@ -1,5 +1,7 @@
 """Optimizer of the reference recipe: SGD, momentum 0.9, heads at 10x, step decay (and an optional warm-up)."""
 
+import math
+
 import keras
 from keras import ops
 
@@ -59,6 +61,8 @@ class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(self, after, warmup_steps):
+        if int(warmup_steps) < 1:
+            raise ValueError(f"LinearWarmup needs warmup_steps >= 1. Received: warmup_steps={warmup_steps!r}")
         self.after = after
         self.warmup_steps = int(warmup_steps)
 
@@ -86,8 +90,9 @@ def learning_rate_schedule(
 ):
     """The step decay, ramped up linearly over the first `warmup_epochs` epochs when that is > 0."""
     schedule = step_decay(base_lr, steps_per_epoch, decay_epochs, decay_factor, total_epochs)
-    warmup_steps = round(warmup_epochs * steps_per_epoch)
-    return LinearWarmup(schedule, warmup_steps) if warmup_steps > 0 else schedule
+    if warmup_epochs <= 0:
+        return schedule
+    return LinearWarmup(schedule, max(1, math.ceil(warmup_epochs * steps_per_epoch)))  # Never silently off.
 
 
 def make_optimizer(

@@ -53,6 +53,8 @@ def test_linear_warmup_ramps_to_the_step_decay_then_follows_it():
     rates = [float(schedule(step)) for step in (0, 1, 4, 5, 599, 601)]
     assert rates == pytest.approx([0.02, 0.04, 0.1, 0.1, 0.1, 0.01])
     assert not isinstance(optim.learning_rate_schedule(0.1, steps_per_epoch=10), optim.LinearWarmup)
+    tiny = optim.learning_rate_schedule(0.1, steps_per_epoch=10, warmup_epochs=0.01)  # Under a step: still one.
+    assert float(tiny(0)) == pytest.approx(0.1) and tiny.warmup_steps == 1
 
 
 @pytest.mark.parametrize("after", [0.05, optim.step_decay(0.05, steps_per_epoch=2, decay_epochs=1, total_epochs=3)])

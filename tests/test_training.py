@@ -145,7 +145,7 @@ def test_resuming_gives_the_same_weights_as_an_uninterrupted_run(tiny_config, tm
     config = tiny_config.copy_and_resolve_references()
     config.eval.enabled = False
     config.export.enabled = False
-    config.train.warmup_epochs = 0.5  # The checkpoint's optimizer carries the warm-up schedule through saving.
+    config.train.warmup_epochs = 0.5  # The checkpoint's optimizer holds a LinearWarmup, which must load.
     config.train.epochs = 2
     training.train_and_evaluate(config, str(tmp_path / "straight"))
     config.train.epochs = 1
@@ -159,6 +159,27 @@ def test_resuming_gives_the_same_weights_as_an_uninterrupted_run(tiny_config, tm
             keras.ops.convert_to_numpy(va), keras.ops.convert_to_numpy(vb), atol=1e-5, err_msg=va.path
         )
     assert int(a.optimizer.iterations) == int(b.optimizer.iterations) == 12
+
+
+def test_a_run_resumed_mid_warm_up_continues_the_ramp(tiny_config, tmp_path):
+    from helpers import tiny_dcl_model
+
+    config = tiny_config.copy_and_resolve_references()
+    config.train.warmup_epochs = 1.0  # A 5-step ramp at 5 steps an epoch.
+    model = tiny_dcl_model(image_size=32, n=4, classes=4)
+    training.compile_model(model, config, steps=5)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    targets = {
+        "classifier": np.array([0, 1]),
+        "destruction_discriminator": np.array([0, 1]),
+        "region_alignment": np.full((2, 4, 4, 2), 0.5, "float32"),
+    }
+    for _ in range(2):
+        model.train_on_batch(images, targets)
+    model.save(str(tmp_path / "model.keras"))
+    resumed = training._resume(str(tmp_path / "model.keras"), config, 5, split=None)
+    assert int(resumed.optimizer.iterations) == 2
+    assert float(resumed.optimizer.learning_rate) == pytest.approx(0.01 * 3 / 5)  # Step 2 of 5, base rate 0.01.
 
 
 @pytest.mark.parametrize("backend,jit", [pytest.param("tensorflow", "true", marks=pytest.mark.slow), ("jax", "auto")])
