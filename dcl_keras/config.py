@@ -55,7 +55,7 @@ def base_config():
     c.data.long_tail_ratio = 1.0  # Studies: > 1 subsamples training classes exponentially, largest/smallest = ratio.
     c.data.demo = ml_collections.ConfigDict(
         dict(num_classes=20, train_per_class=40, test_per_class=20, image_size=96, seed=0, cache_dir="", kind="birds")
-    )  # kind: "birds" (fine-grained) or "coarse" (a broad set to pretrain a backbone on).
+    )  # kind: "birds" (fine-grained), "coarse" (a broad set to pretrain a backbone on) or "typefaces" (thin detail).
 
     c.input = ml_collections.ConfigDict()
     c.input.image_size = 448  # Crop side; must be divisible by rcm.n.

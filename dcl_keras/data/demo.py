@@ -14,7 +14,9 @@ box in `bounding_boxes.txt`.
 
 A second kind, `coarse`, is the broad set to pretrain a backbone on (the toy
 version of ImageNet pretraining): up to 96 classes of whole-object categories
-(shape x surface texture x colour family) drawn over the same clutter.
+(shape x surface texture x colour family) drawn over the same clutter. A
+third, `typefaces` (`dcl_keras.data.typefaces`), is a fine-grained set of
+thin, high-contrast detail, meant to be rendered larger than the resize side.
 """
 
 import dataclasses
@@ -29,13 +31,14 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from dcl_keras.data import typefaces
 from dcl_keras.errors import UserError
 
 CRESTS = ("none", "spike", "tuft", "double")
 WINGS = ("plain", "stripes", "dots")
 TAILS = ("fan", "fork")
 MAX_CLASSES = len(CRESTS) * len(WINGS) * len(TAILS)
-KINDS = ("birds", "coarse")
+KINDS = ("birds", "coarse", "typefaces")
 SHAPES = ("ellipse", "triangle", "square", "pentagon", "star", "cross", "ring", "crescent")
 TEXTURES = ("plain", "stripes", "dots", "checker")
 COLOURS = ("warm", "cool", "grey")
@@ -237,8 +240,11 @@ def render_with_parts(rng, attributes, size, kind="birds"):
 
     Parts (crest, wing, tail; `PARTS`) are where the classes differ; their
     boxes follow the bird through its resize, flip, rotation and placement
-    and are clipped to the image. The coarse kind has no parts ({}).
+    and are clipped to the image. The other kinds have no parts ({}).
     """
+    if kind == "typefaces":
+        image, box = typefaces.render_with_box(rng, attributes, size)
+        return image, box, {}
     image = _background(rng, size)
     side = int(size * rng.uniform(0.75, 0.95))
     if kind == "birds":
@@ -280,12 +286,21 @@ def generate(root, num_classes=20, train_per_class=40, test_per_class=20, image_
     """Writes the demo dataset to `root`: train/ and test/ class folders of JPEGs, and the objects' boxes."""
     if kind not in KINDS:
         raise UserError(f"The demo dataset kind must be one of {KINDS}. Received: kind={kind!r}")
-    attributes = class_attributes(num_classes) if kind == "birds" else coarse_attributes(num_classes)
+    if kind == "typefaces" and not 2 <= num_classes <= typefaces.NUM_CLASSES:
+        raise UserError(
+            f"The typefaces set has between 2 and {typefaces.NUM_CLASSES} classes. Received: num_classes={num_classes}"
+        )
+    attributes = {
+        "birds": class_attributes,
+        "coarse": coarse_attributes,
+        "typefaces": lambda n: typefaces.ATTRIBUTES[:n],
+    }[kind](num_classes)
+    names = {"birds": class_name, "coarse": "-".join, "typefaces": typefaces.class_name}[kind]
     rng = np.random.default_rng(seed)
     lines, part_lines = [], []
     for split, count in (("train", train_per_class), ("test", test_per_class)):
         for label, attrs in enumerate(attributes):
-            folder = os.path.join(split, class_name(attrs) if kind == "birds" else "-".join(attrs))
+            folder = os.path.join(split, names(attrs))
             os.makedirs(os.path.join(root, folder), exist_ok=True)
             for i in range(count):
                 image, box, parts = render_with_parts(rng, attrs, image_size, kind)
