@@ -60,6 +60,28 @@ def run_pinned(args, cores):
     return done.stdout.strip().splitlines()[-1]
 
 
+VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile")
+
+
+def machine():
+    """One line naming this CPU, its core count and its vector extensions (printed with every figure)."""
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model == "unknown CPU":
+                    model = value.strip()
+                elif key.strip() in ("flags", "Features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        import platform
+
+        model = platform.processor() or model
+    vector = " ".join(f for f in VECTOR_FLAGS if f in flags) or "none of " + "/".join(VECTOR_FLAGS[:3])
+    return f"{model}, {os.cpu_count()} cores, {vector}"
+
+
 class Timer:
     def __enter__(self):
         self.start = time.perf_counter()

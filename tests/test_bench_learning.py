@@ -1,0 +1,117 @@
+"""benchmarks/learning.py: the regression rule, the history file and the exit status (no training here)."""
+
+import csv
+import importlib
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def learning(monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    return importlib.import_module("learning")
+
+
+def _row(arm="dcl", mean="0.5000", std="0.0100", commit="abc1234", testbed="typefaces"):
+    return {
+        "commit": commit,
+        "date": "2026-12-05",
+        "machine": "test CPU",
+        "testbed": testbed,
+        "recipe": "configs/typefaces.py",
+        "arm": arm,
+        "seeds": "0 1 2",
+        "per_seed": "0.5 0.5 0.5",
+        "mean": mean,
+        "std": std,
+    }
+
+
+@pytest.mark.parametrize(
+    "mean, std, ok",
+    [
+        ("0.4810", "0.0100", True),  # Fell 0.019: under the 0.02 floor.
+        ("0.4790", "0.0100", False),  # Fell 0.021: over max(2 x 0.01, 0.02).
+        ("0.4500", "0.0300", True),  # Fell 0.05 with a recorded std of 0.03: within 2 std.
+        ("0.4300", "0.0300", False),
+        ("0.6000", "0.0100", True),  # Rose.
+        ("0.4790", "", False),  # One recorded seed: no std, the floor alone.
+    ],
+)
+def test_a_mean_may_fall_by_at_most_two_recorded_stds_or_the_floor(learning, mean, std, ok):
+    result, message = learning.verdict(_row(mean=mean), _row(mean="0.5000", std=std))
+    assert result is ok
+    assert ("REGRESSION" in message) is not ok
+    assert "typefaces / dcl" in message and mean in message and "abc1234" in message
+
+
+def _main(learning, tmp_path, monkeypatch, rows, history_rows, *args):
+    history = tmp_path / "history.csv"
+    if history_rows:
+        learning.append_history(str(history), history_rows)
+    monkeypatch.setattr(learning, "run_testbed", lambda testbed, arms, seeds, work_dir, log: rows)
+    monkeypatch.setattr(learning, "commit", lambda: "new5678")
+    code = learning.main(["--history", str(history), "--work_dir", str(tmp_path / "runs"), *args])
+    return code, history
+
+
+def _strip(row):
+    return {k: v for k, v in row.items() if k not in ("commit", "date", "machine")}
+
+
+def test_a_regression_exits_1_naming_the_arm_and_figures(learning, tmp_path, monkeypatch, capsys):
+    current = [_strip(_row(arm="dcl", mean="0.4000")), _strip(_row(arm="baseline_equal_compute", mean="0.5000"))]
+    recorded = [_row(arm="dcl", mean="0.5000"), _row(arm="baseline_equal_compute", mean="0.5000")]
+    code, _ = _main(learning, tmp_path, monkeypatch, current, recorded)
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "REGRESSION typefaces / dcl: 0.4000" in out and "fell by 0.1000" in out
+    assert "ok typefaces / baseline_equal_compute" in out
+    assert "machine:" in out
+
+
+def test_no_regression_exits_0_and_record_appends_rows(learning, tmp_path, monkeypatch):
+    current = [_strip(_row(arm="dcl", mean="0.5100"))]
+    code, history = _main(
+        learning, tmp_path, monkeypatch, current, [_row(arm="dcl")], "--arms=dcl", "--testbeds=typefaces", "--record"
+    )
+    assert code == 0
+    with open(history, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["commit"] for r in rows] == ["abc1234", "new5678"]
+    assert rows[-1]["mean"] == "0.5100" and rows[-1]["machine"]
+
+
+def test_only_the_same_testbed_recipe_and_arm_are_compared(learning, tmp_path, monkeypatch, capsys):
+    current = [_strip(_row(arm="dcl", mean="0.1000", testbed="demo"))]
+    code, _ = _main(learning, tmp_path, monkeypatch, current, [_row(arm="dcl", testbed="typefaces")])
+    assert code == 0
+    assert "nothing recorded to compare with" in capsys.readouterr().out
+
+
+def test_the_latest_recorded_row_is_the_reference(learning):
+    history = [_row(mean="0.9000", commit="old"), _row(mean="0.5000", commit="newer")]
+    assert learning.last_recorded(history, _strip(_row()))["commit"] == "newer"
+
+
+def test_bad_flags_and_a_broken_history_are_named(learning, tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        learning.main(["--arms=dcl,plain"])
+    assert exit_info.value.code == 2
+    assert "--arms" in capsys.readouterr().err
+    broken = tmp_path / "history.csv"
+    broken.write_text("commit,mean\nabc,0.5\n")
+    with pytest.raises(SystemExit, match="history.csv, line 2: expected the columns"):
+        learning.read_history(str(broken))
+
+
+def test_the_testbeds_point_at_config_files_that_load(learning):
+    from dcl_keras.config import load_config_file
+
+    for testbed, spec in learning.TESTBEDS.items():
+        config = load_config_file(os.path.join(ROOT, spec))
+        assert config.data.source == "demo", testbed
+        assert config.eval.enabled
