@@ -1,11 +1,15 @@
 # make demo: install, then train DCL on the embedded demo dataset, evaluate, export, predict.
-# make test: install, then run the test suite (what .ci/run and CI run); make test-slow: the opt-in slow group.
+# make test: install (and Debian's chromium, for the browser test of report.html), then run the test suite (what
+# .ci/run and CI run); make test-slow: the opt-in slow group.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_WORKDIR ?= workdirs/demo
 
-.PHONY: install test test-slow demo bench lint clean
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: install browser test test-slow demo bench lint clean
 
 install: $(VENV)/.installed
 
@@ -16,7 +20,15 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-test: install
+# tests/test_report.py opens a run's report.html in headless chromium; installed once, quietly, where missing.
+browser:
+	@test -x $(CHROMIUM) || { \
+		command -v apt-get >/dev/null || { echo "make test needs chromium at $(CHROMIUM) (tests/test_report.py)" >&2; exit 1; }; \
+		echo "Installing Debian's chromium for tests/test_report.py"; \
+		$(SUDO) apt-get update -qq >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+test: install browser
 	$(PY) -m pytest tests
 	KERAS_BACKEND=jax $(PY) -m pytest -m "backend_agnostic and not slow" tests
 
@@ -25,8 +37,10 @@ test: install
 test-slow: install
 	$(PY) -m pytest -m slow tests
 
+# bin/train ends with the run's summary (test figures, files written, next commands); then its first next command.
 demo: install
 	$(PY) bin/train --config=configs/demo.py --workdir=$(DEMO_WORKDIR)
+	@echo "Predicting one test image with the export:"
 	$(PY) bin/predict --model=$(DEMO_WORKDIR)/export "$$($(PY) -m dcl_keras.data.demo --print_test_image $(DEMO_WORKDIR))"
 
 bench: install

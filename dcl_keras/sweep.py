@@ -11,8 +11,9 @@ a sweep is resumable whichever way it runs:
   parallel (`commands`);
 * as a SLURM array job over that file (`slurm`).
 
-`collect` reads every finished run into `results.csv` (one row per run) and
-`results.md` (mean +- sample std over seeds per grid point).
+`collect` reads every finished run into `results.csv` (one row per run),
+`results.md` (mean +- sample std over seeds per grid point) and `report.html`
+(the same with each seed plotted, and links to the runs' own reports).
 """
 
 import copy
@@ -359,7 +360,7 @@ def mean_std(values):
 
 
 def collect(sweep_dir):
-    """Writes results.csv and results.md from the finished runs; returns (rows, summary)."""
+    """Writes results.csv, results.md and report.html from the finished runs; returns (rows, summary)."""
     saved = load_plan(sweep_dir)
     rows = []
     for run in saved["runs"]:
@@ -388,6 +389,9 @@ def collect(sweep_dir):
     summary = summarize(rows)
     with open(os.path.join(sweep_dir, RESULTS_MD), "w") as f:
         f.write(markdown_table(summary, saved["invocations"]))
+    from dcl_keras import report  # It reads this module's METRICS: imported here, not at the top.
+
+    report.write_sweep_report(sweep_dir, rows, summary, saved["invocations"])
     return rows, summary
 
 

@@ -10,7 +10,8 @@ writes one shell line per run (`xargs -d '\\n' -P 4 -n 1 sh -c < commands.txt`
 or `parallel -j 4 < commands.txt`); `slurm` writes an array job over those
 lines (`sbatch sweep.sbatch`); `collect` tables what has finished. Every mode
 but `collect` writes the plan (sweep.json); `run` and `collect` write
-results.csv and results.md. Grids: see dcl_keras/experiments.py.
+results.csv, results.md and report.html (one plot per metric, each seed a
+point, links to each run's report.html). Grids: see dcl_keras/experiments.py.
 """
 
 import os
@@ -41,7 +42,7 @@ flags.mark_flags_as_required(["sweep_dir"])
 
 def main(argv):
     del argv
-    from dcl_keras import sweep
+    from dcl_keras import report, sweep
     from dcl_keras.errors import UserError
 
     sweep_dir = os.path.abspath(_SWEEP_DIR.value)
@@ -86,6 +87,7 @@ def main(argv):
     rows, summary = sweep.collect(sweep_dir)
     print(open(os.path.join(sweep_dir, sweep.RESULTS_MD)).read())
     print(f"results: {os.path.join(sweep_dir, sweep.RESULTS_CSV)}")
+    print(f"report: {os.path.join(sweep_dir, report.REPORT)}")
     if failed:
         print(f"{len(failed)} run(s) failed: " + ", ".join(f"{r['point']} seed {r['seed']}" for r in failed))
         sys.exit(1)

@@ -1,4 +1,4 @@
-"""Trains DCL, then evaluates and exports the classifier for TF Serving.
+"""Trains DCL, then evaluates and exports the classifier for TF Serving, and writes the run's report.html.
 
     bin/train --config=configs/demo.py --workdir=workdirs/demo
     bin/train --config=configs/cub_resnet50.py:root=/data/CUB_200_2011 --workdir=runs/cub \
@@ -6,9 +6,14 @@
 
 Rerunning the same command resumes after the last completed epoch. Skip the
 last stages with --config.eval.enabled=False or --config.export.enabled=False.
+A run that evaluated and exported ends with a summary: test top-1 and mean
+per-class accuracy, the files written, and the commands to predict, serve
+with TF Serving and open the report (bin/report rebuilds it).
 """
 
 import os
+import shlex
+import sys
 
 from dcl_keras import cli
 
@@ -36,21 +41,76 @@ def main(argv):
     logging.set_verbosity(logging.INFO)
     cluster = Cluster.from_env(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     result = training.train_and_evaluate(_CONFIG.value, _WORKDIR.value, cluster)
-    report = result.get("evaluation")
-    if report:
+    evaluation = result.get("evaluation")
+    if evaluation:
         logging.info(
-            "Test top-1 %.4f over %d images (%s).", report["top1"], report["num_examples"], report["report_path"]
+            "Test top-1 %.4f over %d images (%s).",
+            evaluation["top1"],
+            evaluation["num_examples"],
+            evaluation["report_path"],
         )
     if "export" in result:
         logging.info("Exported the classifier to %s", result["export"])
+    page = _write_report(os.path.dirname(result["model"])) if cluster.is_chief else None
     import keras
 
     print(f"backend: {keras.backend.backend()}")
     print(f"model: {result['model']}")
-    if report:
-        print(f"test top-1: {report['top1']:.4f}")
+    if evaluation:
+        print(f"test top-1: {evaluation['top1']:.4f}")
     if "export" in result:
         print(f"export: {result['export']}")
+    if page:
+        print(f"report: {page}")
+    if evaluation and "export" in result:
+        print(_summary(result, page))
+
+
+def _write_report(workdir):
+    """Writes the run's report.html (its path), or logs why not: the run itself is saved and finished either way."""
+    from dcl_keras import report
+
+    try:
+        path, missing = report.write_report(workdir)
+    except Exception:  # Never fail a finished run over its report; the traceback goes to the log.
+        logging.exception("report.html not written; `%s --workdir=%s` rebuilds it.", report.tool("report"), workdir)
+        return None
+    for line in missing:
+        logging.info("report.html: %s", line)
+    return path
+
+
+def _summary(result, page):
+    """What the run gave and what to do next: predict on a file, serve with TF Serving, open the report (`page`)."""
+    from dcl_keras import report
+
+    evaluation, version = result["evaluation"], os.path.abspath(result["export"])
+    export_dir = os.path.dirname(version)
+    image = "IMAGE.jpg"
+    if _CONFIG.value.data.source == "demo":
+        from dcl_keras.data import demo
+
+        image = demo.first_test_image(os.path.dirname(result["model"]))
+    opener = "open" if sys.platform == "darwin" else "xdg-open"
+    predict, docker, curl = report.serving_commands(export_dir, image)
+    lines = [
+        "",
+        f"Done: test top-1 {evaluation['top1']:.4f}, mean per-class accuracy "
+        f"{evaluation['mean_class_accuracy']:.4f} ({evaluation['num_examples']} test images).",
+        "Files:",
+        f"  model     {result['model']}",
+        f"  export    {version}  (version {os.path.basename(version)} of {export_dir}, the folder TF Serving watches)",
+        *([f"  report    {page}"] if page else []),
+        "Next:",
+        "  predict on a file:",
+        f"    {predict}",
+        "  serve with TF Serving (REST on port 8501), then query it:",
+        f"    {docker}",
+        f"    {curl}",
+    ]
+    if page:
+        lines += ["  open the report:", f"    {opener} {shlex.quote(page)}"]
+    return "\n".join(lines)
 
 
 def run():
