@@ -58,6 +58,14 @@ class AlignmentHeadMonitor(keras.callbacks.Callback):
             )
 
 
+class LearningRateLogger(keras.callbacks.Callback):
+    """Logs each epoch's backbone learning rate as of its last step (metrics.csv, report.html)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
 @contextlib.contextmanager
 def dtype_policy(name):
     """Builds layers under a Keras dtype policy ("none" keeps float32), then restores the previous one."""
@@ -177,6 +185,7 @@ def train_batches(config, split, start_step=0, cluster=None):
         image_size=config.input.image_size,
         resize_size=config.input.resize_size,
         rotation=config.input.rotation,
+        train_resampling=config.input.train_resampling,
         n=config.rcm.n,
         k=config.rcm.k,
         originals=config.rcm.originals,
@@ -327,6 +336,7 @@ def train(config, workdir, train_split, val_split=None, process_dir=None, export
     callbacks = [
         checkpointing.DivergenceGuard(workdir),
         AlignmentHeadMonitor(),
+        LearningRateLogger(),
         checkpointing.Checkpointer(save_dir, config.train.checkpoint_every_steps, stream=fingerprint),
     ]
     if process_dir is None:

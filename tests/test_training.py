@@ -141,6 +141,18 @@ def test_training_learns_a_learnable_toy_set(tiny_config, tmp_path, arm):
     assert result["evaluation"]["top1"] >= 0.9  # Chance is 1/3.
 
 
+def test_metrics_log_each_epochs_learning_rate(tiny_config, tmp_path):
+    config = tiny_config.copy_and_resolve_references()
+    config.train.epochs = 3
+    config.train.decay_epochs = 2
+    config.eval.enabled = config.export.enabled = False
+    training.train_and_evaluate(config, str(tmp_path))
+    with open(tmp_path / "metrics.csv") as f:
+        rates = [float(row["learning_rate"]) for row in csv.DictReader(f)]
+    lr = config.train.learning_rate
+    np.testing.assert_allclose(rates, [lr, lr, lr * config.train.decay_factor], rtol=1e-5)
+
+
 def test_resuming_gives_the_same_weights_as_an_uninterrupted_run(tiny_config, tmp_path):
     config = tiny_config.copy_and_resolve_references()
     config.eval.enabled = False
