@@ -2,18 +2,32 @@
 
 Training: resize to `resize_size` x `resize_size`, random rotation within
 +-`rotation` degrees, random crop `image_size`, random horizontal flip (the
-reference code's order), as one bilinear resampling that XLA compiles
-(`jit_compile=True`, on the host CPU inside tf.data, as on any device).
-Evaluation: resize, then center crop. Pixels stay float32 in [0, 255]:
-normalisation belongs to the model's backbone preprocessing, in one place.
+reference code's order). Evaluation: resize, then center crop. Pixels stay
+float32 in [0, 255]: normalisation belongs to the model's backbone
+preprocessing, in one place.
 
 Resizing is Pillow's bilinear resize, which the reference code trains and
 tests on: when an axis shrinks, the triangle filter widens with the scale
 factor (antialiasing), so a photo several times the resize side does not
-alias; when it grows, it is plain bilinear interpolation. For training, an
-image larger than the resize side is first resized that way (a separate TF
-op), and the rotation, crop and flip then resample it at scale 1; smaller
-images (enlarged, as most CUB photos) go through the one fused resampling.
+alias; when it grows, it is plain bilinear interpolation.
+
+How the training image is resampled (`input.train_resampling`):
+
+* `pillow` (default): the reference code's steps. Pillow's resize to
+  `resize_size`, rounded to uint8, then rotation, crop and flip as one
+  nearest-neighbour resampling of the resized image (the reference rotates
+  with Pillow's default, nearest neighbour; the crop and flip are exact).
+  The image is filtered once, by the resize, as at evaluation.
+* `fused`: one bilinear resampling of the decoded image that resizes,
+  rotates, crops and flips together, with no antialiasing: one op and no
+  intermediate image, so it is the cheapest for large photos, but a shrunk
+  image aliases and is sharper than the evaluation resize.
+
+Filtering the resized image a second time (bilinear rotation after the
+antialiased resize) blurs thin detail and costs accuracy on fine-grained
+data: measured in docs/experiments.md ("Resampling the training image").
+The resampling is compiled with XLA (`jit_compile=True`, on the host CPU
+inside tf.data, as on any device).
 
 Randomness is stateless and keyed, so one (seed, epoch, example) always gives
 the same augmentation, and the original and its destructed copy share one draw
@@ -30,6 +44,8 @@ import tensorflow as tf
 
 from dcl_keras import contract
 from dcl_keras.data import keyed_hash
+
+TRAIN_RESAMPLING = ("pillow", "fused")
 
 
 def resize(image, size):
@@ -62,17 +78,15 @@ def _uniform(key, salt, minval, maxval):
     return minval + (maxval - minval) * u
 
 
-def train_transform(key, input_height, input_width, resize_size, image_size, rotation):
-    """The 8 projective-transform parameters of one training augmentation draw.
+def train_draw(key, resize_size, image_size, rotation):
+    """(top, left, angle in radians, flip 0. or 1.): one training draw, float32 scalars.
 
-    Maps each output pixel (x, y) of the crop to the decoded image: flip,
-    shift by the crop offset in the resized image, undo the rotation about the
-    resized image's centre, scale to the decoded image (half-pixel centres, as
-    tf.image.resize). Order of the reference code: resize, rotate, crop, flip.
-    The draws come from `keyed_hash.hash_uniform`, so a key gives the same crop, flip
-    and angle eagerly and under XLA.
+    The crop's offset in the resized image, the rotation about its centre
+    (a positive angle turns the image clockwise on screen, as Pillow's
+    `rotate(-degrees)`) and whether to mirror the crop. The draws come from
+    `keyed_hash.hash_uniform`, so a key gives the same crop, flip and angle
+    eagerly and under XLA.
     """
-    s, r = float(image_size), float(resize_size)
     offsets = float(resize_size - image_size + 1)
     top = tf.minimum(tf.floor(_uniform(key, contract.CROP_TOP_SALT, 0.0, offsets)), offsets - 1.0)
     left = tf.minimum(tf.floor(_uniform(key, contract.CROP_LEFT_SALT, 0.0, offsets)), offsets - 1.0)
@@ -80,6 +94,20 @@ def train_transform(key, input_height, input_width, resize_size, image_size, rot
         _uniform(key, contract.ROTATION_SALT, -rotation, rotation) * (math.pi / 180.0) if rotation else tf.constant(0.0)
     )
     flip = tf.cast(_uniform(key, contract.FLIP_SALT, 0.0, 1.0) < 0.5, tf.float32)
+    return top, left, angle, flip
+
+
+def train_transform(key, input_height, input_width, resize_size, image_size, rotation):
+    """The 8 projective-transform parameters of one training augmentation draw.
+
+    Maps each output pixel (x, y) of the crop to the input image: flip,
+    shift by the crop offset in the resized image, undo the rotation about the
+    resized image's centre, scale to the input image (half-pixel centres, as
+    tf.image.resize; scale 1 when the input is the resized image). Order of
+    the reference code: resize, rotate, crop, flip.
+    """
+    s, r = float(image_size), float(resize_size)
+    top, left, angle, flip = train_draw(key, resize_size, image_size, rotation)
     fx = 1.0 - 2.0 * flip  # -1 when flipped.
     cos, sin = tf.cos(angle), tf.sin(angle)
     c = (r - 1.0) / 2.0
@@ -94,27 +122,29 @@ def train_transform(key, input_height, input_width, resize_size, image_size, rot
     return tf.stack([a0 * sx, a1 * sx, (a2 + 0.5) * sx - 0.5, b0 * sy, b1 * sy, (b2 + 0.5) * sy - 0.5, 0.0, 0.0])
 
 
-def train_augment(image, key, resize_size, image_size, rotation):
+def train_augment(image, key, resize_size, image_size, rotation, resampling="pillow"):
     """The paper's training augmentation for one image [H, W, 3], keyed by a uint32 `key`.
 
     Resize to `resize_size`, rotate within +-`rotation` degrees (zero fill),
-    random crop `image_size`, random horizontal flip. An image with a side
-    larger than `resize_size` is first resized with antialiasing (`resize`);
-    otherwise the resize is fused into the one bilinear resampling that
-    rotates, crops and flips, with no intermediate `resize_size` image. The
-    resampling is compiled with XLA (about 3x faster on CPU than TF's own
-    resampling kernels); images of any size share a few compiled programs
-    (see `_flat_bucket`).
+    random crop `image_size`, random horizontal flip, resampled as
+    `resampling` says (see the module docstring): "pillow" resizes first
+    (`resize`, rounded to uint8 for uint8 input, as Pillow's output is), then
+    rotates, crops and flips with nearest-neighbour sampling; "fused" does it
+    all in one bilinear resampling of `image`. Either way the last step is
+    one XLA-compiled resampling; images of any size share a few compiled
+    programs (see `_flat_bucket`).
     """
+    if resampling not in TRAIN_RESAMPLING:
+        raise ValueError(f"`resampling` must be one of {TRAIN_RESAMPLING}. Received: resampling={resampling!r}")
     image = tf.convert_to_tensor(image)
     if image.dtype not in (tf.uint8, tf.float32):
         image = tf.cast(image, tf.float32)
-    shape = tf.shape(image)
-    shrinks = (shape[0] > resize_size) | (shape[1] > resize_size)
-    image = tf.cond(shrinks, lambda: _resized_like(image, resize_size), lambda: image)
+    if resampling == "pillow":
+        image = _resized_like(image, resize_size)
     shape = tf.shape(image)
     flat = _flat_bucket(tf.reshape(image, [-1, 3]))
-    out = _compiled_warp(resize_size, image_size, float(rotation))(flat, shape[0], shape[1], key)
+    warp = _compiled_warp(resize_size, image_size, float(rotation), "nearest" if resampling == "pillow" else "bilinear")
+    out = warp(flat, shape[0], shape[1], key)
     return tf.ensure_shape(out, [image_size, image_size, 3])
 
 
@@ -139,11 +169,11 @@ def _flat_bucket(pixels):
 
 
 @functools.cache
-def _compiled_warp(resize_size, image_size, rotation):
+def _compiled_warp(resize_size, image_size, rotation, interpolation="bilinear"):
     def warp(flat, height, width, key):
         t = train_transform(key, height, width, resize_size, image_size, rotation)
         # Bilinear weights can overshoot 255 by a rounding error; the clip is free once fused.
-        return tf.clip_by_value(bilinear_warp(flat, height, width, t, image_size), 0.0, 255.0)
+        return tf.clip_by_value(warp_image(flat, height, width, t, image_size, interpolation), 0.0, 255.0)
 
     return tf.function(warp, jit_compile=xla_available(), reduce_retracing=True)
 
@@ -167,7 +197,7 @@ def xla_available():
     return True
 
 
-def bilinear_warp(flat, height, width, t, size):
+def warp_image(flat, height, width, t, size, interpolation="bilinear"):
     """Samples the image at (u, v) = (t0 x + t1 y + t2, t3 x + t4 y + t5) for a size x size output.
 
     Args:
@@ -176,6 +206,8 @@ def bilinear_warp(flat, height, width, t, size):
         height, width: int32 scalars.
         t: float32 [8], a `train_transform`.
         size: int, output side.
+        interpolation: "bilinear", or "nearest" (the pixel whose area holds
+            the point, as Pillow's nearest-neighbour rotate picks it).
 
     Returns:
         float32 [size, size, 3]. Bilinear with edge pixels replicated inside
@@ -189,16 +221,20 @@ def bilinear_warp(flat, height, width, t, size):
     v = t[3] * x + t[4] * y + t[5]
     w = tf.cast(width, tf.float32)
     h = tf.cast(height, tf.float32)
-    inside = (u >= -0.5) & (u <= w - 0.5) & (v >= -0.5) & (v <= h - 0.5)
+    inside = tf.cast((u >= -0.5) & (u <= w - 0.5) & (v >= -0.5) & (v <= h - 0.5), tf.float32)[..., None]
+    pixels = tf.cast(flat, tf.float32)
+    if interpolation == "nearest":
+        column = tf.clip_by_value(tf.cast(tf.floor(u + 0.5), tf.int32), 0, width - 1)
+        row = tf.clip_by_value(tf.cast(tf.floor(v + 0.5), tf.int32), 0, height - 1)
+        return tf.gather(pixels, row * width + column) * inside
     u0, v0 = tf.floor(u), tf.floor(v)
     fu, fv = (u - u0)[..., None], (v - v0)[..., None]
     u0, v0 = tf.cast(u0, tf.int32), tf.cast(v0, tf.int32)
     left, right = tf.clip_by_value(u0, 0, width - 1), tf.clip_by_value(u0 + 1, 0, width - 1)
     top, bottom = tf.clip_by_value(v0, 0, height - 1) * width, tf.clip_by_value(v0 + 1, 0, height - 1) * width
-    pixels = tf.cast(flat, tf.float32)
     upper = tf.gather(pixels, top + left) * (1.0 - fu) + tf.gather(pixels, top + right) * fu
     lower = tf.gather(pixels, bottom + left) * (1.0 - fu) + tf.gather(pixels, bottom + right) * fu
-    return (upper * (1.0 - fv) + lower * fv) * tf.cast(inside, tf.float32)[..., None]
+    return (upper * (1.0 - fv) + lower * fv) * inside
 
 
 def eval_preprocess(image, resize_size, image_size):

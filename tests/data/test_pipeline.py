@@ -113,11 +113,12 @@ def test_train_augmentation_is_keyed():
 
 
 @pytest.mark.parametrize("shape", [(25, 33), (45, 70)])
-def test_without_rotation_and_flip_it_is_resize_then_crop(shape):
-    """Fused (enlarging) or resized first (shrinking): tf.image.resize, then the crop at the drawn offset."""
+@pytest.mark.parametrize("resampling", augment.TRAIN_RESAMPLING)
+def test_without_rotation_and_flip_it_is_resize_then_crop(shape, resampling):
+    """Pillow's resize (pillow) or plain bilinear (fused), then the crop at the drawn offset."""
     image = tf.constant(np.random.default_rng(1).uniform(0, 255, (*shape, 3)), tf.float32)
-    resized = augment.resize(image, 40).numpy()
-    height, width = shape if max(shape) <= 40 else (40, 40)  # The warp's input.
+    resized = tf.image.resize(image, [40, 40], antialias=resampling == "pillow").numpy()
+    height, width = (40, 40) if resampling == "pillow" else shape  # The warp's input.
     checked = 0
     for seed in range(12):
         key = keyed_hash.combine_keys(seed)
@@ -126,7 +127,7 @@ def test_without_rotation_and_flip_it_is_resize_then_crop(shape):
             continue
         left = int(round((t[2] + 0.5) / (width / 40) - 0.5))
         top = int(round((t[5] + 0.5) / (height / 40) - 0.5))
-        out = augment.train_augment(image, key, 40, 32, 0.0).numpy()
+        out = augment.train_augment(image, key, 40, 32, 0.0, resampling).numpy()
         # Equal up to float32 rounding of the sampling coordinates (grey levels 0-255).
         np.testing.assert_allclose(out[1:-1, 1:-1], resized[top + 1 : top + 31, left + 1 : left + 31], atol=5e-3)
         checked += 1
@@ -187,13 +188,13 @@ def _numpy_bilinear(image, t, size):
 
 @pytest.mark.parametrize("shape", [(25, 38), (38, 25), (13, 9)])
 def test_rotated_augmentation_matches_a_numpy_bilinear_reference(shape):
-    """The XLA-compiled resampling equals plain 2-D bilinear sampling at the drawn transform."""
+    """The XLA-compiled fused resampling equals plain 2-D bilinear sampling at the drawn transform."""
     image = np.random.default_rng(3).integers(0, 256, (*shape, 3)).astype(np.uint8)
     for seed in range(6):
         key = keyed_hash.combine_keys(seed)
         t = augment.train_transform(key, *shape, 40, 32, 15.0).numpy().astype(np.float64)
         expected, clear = _numpy_bilinear(image.astype(np.float64), t, 32)
-        out = augment.train_augment(tf.constant(image), key, 40, 32, 15.0).numpy()
+        out = augment.train_augment(tf.constant(image), key, 40, 32, 15.0, "fused").numpy()
         # Pixels within 1e-3 of the image's edge may fall either side of it in float32.
         np.testing.assert_allclose(out[clear], expected[clear], atol=0.05)
         assert clear.mean() > 0.95
@@ -206,24 +207,25 @@ def test_padding_buckets_bound_the_compiled_shapes_and_never_change_pixels():
     assert len(set(lengths)) <= 8 * 13 + 16  # At most 8 buckets per doubling of the pixel count.
     image = tf.constant(np.random.default_rng(4).integers(0, 256, (37, 39, 3)), tf.uint8)
     key = keyed_hash.combine_keys(9)
-    padded = augment.train_augment(image, key, 40, 32, 15.0).numpy()
+    padded = augment.train_augment(image, key, 40, 32, 15.0, "fused").numpy()
     compiled = augment._compiled_warp(40, 32, 15.0)
     np.testing.assert_array_equal(compiled(tf.reshape(image, [-1, 3]), 37, 39, key).numpy(), padded)
     t = augment.train_transform(key, 37, 39, 40, 32, 15.0)
-    eager = augment.bilinear_warp(tf.reshape(image, [-1, 3]), 37, 39, t, 32).numpy()  # No XLA.
+    eager = augment.warp_image(tf.reshape(image, [-1, 3]), 37, 39, t, 32).numpy()  # No XLA.
     np.testing.assert_allclose(padded, eager, atol=0.02)  # Only XLA's float rounding differs.
 
 
-def test_without_xla_the_same_augmentation_runs_on_tf_kernels(monkeypatch):
+@pytest.mark.parametrize("resampling, interpolation", [("pillow", "nearest"), ("fused", "bilinear")])
+def test_without_xla_the_same_augmentation_runs_on_tf_kernels(monkeypatch, resampling, interpolation):
     assert augment.xla_available()  # Every supported TensorFlow build has XLA on the CPU.
     image = tf.constant(np.random.default_rng(5).integers(0, 256, (30, 41, 3)), tf.uint8)
     key = keyed_hash.combine_keys(11)
-    with_xla = augment.train_augment(image, key, 40, 32, 15.0).numpy()
+    with_xla = augment.train_augment(image, key, 40, 32, 15.0, resampling).numpy()
     monkeypatch.setattr(augment, "xla_available", lambda: False)
     augment._compiled_warp.cache_clear()
     try:
-        without = augment.train_augment(image, key, 40, 32, 15.0).numpy()
-        assert not augment._compiled_warp(40, 32, 15.0)._jit_compile
+        without = augment.train_augment(image, key, 40, 32, 15.0, resampling).numpy()
+        assert not augment._compiled_warp(40, 32, 15.0, interpolation)._jit_compile
     finally:
         augment._compiled_warp.cache_clear()
     np.testing.assert_allclose(without, with_xla, atol=0.02)

@@ -89,27 +89,91 @@ def test_training_transform_without_rotation_is_pillows_resize_then_crop(factor,
         assert abs(out.std() - expected.std()) < 1.0 and abs(out.mean() - expected.mean()) < 1.0
 
 
-def test_large_image_path_is_keyed_and_identical_with_and_without_xla(monkeypatch):
+def _pil_training_view(image, key, rotation=15.0):
+    """The reference's steps in Pillow: bilinear resize, nearest-neighbour rotate, crop, flip."""
+    top, left, angle, flip = (float(v) for v in augment.train_draw(key, RESIZE, CROP, rotation))
+    resized = Image.fromarray(image).resize((RESIZE, RESIZE), Image.BILINEAR)
+    rotated = np.asarray(resized.rotate(-np.degrees(angle), resample=Image.NEAREST), np.float32)
+    crop = rotated[int(top) : int(top) + CROP, int(left) : int(left) + CROP]
+    return crop[:, ::-1] if flip else crop
+
+
+@pytest.mark.parametrize("factor", [0.6, 1.0, 2.0, 5.5])
+@pytest.mark.parametrize("pattern", [_pink, _stripes, "noise"])
+def test_training_path_is_pillows_resize_then_nearest_rotation_crop_and_flip(factor, pattern):
+    """The default resampling is the reference code's, rotation included: Pillow's pixels within 2 grey levels."""
+    shape = _sized(factor)
+    image = (
+        np.random.default_rng(7).integers(0, 256, (*shape, 3)).astype(np.uint8)
+        if pattern == "noise"
+        else pattern(*shape)
+    )
+    for seed in range(4):
+        key = keyed_hash.combine_keys(seed)
+        out = augment.train_augment(tf.constant(image), key, RESIZE, CROP, 15.0).numpy()
+        diff = np.abs(out - _pil_training_view(image, key))
+        # A pixel may differ where a sampling point falls within float rounding of a pixel edge.
+        assert (diff.max(-1) > 2.0).mean() < 0.005
+        assert diff.mean() < 1.0
+
+
+def test_the_training_image_is_filtered_once():
+    """Nearest-neighbour rotation keeps the resized image's contrast; a bilinear one (fused) blurs thin lines."""
+    image = _stripes(RESIZE, RESIZE)  # Resizing leaves it as it is: only the rotation could blur it.
+    centre = slice(CROP // 2 - 12, CROP // 2 + 12)
+    contrast = {}
+    for resampling in augment.TRAIN_RESAMPLING:
+        views = [
+            augment.train_augment(tf.constant(image), keyed_hash.combine_keys(s), RESIZE, CROP, 15.0, resampling)
+            for s in range(6)
+        ]
+        contrast[resampling] = np.mean([v.numpy()[centre, centre].std() for v in views])
+    assert contrast["pillow"] > 0.97 * image.std()
+    assert contrast["fused"] < 0.85 * image.std()
+
+
+def test_fused_resampling_is_one_bilinear_sampling_without_antialiasing():
+    image = _pink(*_sized(2.7))
+    plain = tf.image.resize(tf.constant(image, tf.float32), [RESIZE, RESIZE], antialias=False).numpy()
+    checked = 0
+    for seed in range(8):
+        key = keyed_hash.combine_keys(seed)
+        top, left, _, flip = (int(v) for v in augment.train_draw(key, RESIZE, CROP, 0.0))
+        if flip:
+            continue
+        out = augment.train_augment(tf.constant(image), key, RESIZE, CROP, 0.0, "fused").numpy()
+        np.testing.assert_allclose(
+            out[1:-1, 1:-1], plain[top + 1 : top + CROP - 1, left + 1 : left + CROP - 1], atol=0.05
+        )
+        checked += 1
+    assert checked >= 2
+    with pytest.raises(ValueError, match="resampling=.bicubic."):
+        augment.train_augment(tf.constant(image), keyed_hash.combine_keys(0), RESIZE, CROP, 0.0, "bicubic")
+
+
+@pytest.mark.parametrize("resampling", augment.TRAIN_RESAMPLING)
+def test_large_image_path_is_keyed_and_identical_with_and_without_xla(monkeypatch, resampling):
     image = tf.constant(_pink(300, 410, seed=2))
     key = keyed_hash.combine_keys(5)
-    with_xla = augment.train_augment(image, key, RESIZE, CROP, 15.0).numpy()
-    np.testing.assert_array_equal(with_xla, augment.train_augment(image, key, RESIZE, CROP, 15.0).numpy())
+    with_xla = augment.train_augment(image, key, RESIZE, CROP, 15.0, resampling).numpy()
+    np.testing.assert_array_equal(with_xla, augment.train_augment(image, key, RESIZE, CROP, 15.0, resampling).numpy())
     assert not np.array_equal(
-        with_xla, augment.train_augment(image, keyed_hash.combine_keys(6), RESIZE, CROP, 15.0).numpy()
+        with_xla, augment.train_augment(image, keyed_hash.combine_keys(6), RESIZE, CROP, 15.0, resampling).numpy()
     )
     monkeypatch.setattr(augment, "xla_available", lambda: False)
     augment._compiled_warp.cache_clear()
     try:
-        without = augment.train_augment(image, key, RESIZE, CROP, 15.0).numpy()
+        without = augment.train_augment(image, key, RESIZE, CROP, 15.0, resampling).numpy()
     finally:
         augment._compiled_warp.cache_clear()
     np.testing.assert_allclose(without, with_xla, atol=0.02)
 
 
-def test_large_flat_image_has_no_dark_border():
+@pytest.mark.parametrize("resampling", augment.TRAIN_RESAMPLING)
+def test_large_flat_image_has_no_dark_border(resampling):
     image = tf.fill([700, 500, 3], tf.constant(200, tf.uint8))
     for seed in range(4):
-        out = augment.train_augment(image, keyed_hash.combine_keys(seed), RESIZE, CROP, 0.0).numpy()
+        out = augment.train_augment(image, keyed_hash.combine_keys(seed), RESIZE, CROP, 0.0, resampling).numpy()
         np.testing.assert_allclose(out, 200.0, atol=1e-3)
     np.testing.assert_allclose(augment.eval_preprocess(image, RESIZE, CROP).numpy(), 200.0, atol=1e-3)
 
