@@ -9,7 +9,7 @@ DEMO_WORKDIR ?= workdirs/demo
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install browser test test-slow demo bench lint clean
+.PHONY: install browser test test-slow demo bench bench-learning lint clean
 
 install: $(VENV)/.installed
 
@@ -46,6 +46,11 @@ demo: install
 bench: install
 	$(PY) benchmarks/input_pipeline.py
 	$(PY) benchmarks/overhead.py
+
+# Accuracy guard (about an hour on 2 cores): run after any change to data, augmentation, model, losses or
+# optimizer; exits 1 when a mean falls below benchmarks/learning_history.csv. BENCH_ARGS=--record records it.
+bench-learning: install
+	$(PY) benchmarks/learning.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) workdirs .pytest_cache

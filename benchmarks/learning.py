@@ -2,7 +2,7 @@
 
     make bench-learning                                  # all testbeds, both arms, seeds 0-2
     python benchmarks/learning.py --record               # ... and append the figures to the history
-    python benchmarks/learning.py --testbeds=typefaces --arms=dcl --seeds=0   # a quick look, no verdict kept
+    python benchmarks/learning.py --testbeds=typefaces --arms=dcl --seeds=0   # a quick look: compared, not recorded
 
 Trains DCL and the equal-compute plain classifier (the same images a step and
 the same steps, `experiments.arm_overrides`) on each generated testbed over
@@ -14,8 +14,9 @@ exits with status 1 when a mean falls by more than max(2 x the recorded std,
 (commit, date, machine, per-seed figures, mean, std).
 
 Run it after any change to data, augmentation, model, losses or optimizer,
-and record the figures of the commit that makes the change. About 30
-minutes on 2 CPU cores (x86, AVX2 or better) with the defaults.
+and record the figures of the commit that makes the change. About an hour
+on 2 CPU cores (x86, AVX2 or better) with the defaults; the runs resume
+when it is started again with the same --work_dir.
 
 Testbeds:
   demo       configs/demo_study.py: the demo's birds, the short study recipe.
