@@ -8,7 +8,7 @@
 Trains on trainval, tests on test: 100 variants, or `level=family` (70) or
 `level=manufacturer` (30). k is the paper's 2 wherever N allows it (N >= 3),
 else 1. With N = 2 and k = 1 about 59% of RCM's "destructed" views are the
-unchanged image ((7/8)^4; README, the N sweep), so the discriminator sees
+unchanged image ((7/8)^4; docs/experiments.md, the N sweep), so the discriminator sees
 mostly identical pairs; `n=4` or `n=7` (k = 2) avoid that. The 20-pixel
 copyright banner at the bottom of every image is removed (`banner=true`
 keeps it). `split=train` trains on train and validates on val.

@@ -5,7 +5,7 @@
 At the cost of the earlier 96-px, 60-epoch recipe (configs/demo_96.py) it
 learns more and swings less with the seed, because the recipe is bound by its
 number of steps, not by resolution: test top-1 0.479 +- 0.020 over seeds 0-4
-against 0.354 +- 0.119 (README, "What limits the demo"). What it does not
+against 0.354 +- 0.119 (docs/experiments.md, "What limits the demo"). What it does not
 learn is the tail (fan or fork), which stays at chance and caps it near 0.5.
 
 The dataset (20 classes of procedural birds, 60 training and 20 test images

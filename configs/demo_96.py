@@ -1,11 +1,11 @@
-"""The demo recipe until 2026-11-29: 96 px crops for 60 epochs, which the README's 96-px tables measure.
+"""The demo recipe until 2026-11-29: 96 px crops for 60 epochs, which the 96-px tables of docs/experiments.md measure.
 
     bin/sweep --config=configs/demo_96.py --grid=ablation --seeds=0,1,2 --sweep_dir=sweeps/demo_ablation
 
 Everything else is configs/demo.py. At the same cost on 2 CPU cores (15-19
 minutes a run) it learns less and swings more with the seed than the demo's
 64 px for 120 epochs: DCL 0.354 +- 0.119 test top-1 over seeds 0-2, because
-the crest is learned in some seeds and not in others (README, "What limits the
+the crest is learned in some seeds and not in others (docs/experiments.md, "What limits the
 demo"). Kept so that the published 96-px figures (the clean ablation, the
 pretrained start, the seam probe) stay one command away.
 """

@@ -6,7 +6,7 @@ It is configs/demo.py (same data, crop size, backbone, RCM N = 4, k = 2, losses
 and learning rate) for a quarter of its epochs; the learning rate drops 10x at
 epoch 22 of 30, as demo.py's at 88 of 120. Measured on 2 CPU cores: DCL 0.181
 +- 0.033 test top-1 over seeds 0-4 (3.8 minutes a run alone), where the full
-120 epochs reach 0.479 +- 0.020 (README, "What limits the demo"). Use it to compare
+120 epochs reach 0.479 +- 0.020 (docs/experiments.md, "What limits the demo"). Use it to compare
 options against each other over seeds, not as the demo's score.
 """
 

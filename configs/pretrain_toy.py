@@ -21,7 +21,7 @@ from dcl_keras.config import load_config_file
 
 def get_config(arg=None):
     del arg
-    # At 96 px, as measured in the README (the demo of that date, now configs/demo_96.py).
+    # At 96 px, as measured in docs/experiments.md (the demo of that date, now configs/demo_96.py).
     c = load_config_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_96.py"))
     c.data.demo.kind = "coarse"
     c.data.demo.num_classes = 96
