@@ -8,7 +8,8 @@ Trains DCL and the equal-compute plain classifier (the same images a step and
 the same steps, `experiments.arm_overrides`) on each generated testbed over
 the seeds, through bin/sweep's machinery (one bin/train per run, resumable),
 and compares each arm's mean test top-1 with the last row of
-benchmarks/learning_history.csv for the same testbed, recipe and arm. It
+benchmarks/learning_history.csv for the same testbed, recipe (config file
+and generated dataset: a new demo generator starts a new history) and arm. It
 exits with status 1 when a mean falls by more than max(2 x the recorded std,
 0.02), naming the arm and the figures; --record appends this run's rows
 (commit, date, machine, per-seed figures, mean, std).
@@ -32,6 +33,7 @@ import subprocess
 import sys
 
 from dcl_keras import sweep
+from dcl_keras.data import demo
 
 from common import ROOT, machine
 
@@ -96,6 +98,12 @@ def last_recorded(history, row):
     return same[-1] if same else None
 
 
+def recipe(spec):
+    """The config file and the generated dataset it reads: rows compare only when both are the same."""
+    config = sweep.load_config(os.path.join(ROOT, spec))
+    return f"{spec}@{os.path.basename(demo.dataset_root(config.data.demo))}"
+
+
 def run_testbed(testbed, arms, seeds, work_dir, log):
     """History rows (without commit/date/machine) of one testbed's arms over the seeds."""
     spec = TESTBEDS[testbed]
@@ -118,7 +126,7 @@ def run_testbed(testbed, arms, seeds, work_dir, log):
         out.append(
             {
                 "testbed": testbed,
-                "recipe": spec,
+                "recipe": recipe(spec),
                 "arm": arm,
                 "seeds": " ".join(str(s) for s in seeds),
                 "per_seed": " ".join(f"{v:.4f}" for v in values),

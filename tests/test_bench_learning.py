@@ -115,3 +115,23 @@ def test_the_testbeds_point_at_config_files_that_load(learning):
         config = load_config_file(os.path.join(ROOT, spec))
         assert config.data.source == "demo", testbed
         assert config.eval.enabled
+
+
+def test_the_recipe_names_the_config_and_the_generated_dataset(learning, tmp_path):
+    """A new demo generator or other data makes a new recipe, so old figures are not compared with new data."""
+    specs = []
+    for train_per_class in (1, 2):
+        path = tmp_path / f"config_{train_per_class}.py"
+        path.write_text(
+            "from dcl_keras.config import base_config\n\n\n"
+            "def get_config(arg=None):\n"
+            "    c = base_config()\n"
+            "    c.data.source = 'demo'\n"
+            f"    c.data.demo.cache_dir = {str(tmp_path / 'cache')!r}\n"
+            "    c.data.demo.num_classes, c.data.demo.image_size = 2, 16\n"
+            f"    c.data.demo.train_per_class, c.data.demo.test_per_class = {train_per_class}, 1\n"
+            "    return c\n"
+        )
+        specs.append(learning.recipe(str(path)))
+    assert all(spec.split("@")[1].startswith("demo-") for spec in specs)
+    assert specs[0].split("@")[1] != specs[1].split("@")[1]
