@@ -71,3 +71,26 @@ def assert_keras_file_round_trip(model, inputs, folder, atol=1e-6):
     for e, a in zip(flat_expected, flat_actual, strict=True):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(e), atol=atol)
     return loaded
+
+
+def global_statistics_accuracy(render, num_classes, train_per_class=30, test_per_class=20):
+    """Nearest-centroid test accuracy on global colour statistics of `render(label)` images (PIL).
+
+    What a classifier gets without looking at any part: near chance for a
+    fine-grained set.
+    """
+    import numpy as np
+
+    from dcl_keras.data import demo
+
+    def features(count):
+        x = [demo.global_statistics(render(label)) for label in range(num_classes) for _ in range(count)]
+        return np.array(x), np.repeat(np.arange(num_classes), count)
+
+    x_train, y_train = features(train_per_class)
+    x_test, y_test = features(test_per_class)
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    centroids = np.stack([x_train[y_train == c].mean(0) for c in range(num_classes)])
+    predicted = np.argmin(((x_test[:, None] - centroids[None]) ** 2).sum(-1), axis=1)
+    return float(np.mean(predicted == y_test))

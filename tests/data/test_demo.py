@@ -9,6 +9,8 @@ from PIL import Image
 
 from dcl_keras.data import demo, readers
 
+from helpers import global_statistics_accuracy
+
 
 def _digest(root):
     h = hashlib.sha1()
@@ -56,22 +58,7 @@ def test_global_statistics_do_not_separate_the_classes():
     """A nearest-centroid classifier on global colour statistics stays near chance (1/20)."""
     rng = np.random.default_rng(0)
     classes = demo.class_attributes(20)
-
-    def features(count):
-        x, y = [], []
-        for label, attrs in enumerate(classes):
-            for _ in range(count):
-                x.append(demo.global_statistics(demo.render(rng, attrs, 48)))
-                y.append(label)
-        return np.array(x), np.array(y)
-
-    x_train, y_train = features(30)
-    x_test, y_test = features(20)
-    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
-    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
-    centroids = np.stack([x_train[y_train == c].mean(0) for c in range(20)])
-    predicted = np.argmin(((x_test[:, None] - centroids[None]) ** 2).sum(-1), axis=1)
-    accuracy = float(np.mean(predicted == y_test))
+    accuracy = global_statistics_accuracy(lambda label: demo.render(rng, classes[label], 48), 20)
     # Chance is 0.05; the standard error over 400 test images is about 0.011.
     print(f"nearest-centroid accuracy on global statistics: {accuracy:.3f}")
     assert accuracy < 0.10, accuracy

@@ -11,6 +11,8 @@ from dcl_keras.config import load_config_file
 from dcl_keras.data import demo, readers, typefaces
 from dcl_keras.errors import UserError
 
+from helpers import global_statistics_accuracy
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -58,22 +60,8 @@ def test_classes_differ_in_the_glyphs_not_the_page():
 def test_global_statistics_carry_little_of_the_class():
     """Nearest centroid on global colour statistics: 0.13 against chance 0.0625 (a bold face inks more)."""
     rng = np.random.default_rng(0)
-
-    def features(count):
-        x, y = [], []
-        for label, attributes in enumerate(typefaces.ATTRIBUTES):
-            for _ in range(count):
-                x.append(demo.global_statistics(typefaces.render_with_box(rng, attributes, 96)[0]))
-                y.append(label)
-        return np.array(x), np.array(y)
-
-    x_train, y_train = features(30)
-    x_test, y_test = features(20)
-    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
-    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
-    centroids = np.stack([x_train[y_train == c].mean(0) for c in range(16)])
-    predicted = np.argmin(((x_test[:, None] - centroids[None]) ** 2).sum(-1), axis=1)
-    assert float(np.mean(predicted == y_test)) < 0.2
+    render = lambda label: typefaces.render_with_box(rng, typefaces.ATTRIBUTES[label], 96)[0]  # noqa: E731
+    assert global_statistics_accuracy(render, typefaces.NUM_CLASSES) < 0.2
 
 
 def test_the_config_renders_larger_than_its_resize_side():
