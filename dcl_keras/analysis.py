@@ -89,7 +89,9 @@ def _inside(row, col, box):
     return x0 <= col + 0.5 <= x1 and y0 <= row + 0.5 <= y1
 
 
-def pointing_game(model, split, *, image_size, resize_size, batch_size=32, parts=None, part_names=()):
+def pointing_game(
+    model, split, *, image_size, resize_size, batch_size=32, parts=None, part_names=(), resampling="pillow"
+):
     """Pointing-game figures of a DCLModel on a split with boxes (see the module docstring).
 
     `parts` (optional, float [E, P, 4] file boxes of the P `part_names` per
@@ -111,7 +113,12 @@ def pointing_game(model, split, *, image_size, resize_size, batch_size=32, parts
             for i, s in zip(keep, sizes, strict=True)
         ]
     ds = pipeline.eval_batches(
-        split, batch_size=batch_size, image_size=image_size, resize_size=resize_size, bad_files="strict"
+        split,
+        batch_size=batch_size,
+        image_size=image_size,
+        resize_size=resize_size,
+        bad_files="strict",
+        resampling=resampling,
     )
     hits, correct, on_part, index = [], [], [], 0
     for images, labels in ds:

@@ -61,9 +61,9 @@ def base_config():
     c.input.image_size = 448  # Crop side; must be divisible by rcm.n.
     c.input.resize_size = 512  # Resize side before the crop.
     c.input.rotation = 15.0  # Max rotation in degrees (reference code); 0 disables.
-    # Training resampling: "pillow" (the reference's Pillow resize, then nearest-neighbour rotation, crop and flip)
-    # or "fused" (one bilinear resampling of the decoded image, no antialiasing; cheapest for large photos).
-    c.input.train_resampling = "pillow"
+    # "pillow": the reference's Pillow resize (antialiased), then nearest-neighbour rotation, crop and flip, and the
+    # same resize at evaluation; "fused": one bilinear resampling for training, no antialiasing anywhere.
+    c.input.resampling = "pillow"
     c.input.batch_size = 16  # Examples per step; images per step = batch_size * (originals + destructed).
     c.input.jpeg_reducing_gap = 2.0  # Training: JPEG DCT-scaled decode while sides stay >= gap x resize_size; 0 off.
 
@@ -246,8 +246,8 @@ def validate_config(c):
     for field in ("image_size", "resize_size", "batch_size"):
         if c.input[field] < 1:
             _fail(f"input.{field}", "a positive integer", c.input[field])
-    if c.input.train_resampling not in augment.TRAIN_RESAMPLING:
-        _fail("input.train_resampling", f"one of {augment.TRAIN_RESAMPLING}", c.input.train_resampling)
+    if c.input.resampling not in augment.RESAMPLING:
+        _fail("input.resampling", f"one of {augment.RESAMPLING}", c.input.resampling)
     if c.input.resize_size < c.input.image_size:
         _fail("input.resize_size", f">= input.image_size ({c.input.image_size})", c.input.resize_size)
     n, k = c.rcm.n, c.rcm.k

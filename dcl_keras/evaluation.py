@@ -18,13 +18,20 @@ from dcl_keras.data import keyed_hash, pipeline
 from dcl_keras.errors import UserError
 
 
-def predict_logits(classifier, split, *, image_size, resize_size, batch_size=32, bad_files="skip", flip=False):
+def predict_logits(
+    classifier, split, *, image_size, resize_size, batch_size=32, bad_files="skip", flip=False, resampling="pillow"
+):
     """(logits [E, C], labels [E]) over a split with the evaluation preprocessing.
 
     `flip` averages the logits of each image and its horizontal mirror.
     """
     ds = pipeline.eval_batches(
-        split, batch_size=batch_size, image_size=image_size, resize_size=resize_size, bad_files=bad_files
+        split,
+        batch_size=batch_size,
+        image_size=image_size,
+        resize_size=resize_size,
+        bad_files=bad_files,
+        resampling=resampling,
     )
     logits, labels = [], []
     for images, batch_labels in ds:
@@ -206,14 +213,16 @@ def plot_confused_pairs(pairs, class_names, examples, path, per_side=3):
     plt.close(fig)
 
 
-def pair_examples(split, pairs, predictions, *, image_size, resize_size, bad_files="skip", per_side=3):
+def pair_examples(
+    split, pairs, predictions, *, image_size, resize_size, bad_files="skip", per_side=3, resampling="pillow"
+):
     """Images for `plot_confused_pairs`, from a second pass in the order `predictions` were made."""
     wanted = {}
     for a, b, _, _ in pairs:
         for key in ((a, b), (b, a), (a, a), (b, b)):
             wanted[key] = []
     ds = pipeline.eval_batches(
-        split, batch_size=64, image_size=image_size, resize_size=resize_size, bad_files=bad_files
+        split, batch_size=64, image_size=image_size, resize_size=resize_size, bad_files=bad_files, resampling=resampling
     )
     index = 0
     for images, labels in ds:
@@ -266,11 +275,14 @@ def precise_bn_for_config(classifier, train_split, config, num_batches=None):
             image_size=config.input.image_size,
             resize_size=config.input.resize_size,
             bad_files=config.data.bad_files,
+            resampling=config.input.resampling,
         ),
     )
 
 
-def precise_bn_batches(split, *, seed, num_batches, batch_size, image_size, resize_size, bad_files="skip"):
+def precise_bn_batches(
+    split, *, seed, num_batches, batch_size, image_size, resize_size, bad_files="skip", resampling="pillow"
+):
     """`num_batches` batches of training images with the evaluation preprocessing, in a seeded random order."""
     ds = pipeline.eval_batches(
         split,
@@ -278,6 +290,7 @@ def precise_bn_batches(split, *, seed, num_batches, batch_size, image_size, resi
         image_size=image_size,
         resize_size=resize_size,
         bad_files=bad_files,
+        resampling=resampling,
         order_key=keyed_hash.combine_keys(seed, contract.PRECISE_BN_EPOCH, contract.ORDER_POSITION),
     )
     return (images.numpy() for images, _ in ds.take(num_batches))
@@ -288,6 +301,7 @@ def evaluator(config, class_names, **overrides):
     settings = dict(
         image_size=config.input.image_size,
         resize_size=config.input.resize_size,
+        resampling=config.input.resampling,
         batch_size=config.eval.batch_size,
         class_names=class_names,
         bad_files=config.data.bad_files,
@@ -309,6 +323,7 @@ def evaluate(
     split_role="test",
     flip=False,
     extra=None,
+    resampling="pillow",
 ):
     """Evaluates a classifier model on a split; writes evaluation.json and two PNGs to out_dir.
 
@@ -326,6 +341,7 @@ def evaluate(
         batch_size=batch_size,
         bad_files=bad_files,
         flip=flip,
+        resampling=resampling,
     )
     report = {"split": split_role, "split_name": split.name, "flip": bool(flip)}
     report.update(classification_report(logits, labels, class_names), **(extra or {}))
@@ -344,7 +360,13 @@ def evaluate(
         report["confused_pairs_png"] = os.path.join(out_dir, "confused_pairs.png")
         plot_confusion_matrix(confusion, class_names, report["confusion_matrix_png"])
         examples = pair_examples(
-            split, pairs, np.argmax(logits, axis=1), image_size=image_size, resize_size=resize_size, bad_files=bad_files
+            split,
+            pairs,
+            np.argmax(logits, axis=1),
+            image_size=image_size,
+            resize_size=resize_size,
+            bad_files=bad_files,
+            resampling=resampling,
         )
         plot_confused_pairs(pairs, class_names, examples, report["confused_pairs_png"])
         # Last and atomic: bin/sweep takes a complete evaluation.json for a finished run.

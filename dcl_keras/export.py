@@ -62,10 +62,11 @@ def next_version(export_dir):
 
 
 def _classifier_and_sizes(model, resize_size=None):
+    """(classifier, image_size, resize_size, resampling) of a DCLModel or a plain classifier (pillow resampling)."""
     image_size = int(model.input_shape[1])
     resize_size = int(resize_size or getattr(model, "resize_size", None) or image_size)
     classifier = dcl.classifier_model(model) if isinstance(model, dcl.DCLModel) else model
-    return classifier, image_size, resize_size
+    return classifier, image_size, resize_size, getattr(model, "resampling", "pillow")
 
 
 def export_classifier(model, export_dir, *, top_k=5, version=None, class_names=None, resize_size=None):
@@ -80,7 +81,7 @@ def export_classifier(model, export_dir, *, top_k=5, version=None, class_names=N
         class_names, resize_size: override what the model carries.
     """
     class_names = class_names or getattr(model, "class_names", None)
-    classifier, image_size, resize_size = _classifier_and_sizes(model, resize_size)
+    classifier, image_size, resize_size, resampling = _classifier_and_sizes(model, resize_size)
     num_classes = int(classifier.output_shape[-1])
     k = min(top_k, num_classes)
     names = tf.constant(class_names or [str(i) for i in range(num_classes)])
@@ -99,7 +100,7 @@ def export_classifier(model, export_dir, *, top_k=5, version=None, class_names=N
         """Encoded images [B] -> crops [B, S, S, 3], decoded on the CPU in parallel."""
         with tf.device("/CPU:0"):
             return tf.map_fn(
-                lambda data: augment.eval_preprocess(pipeline.decode_image(data), resize_size, image_size),
+                lambda data: augment.eval_preprocess(pipeline.decode_image(data), resize_size, image_size, resampling),
                 images,
                 fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
                 parallel_iterations=DECODE_PARALLELISM,
@@ -111,7 +112,7 @@ def export_classifier(model, export_dir, *, top_k=5, version=None, class_names=N
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="pixels")])
     def serve_pixels(pixels):
-        return serve(augment.eval_preprocess(pixels, resize_size, image_size))
+        return serve(augment.eval_preprocess(pixels, resize_size, image_size, resampling))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
     def serve_examples(inputs):
@@ -230,7 +231,7 @@ def _convert_from_saved_model(model, batch_size, convert):
     given the concrete function directly left some unfrozen, and the TFLite
     model returned NaN).
     """
-    classifier, image_size, _ = _classifier_and_sizes(model)
+    classifier, image_size, _, _ = _classifier_and_sizes(model)
     archive = keras.export.ExportArchive()
     archive.track(classifier)
     archive.add_endpoint(
@@ -402,6 +403,7 @@ def _converted_from_file(model_path, output, fmt, quantization, workdir, num_ima
             batch_size=32,
             image_size=config.input.image_size,
             resize_size=config.input.resize_size,
+            resampling=config.input.resampling,
         )
         return np.concatenate([images.numpy() for images, _ in batches])[:num_images]
 

@@ -63,6 +63,7 @@ class Predictor:
             self.class_names = model.class_names or [str(i) for i in range(model.num_classes)]
             self._image_size = int(model.input_shape[1])
             self._resize_size = int(model.resize_size or self._image_size)
+            self._resampling = model.resampling
             self._serving = None
         elif os.path.isdir(model_path):
             self._signatures = tf.saved_model.load(resolve_export(model_path)).signatures
@@ -149,7 +150,9 @@ class Predictor:
         return self._keras_logits(images)
 
     def _keras_logits(self, images):
-        pixels = tf.stack([augment.eval_preprocess(image, self._resize_size, self._image_size) for image in images])
+        pixels = tf.stack(
+            [augment.eval_preprocess(image, self._resize_size, self._image_size, self._resampling) for image in images]
+        )
         return np.asarray(self._classifier.predict_on_batch(pixels.numpy()))
 
     def predict(self, inputs, failures=None):

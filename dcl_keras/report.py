@@ -541,6 +541,7 @@ def _rcm_section(run):
         num_images=RCM_IMAGES,
         seed=config.seed,
         rotation=config.input.rotation,
+        resampling=config.input.resampling,
     )
     caption = (
         f"Training images as the model sees them: the original (left) and its destructed copy (right), "
@@ -565,6 +566,7 @@ def _cam_section(run, num_images):
         batch_size=num_images,
         image_size=config.input.image_size,
         resize_size=config.input.resize_size,
+        resampling=config.input.resampling,
     )
     images, labels = (tensor.numpy() for tensor in next(iter(batch)))
     names = list(model.class_names or split.class_names)

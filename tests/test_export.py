@@ -165,6 +165,31 @@ def test_predictor_api_takes_files_and_arrays_from_a_model_file_or_an_export(tra
         Predictor.from_keras(os.path.dirname(path))
 
 
+@pytest.mark.parametrize("resampling", ["pillow", "fused"])
+def test_the_export_and_predictor_resize_as_the_model_was_trained(trained, tmp_path, resampling):
+    """A model trained with `fused` resampling is served with the unfiltered resize it was evaluated with."""
+    from dcl_keras.data import augment
+    from dcl_keras.saving import load_model
+
+    workdir, _, config = trained
+    model = load_model(workdir / "model.keras")
+    model.resampling = resampling
+    size = config.input.resize_size * 3
+    stripes = np.where(np.arange(size) % 3 == 0, 255.0, 0.0).astype(np.float32)  # Aliases unless filtered.
+    image = np.repeat(np.repeat(stripes[None, :, None], size, 0), 3, 2)
+    crops = {
+        r: augment.eval_preprocess(image, config.input.resize_size, config.input.image_size, r)
+        for r in ("pillow", "fused")
+    }
+    assert np.abs(crops["pillow"].numpy() - crops["fused"].numpy()).mean() > 20.0
+    expected = dcl.classifier_model(model).predict_on_batch(crops[resampling].numpy()[None])
+    served = tf.saved_model.load(export.export_classifier(model, str(tmp_path / "export"))).signatures["serve_pixels"]
+    np.testing.assert_allclose(served(pixels=tf.constant(image[None]))["logits"].numpy(), expected, atol=1e-4)
+    model.save(tmp_path / "model.keras")
+    from_file = Predictor.from_keras(tmp_path / "model.keras").logits([image.astype(np.uint8)])
+    np.testing.assert_allclose(from_file, expected, atol=1e-4)
+
+
 def _tf_serving_protos():
     """PredictionLog and friends built from their .proto field numbers (tensorflow_serving/apis), here in the test.
 

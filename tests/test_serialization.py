@@ -32,7 +32,9 @@ FACTORIES = {
     "ClassificationLoss": lambda: losses.ClassificationLoss("gce", q=0.5, class_weights=[1.0, 2.0, 0.5]),
     "MultiplierSGD": lambda: optim.make_optimizer(0.01, 5, weight_decay=1e-4, warmup_epochs=1),
     "LinearWarmup": lambda: optim.learning_rate_schedule(0.1, 10, decay_epochs=1, total_epochs=3, warmup_epochs=0.5),
-    "DCLModel": lambda: tiny_dcl_model(class_names=["a", "b", "c"], resize_size=40, discriminator="2c"),
+    "DCLModel": lambda: tiny_dcl_model(
+        class_names=["a", "b", "c"], resize_size=40, discriminator="2c", resampling="fused"
+    ),
     "DeviceRCMTrainer": lambda: dcl.DeviceRCMTrainer(tiny_dcl_model(), RegionConfusion(n=4, k=2, seed=0)),
 }
 
@@ -69,6 +71,7 @@ def test_keras_file_round_trip(name, tmp_path):
     loaded = assert_keras_file_round_trip(model, IMAGES, tmp_path)
     if name == "DCLModel":
         assert loaded.class_names == ["a", "b", "c"] and loaded.resize_size == 40 and loaded.discriminator == "2c"
+        assert loaded.resampling == "fused"
 
 
 def test_device_rcm_trainer_file_round_trip_keeps_its_layer(tmp_path):

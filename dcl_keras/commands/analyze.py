@@ -57,7 +57,11 @@ def _chosen(split, config, count):
     subset = datasets.spread(split, count)
     images, labels = [], []
     ds = pipeline.eval_batches(
-        subset, batch_size=64, image_size=config.input.image_size, resize_size=config.input.resize_size
+        subset,
+        batch_size=64,
+        image_size=config.input.image_size,
+        resize_size=config.input.resize_size,
+        resampling=config.input.resampling,
     )
     for batch_images, batch_labels in ds:
         images.append(batch_images.numpy())
@@ -141,6 +145,7 @@ def _pointing():
             image_size=config.input.image_size,
             resize_size=config.input.resize_size,
             batch_size=config.eval.batch_size,
+            resampling=config.input.resampling,
             **parts,
         )
         folder = _OUT.value or workdir

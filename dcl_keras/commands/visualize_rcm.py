@@ -37,6 +37,7 @@ def main(argv):
         num_images=_NUM.value,
         seed=config.seed,
         rotation=config.input.rotation,
+        resampling=config.input.resampling,
     )
     os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
     grid.save(_OUTPUT.value, format="PNG")

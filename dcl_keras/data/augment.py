@@ -11,17 +11,20 @@ tests on: when an axis shrinks, the triangle filter widens with the scale
 factor (antialiasing), so a photo several times the resize side does not
 alias; when it grows, it is plain bilinear interpolation.
 
-How the training image is resampled (`input.train_resampling`):
+How images are resampled (`input.resampling`, carried by the model into
+evaluation, export and prediction):
 
-* `pillow` (default): the reference code's steps. Pillow's resize to
-  `resize_size`, rounded to uint8, then rotation, crop and flip as one
+* `pillow` (default): the reference code's steps. Training: Pillow's resize
+  to `resize_size`, rounded to uint8, then rotation, crop and flip as one
   nearest-neighbour resampling of the resized image (the reference rotates
   with Pillow's default, nearest neighbour; the crop and flip are exact).
-  The image is filtered once, by the resize, as at evaluation.
-* `fused`: one bilinear resampling of the decoded image that resizes,
-  rotates, crops and flips together, with no antialiasing: one op and no
-  intermediate image, so it is the cheapest for large photos, but a shrunk
-  image aliases and is sharper than the evaluation resize.
+  Evaluation: the same resize, then the centre crop. The image is filtered
+  once, by the resize, in both.
+* `fused`: training does one bilinear resampling of the decoded image that
+  resizes, rotates, crops and flips together, with no antialiasing (one op
+  and no intermediate image: the cheapest for large photos); evaluation
+  resizes with plain bilinear interpolation, no antialiasing, so both see
+  the same unfiltered pixels. A photo several times the resize side aliases.
 
 Filtering the resized image a second time (bilinear rotation after the
 antialiased resize) blurs thin detail and costs accuracy on fine-grained
@@ -45,20 +48,21 @@ import tensorflow as tf
 from dcl_keras import contract
 from dcl_keras.data import keyed_hash
 
-TRAIN_RESAMPLING = ("pillow", "fused")
+RESAMPLING = ("pillow", "fused")
 
 
-def resize(image, size):
+def resize(image, size, antialias=True):
     """Resizes an image [H, W, 3] or batch to size x size as Pillow's bilinear resize does, float32 out.
 
     The aspect ratio is not kept (as in the paper). A shrinking axis is
     low-pass filtered (triangle filter as wide as the scale factor, Pillow's
     antialiasing); a growing axis is plain bilinear with half-pixel centres.
+    `antialias=False` samples a shrinking axis bilinearly too, unfiltered.
     """
     image = tf.convert_to_tensor(image)
     if image.dtype not in (tf.uint8, tf.float32):
         image = tf.cast(image, tf.float32)
-    image = tf.image.resize(image, [size, size], method="bilinear", antialias=True)
+    image = tf.image.resize(image, [size, size], method="bilinear", antialias=antialias)
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
@@ -134,8 +138,7 @@ def train_augment(image, key, resize_size, image_size, rotation, resampling="pil
     one XLA-compiled resampling; images of any size share a few compiled
     programs (see `_flat_bucket`).
     """
-    if resampling not in TRAIN_RESAMPLING:
-        raise ValueError(f"`resampling` must be one of {TRAIN_RESAMPLING}. Received: resampling={resampling!r}")
+    check_resampling(resampling)
     image = tf.convert_to_tensor(image)
     if image.dtype not in (tf.uint8, tf.float32):
         image = tf.cast(image, tf.float32)
@@ -146,6 +149,11 @@ def train_augment(image, key, resize_size, image_size, rotation, resampling="pil
     warp = _compiled_warp(resize_size, image_size, float(rotation), "nearest" if resampling == "pillow" else "bilinear")
     out = warp(flat, shape[0], shape[1], key)
     return tf.ensure_shape(out, [image_size, image_size, 3])
+
+
+def check_resampling(resampling):
+    if resampling not in RESAMPLING:
+        raise ValueError(f"`resampling` must be one of {RESAMPLING}. Received: resampling={resampling!r}")
 
 
 def _resized_like(image, size):
@@ -237,6 +245,7 @@ def warp_image(flat, height, width, t, size, interpolation="bilinear"):
     return (upper * (1.0 - fv) + lower * fv) * inside
 
 
-def eval_preprocess(image, resize_size, image_size):
-    """The paper's test-time preprocessing: resize, then center crop."""
-    return center_crop(resize(image, resize_size), image_size)
+def eval_preprocess(image, resize_size, image_size, resampling="pillow"):
+    """The paper's test-time preprocessing: resize, then center crop (antialiased unless `resampling` is fused)."""
+    check_resampling(resampling)
+    return center_crop(resize(image, resize_size, antialias=resampling == "pillow"), image_size)

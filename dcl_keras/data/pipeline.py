@@ -292,7 +292,7 @@ def train_batches(
     image_size,
     resize_size,
     rotation=15.0,
-    train_resampling="pillow",
+    resampling="pillow",
     n=7,
     k=2,
     originals=1,
@@ -320,8 +320,8 @@ def train_batches(
             batch_size * (originals + destructed)).
         image_size, resize_size: crop side and resize side, pixels.
         rotation: float, max absolute rotation in degrees (0 disables).
-        train_resampling: how the augmentation resamples, one of
-            `augment.TRAIN_RESAMPLING` ("pillow": the reference code's steps).
+        resampling: how the augmentation resamples, one of
+            `augment.RESAMPLING` ("pillow": the reference code's steps).
         n, k: RCM grid and neighbourhood.
         originals, destructed: views per example (1:1 by default).
         start_step: int, batches already consumed (for resuming): the stream
@@ -360,10 +360,7 @@ def train_batches(
         )
     if bad_files not in BAD_FILE_POLICIES:
         raise ValueError(f"`bad_files` must be one of {BAD_FILE_POLICIES}. Received: bad_files={bad_files!r}")
-    if train_resampling not in augment.TRAIN_RESAMPLING:
-        raise ValueError(
-            f"`train_resampling` must be one of {augment.TRAIN_RESAMPLING}. Received: train_resampling={train_resampling!r}"
-        )
+    augment.check_resampling(resampling)
     check_process_batch(batch_size, process_index, process_count)
     local_batch = batch_size // process_count
     by_file = process_count > 1 and is_file_sharded(source)
@@ -378,7 +375,7 @@ def train_batches(
 
     def prepare(position, image, label, epoch):
         key = keyed_hash.combine_keys(seed, epoch, position)
-        image = augment.train_augment(image, key, resize_size, image_size, rotation, train_resampling)
+        image = augment.train_augment(image, key, resize_size, image_size, rotation, resampling)
         if not rcm_in_pipeline:
             return {DEVICE_IMAGES: image, DEVICE_KEYS: key}, label
         return pairing.make_views(image, label, key, n=n, k=k, originals=originals, destructed=destructed)
@@ -454,8 +451,11 @@ def eval_batches(
     order_key=None,
     process_index=0,
     process_count=1,
+    resampling="pillow",
 ):
     """Evaluation batches of originals: (images, labels), or DCL targets when `n` is given.
+
+    `resampling` picks the resize (`augment.eval_preprocess`), as the run trained.
 
     `order_key` (uint32) shuffles the split's order, e.g. for a class-balanced
     sample of a class-ordered folder; None keeps the listed order. With
@@ -482,7 +482,7 @@ def eval_batches(
         ds = ds.ignore_errors(log_warning=True)
 
     def prepare(image, label):
-        image = augment.eval_preprocess(image, resize_size, image_size)
+        image = augment.eval_preprocess(image, resize_size, image_size, resampling)
         if n is None:
             return image, label
         targets = {

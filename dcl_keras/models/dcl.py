@@ -53,6 +53,8 @@ class DCLModel(keras.Model):
         class_names: optional list of C names, kept for prediction and export.
         resize_size: optional int, the evaluation resize side that precedes
             the center crop to the input size (kept for prediction and export).
+        resampling: "pillow" or "fused", how that resize filters
+            (`augment.eval_preprocess`; kept for prediction and export).
         discriminator: "2way" (the paper), "2c" (the reference code's class x
             original/destructed head) or "none" (no destruction head).
         alignment: bool, whether to build the region alignment head.
@@ -68,6 +70,7 @@ class DCLModel(keras.Model):
         resize_size=None,
         discriminator="2way",
         alignment=True,
+        resampling="pillow",
         **kwargs,
     ):
         if not isinstance(num_classes, int) or num_classes < 2:
@@ -120,6 +123,7 @@ class DCLModel(keras.Model):
         self.dropout = dropout
         self.class_names = list(class_names) if class_names is not None else None
         self.resize_size = resize_size
+        self.resampling = resampling
         self.discriminator = discriminator
         self.alignment = bool(alignment)
         self.heads = tuple(outputs)
@@ -150,6 +154,7 @@ class DCLModel(keras.Model):
             "dropout": self.dropout,
             "class_names": self.class_names,
             "resize_size": self.resize_size,
+            "resampling": self.resampling,
             "discriminator": self.discriminator,
             "alignment": self.alignment,
             "name": self.name,

@@ -6,14 +6,24 @@ from PIL import Image, ImageDraw
 from dcl_keras.data import pipeline
 
 
-def rcm_grid(split, *, image_size, resize_size, n, k, num_images=4, seed=0, rotation=15.0, margin=4):
+def rcm_grid(
+    split, *, image_size, resize_size, n, k, num_images=4, seed=0, rotation=15.0, margin=4, resampling="pillow"
+):
     """A PIL image: one row per example, the original on the left, its destructed copy on the right.
 
     The images come from the real training pipeline (same augmentation and
     RCM as in training), so the picture shows exactly what the model sees.
     """
     ds = pipeline.train_batches(
-        split, seed=seed, batch_size=1, image_size=image_size, resize_size=resize_size, rotation=rotation, n=n, k=k
+        split,
+        seed=seed,
+        batch_size=1,
+        image_size=image_size,
+        resize_size=resize_size,
+        rotation=rotation,
+        resampling=resampling,
+        n=n,
+        k=k,
     )
     pairs = [images for images, _ in ds.take(num_images).as_numpy_iterator()]
     cell = image_size + margin

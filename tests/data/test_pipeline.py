@@ -113,7 +113,7 @@ def test_train_augmentation_is_keyed():
 
 
 @pytest.mark.parametrize("shape", [(25, 33), (45, 70)])
-@pytest.mark.parametrize("resampling", augment.TRAIN_RESAMPLING)
+@pytest.mark.parametrize("resampling", augment.RESAMPLING)
 def test_without_rotation_and_flip_it_is_resize_then_crop(shape, resampling):
     """Pillow's resize (pillow) or plain bilinear (fused), then the crop at the drawn offset."""
     image = tf.constant(np.random.default_rng(1).uniform(0, 255, (*shape, 3)), tf.float32)

@@ -122,7 +122,7 @@ def test_the_training_image_is_filtered_once():
     image = _stripes(RESIZE, RESIZE)  # Resizing leaves it as it is: only the rotation could blur it.
     centre = slice(CROP // 2 - 12, CROP // 2 + 12)
     contrast = {}
-    for resampling in augment.TRAIN_RESAMPLING:
+    for resampling in augment.RESAMPLING:
         views = [
             augment.train_augment(tf.constant(image), keyed_hash.combine_keys(s), RESIZE, CROP, 15.0, resampling)
             for s in range(6)
@@ -151,7 +151,7 @@ def test_fused_resampling_is_one_bilinear_sampling_without_antialiasing():
         augment.train_augment(tf.constant(image), keyed_hash.combine_keys(0), RESIZE, CROP, 0.0, "bicubic")
 
 
-@pytest.mark.parametrize("resampling", augment.TRAIN_RESAMPLING)
+@pytest.mark.parametrize("resampling", augment.RESAMPLING)
 def test_large_image_path_is_keyed_and_identical_with_and_without_xla(monkeypatch, resampling):
     image = tf.constant(_pink(300, 410, seed=2))
     key = keyed_hash.combine_keys(5)
@@ -169,7 +169,7 @@ def test_large_image_path_is_keyed_and_identical_with_and_without_xla(monkeypatc
     np.testing.assert_allclose(without, with_xla, atol=0.02)
 
 
-@pytest.mark.parametrize("resampling", augment.TRAIN_RESAMPLING)
+@pytest.mark.parametrize("resampling", augment.RESAMPLING)
 def test_large_flat_image_has_no_dark_border(resampling):
     image = tf.fill([700, 500, 3], tf.constant(200, tf.uint8))
     for seed in range(4):
