@@ -156,57 +156,70 @@ def _background(rng, size):
 PARTS = ("crest", "wing", "tail")  # The parts that tell the classes apart, with boxes in PARTS_FILE.
 
 
+def _contrasting(colour):
+    """A detail colour that stands out from `colour`: much darker for a light colour, much lighter for a dark one."""
+    if sum(colour) / 3 > 120:
+        return _shade(colour, 0.3)
+    return tuple(int(c + 0.7 * (255 - c)) for c in colour)
+
+
 def _bird(rng, attributes, side):
-    """Draws one bird, facing right, on a transparent side x side canvas: (layer, {part: box x0 y0 x1 y1})."""
+    """Draws one bird, facing right, on a transparent side x side canvas: (layer, {part: box x0 y0 x1 y1}).
+
+    The class-defining parts are drawn in a detail colour that contrasts with
+    the body and are large enough to survive the demo's 64-px crops: a
+    crest of 4 shapes, a wing of 3 patterns, and a tail that is a wide fan
+    or two prongs with a deep notch.
+    """
     crest, wing, tail = attributes
     layer = Image.new("RGBA", (side, side), (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
     s = side / 100.0
     body = _random_colour(rng)
-    detail = _shade(body, rng.choice([0.35, 1.8]))
-    cx, cy = 48 * s, 52 * s
-    # Tail (left of the body).
+    detail = _contrasting(body)
+    cx, cy = 50 * s, 54 * s
+    # Tail (left of the body, in the detail colour).
     if tail == "fan":
-        draw.polygon([(24 * s, 50 * s), (6 * s, 38 * s), (6 * s, 66 * s), (24 * s, 56 * s)], fill=body)
+        draw.polygon([(28 * s, 50 * s), (4 * s, 33 * s), (4 * s, 75 * s), (28 * s, 60 * s)], fill=detail)
     else:
-        draw.polygon([(24 * s, 50 * s), (4 * s, 36 * s), (14 * s, 53 * s), (24 * s, 55 * s)], fill=body)
-        draw.polygon([(24 * s, 52 * s), (14 * s, 53 * s), (4 * s, 68 * s), (24 * s, 57 * s)], fill=body)
-    draw.ellipse([cx - 28 * s, cy - 15 * s, cx + 24 * s, cy + 15 * s], fill=body)
+        draw.polygon([(28 * s, 50 * s), (3 * s, 31 * s), (19 * s, 55 * s), (28 * s, 56 * s)], fill=detail)
+        draw.polygon([(28 * s, 54 * s), (19 * s, 55 * s), (3 * s, 79 * s), (28 * s, 60 * s)], fill=detail)
+    draw.ellipse([cx - 26 * s, cy - 15 * s, cx + 24 * s, cy + 15 * s], fill=body)
     # Head, beak, eye.
-    hx, hy, hr = 76 * s, 38 * s, 11 * s
+    hx, hy, hr = 78 * s, 40 * s, 11 * s
     draw.ellipse([hx - hr, hy - hr, hx + hr, hy + hr], fill=body)
     draw.polygon([(hx + hr - s, hy - 3 * s), (hx + hr + 9 * s, hy + s), (hx + hr - s, hy + 4 * s)], fill=detail)
-    draw.ellipse([hx + 3 * s, hy - 4 * s, hx + 6 * s, hy - s], fill=(10, 10, 10, 255))
+    draw.ellipse([hx + 3 * s, hy - 4 * s, hx + 7 * s, hy], fill=(10, 10, 10, 255))
     # Crest on top of the head.
     top = hy - hr + s
     if crest == "spike":
-        draw.polygon([(hx - 5 * s, top + 2 * s), (hx - 1 * s, top - 13 * s), (hx + 4 * s, top + 2 * s)], fill=detail)
+        draw.polygon([(hx - 6 * s, top + 2 * s), (hx - 1 * s, top - 18 * s), (hx + 5 * s, top + 2 * s)], fill=detail)
     elif crest == "tuft":
-        draw.ellipse([hx - 7 * s, top - 9 * s, hx + 5 * s, top + 3 * s], fill=detail)
+        draw.ellipse([hx - 9 * s, top - 13 * s, hx + 7 * s, top + 3 * s], fill=detail)
     elif crest == "double":
-        for dx in (-6, 3):
+        for dx in (-7, 4):
             draw.polygon(
-                [(hx + (dx - 3) * s, top + 2 * s), (hx + dx * s, top - 12 * s), (hx + (dx + 3) * s, top + 2 * s)],
+                [(hx + (dx - 3.5) * s, top + 2 * s), (hx + dx * s, top - 16 * s), (hx + (dx + 3.5) * s, top + 2 * s)],
                 fill=detail,
             )
     # Wing with its pattern, clipped to the wing's outline.
-    wing_box = [cx - 18 * s, cy - 9 * s, cx + 14 * s, cy + 9 * s]
+    wing_box = [cx - 18 * s, cy - 10 * s, cx + 16 * s, cy + 10 * s]
     mask = Image.new("L", (side, side), 0)
     ImageDraw.Draw(mask).ellipse(wing_box, fill=255)
     pattern = Image.new("RGBA", (side, side), _shade(body, 0.8) + (255,))
     pdraw = ImageDraw.Draw(pattern)
     if wing == "stripes":
-        for x in np.arange(wing_box[0], wing_box[2], 6 * s):
-            pdraw.rectangle([x, wing_box[1], x + 3 * s, wing_box[3]], fill=detail)
+        for x in np.arange(wing_box[0], wing_box[2], 8 * s):
+            pdraw.rectangle([x, wing_box[1], x + 4 * s, wing_box[3]], fill=detail)
     elif wing == "dots":
-        for x in np.arange(wing_box[0] + 3 * s, wing_box[2], 7 * s):
-            for y in np.arange(wing_box[1] + 3 * s, wing_box[3], 7 * s):
-                pdraw.ellipse([x - 2 * s, y - 2 * s, x + 2 * s, y + 2 * s], fill=detail)
+        for x in np.arange(wing_box[0] + 4 * s, wing_box[2], 9 * s):
+            for y in np.arange(wing_box[1] + 4 * s, wing_box[3], 9 * s):
+                pdraw.ellipse([x - 3 * s, y - 3 * s, x + 3 * s, y + 3 * s], fill=detail)
     layer.paste(pattern, (0, 0), mask)
     parts = {
-        "crest": (hx - 10 * s, top - 14 * s, hx + 6 * s, top + 3 * s),
+        "crest": (hx - 11 * s, top - 19 * s, hx + 8 * s, top + 3 * s),
         "wing": tuple(wing_box),
-        "tail": (3 * s, 35 * s, 25 * s, 69 * s),
+        "tail": (2 * s, 30 * s, 29 * s, 80 * s),
     }
     return layer, parts
 
@@ -359,7 +372,7 @@ def ensure_demo_dataset(
         test_per_class=test_per_class,
         image_size=image_size,
         seed=seed,
-        version=4,  # Same images since 1; 2: bounding_boxes.txt; 3: part_boxes.txt; 4: the double crest's box.
+        version=5,  # 2: bounding_boxes.txt; 3: part_boxes.txt; 4: the double crest's box; 5: larger parts in a contrasting colour.
     )
     if kind != "birds":  # The birds keep the digest they had before kinds existed.
         params["kind"] = kind
