@@ -6,20 +6,29 @@ The full training element path for each example: read and decode a JPEG
 (an equal mix of the given sizes), resize to 512, rotate, random crop 448,
 flip, RCM with N = 7 (k = 2), alignment targets; one original and one
 destructed image per example. The Pillow side does what the reference code
-does (PIL decode, PIL bilinear resize, PIL rotate, crop, flip, region swap in
-NumPy). The tf.data side runs twice: with JPEG draft decoding at the default
+does (PIL decode, PIL bilinear resize, PIL rotate with its default nearest
+neighbour as the reference's RandomRotation, crop, flip, region swap in NumPy). The tf.data side runs twice: with JPEG draft decoding at the default
 reducing gap of 2 (`input.jpeg_reducing_gap`), and decoding every pixel (gap
 0). Each runs pinned to 1 core and to all cores, in one run, and the script
-prints examples/s and the ratios.
+prints examples/s and the ratios, with the CPU model and its vector
+extensions.
+
+It also splits the tf.data element path's time per example, on 1 core, into
+its stages: read, decode, augmentation (resize, rotation, crop, flip), RCM
+and pairing (the two views and their targets), then batching and the rest
+of tf.data (the full training stream minus the stages before). Each stage is
+timed as the stream up to it, so each figure includes its share of tf.data's
+per-element cost.
 """
 
 import argparse
+import itertools
 import os
 import tempfile
 
 import numpy as np
 
-from common import Timer, run_pinned, write_jpegs
+from common import Timer, machine, run_pinned, write_jpegs
 
 N, K, RESIZE, CROP, ROTATION = 7, 2, 512, 448, 15.0
 
@@ -30,7 +39,7 @@ def pil_example(path, rng):
 
     with Image.open(path) as image:
         image = image.convert("RGB").resize((RESIZE, RESIZE), Image.BILINEAR)
-    image = image.rotate(rng.uniform(-ROTATION, ROTATION), resample=Image.BILINEAR)
+    image = image.rotate(rng.uniform(-ROTATION, ROTATION))  # Nearest neighbour: the reference's RandomRotation.
     top, left = rng.integers(0, RESIZE - CROP + 1, size=2)
     image = image.crop((left, top, left + CROP, top + CROP))
     array = np.asarray(image, np.float32)
@@ -102,6 +111,65 @@ def tf_worker(paths, cores, reducing_gap=2.0):
     return batches * batch / t.seconds
 
 
+STAGES = ("read", "decode", "augment", "rcm_and_pairing", "batching_and_tf_data")
+
+
+def split_worker(paths):
+    """ms per example of each stage of the training element path (1 core), as "stage=ms ..." on one line."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    from dcl_keras.data import augment, keyed_hash, pairing, pipeline
+
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = 1
+
+    def per_example(ds, count):
+        ds = ds.with_options(options)
+        for _ in ds:  # Warm-up: compiles every size bucket and fills the file cache.
+            pass
+        best = float("inf")
+        for _ in range(3):
+            with Timer() as t:
+                for _ in ds:
+                    pass
+            best = min(best, t.seconds)
+        return 1000.0 * best / count
+
+    paths_ds = tf.data.Dataset.from_tensor_slices(paths)
+    files = paths_ds.map(tf.io.read_file)
+    decoded = paths_ds.map(pipeline.read_image).enumerate()
+
+    def augmented(i, image):
+        key = keyed_hash.combine_keys(0, 0, i)
+        return augment.train_augment(image, key, RESIZE, CROP, ROTATION, "pillow", keep_uint8=True), key
+
+    views = decoded.map(augmented).map(lambda image, key: pairing.make_views(image, 0, key, n=N, k=K))
+    batch = 16
+    from dcl_keras.data import readers
+
+    stream = pipeline.train_batches(
+        readers.FileSplit(paths, [0] * len(paths), ["a", "b"]),
+        seed=0,
+        batch_size=batch,
+        image_size=CROP,
+        resize_size=RESIZE,
+        rotation=ROTATION,
+        n=N,
+        k=K,
+    ).take(len(paths) // batch)
+    cumulative = [
+        per_example(files, len(paths)),
+        per_example(decoded, len(paths)),
+        per_example(decoded.map(augmented), len(paths)),
+        per_example(views, len(paths)),
+        per_example(stream, len(paths) // batch * batch),
+    ]
+    stages = [cumulative[0]] + [b - a for a, b in itertools.pairwise(cumulative)]
+    return " ".join(f"{name}={ms:.3f}" for name, ms in zip(STAGES, stages, strict=True))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=192)
@@ -112,6 +180,9 @@ def main():
         kind, folder, cores = args.worker[0], args.worker[1], int(args.worker[2])
         paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs if f.endswith(".jpg"))
         paths = [paths[i] for i in np.random.default_rng(0).permutation(len(paths))]  # Sizes interleaved.
+        if kind == "split":
+            print(split_worker(paths))
+            return
         if kind == "pil":
             rate = pil_worker(paths, cores)
         else:
@@ -127,7 +198,7 @@ def main():
             f"{args.images} JPEGs ({args.sizes}, equal shares) -> resize {RESIZE}, crop {CROP}, rotate, flip, "
             f"RCM N={N} k={K}, targets"
         )
-        print(f"machine: {all_cores} cores available to this process")
+        print(f"machine: {machine()}; {all_cores} cores available to this process")
         results = {}
         for cores in sorted({1, all_cores}):
             for kind in ("pil", "tf", "tf_exact"):
@@ -138,6 +209,12 @@ def main():
                 f"tf.data {results['tf', cores]:.1f} ({results['tf', cores] / pil:.2f}x) with JPEG draft decoding, "
                 f"{results['tf_exact', cores]:.1f} ({results['tf_exact', cores] / pil:.2f}x) decoding every pixel"
             )
+        line = run_pinned([__file__, "--worker", "split", folder, "1"], 1)
+        stages = {name: float(ms) for name, ms in (item.split("=") for item in line.split())}
+        total = sum(stages.values())
+        print(f"tf.data element path per example, 1 core ({total:.2f} ms in all; Pillow+NumPy: {1000 / results['pil', 1]:.2f} ms):")
+        for name, ms in stages.items():
+            print(f"  {name:22s} {ms:6.2f} ms  {100 * ms / total:5.1f}%")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def make_views(image, label, key, *, n, k, originals=1, destructed=1):
     """Turns one augmented image into its original and destructed views.
 
     Args:
-        image: float32 [H, W, 3], already augmented.
+        image: [H, W, 3] (any dtype: the views keep it), already augmented.
         label: int32 scalar.
         key: uint32 scalar, the example's key (seed, epoch, position).
         n, k: RCM grid size and neighbourhood.
@@ -73,7 +73,7 @@ def make_views(image, label, key, *, n, k, originals=1, destructed=1):
 
 
 def flatten_views(images, targets):
-    """[B, V, ...] batches of views -> [B * V, ...] image batches."""
+    """[B, V, ...] batches of views -> [B * V, ...] batches, images as float32 (the views may be uint8)."""
 
     def merge(x):
         shape = tf.shape(x)

@@ -23,8 +23,10 @@ def split(demo_root):
 
 def test_batch_contract_shapes_dtypes_and_targets(split):
     images, targets = _batches(split, 1)[0]
-    assert images.shape == (4, 32, 32, 3) and images.dtype == np.float32
-    assert 0.0 <= images.min() and images.max() <= 255.0
+    # The pillow path's pixels are whole numbers: they travel as uint8, and the model casts them on its device.
+    assert images.shape == (4, 32, 32, 3) and images.dtype == np.uint8
+    fused, _ = _batches(split, 1, resampling="fused")[0]
+    assert fused.dtype == np.float32 and 0.0 <= fused.min() and fused.max() <= 255.0
     assert set(targets) == set(contract.OUTPUTS)
     assert targets["classifier"].dtype == np.int32 and targets["classifier"].shape == (4,)
     np.testing.assert_array_equal(targets["destruction_discriminator"], [0, 1, 0, 1])
