@@ -158,13 +158,19 @@ def split_worker(paths):
         rotation=ROTATION,
         n=N,
         k=K,
-    ).take(len(paths) // batch)
+    ).with_options(options)
+    iterator, batches = iter(stream), len(paths) // batch
+    for _ in range(batches):  # Warm-up, as in tf_worker: the endless stream is timed as training pulls it.
+        next(iterator)
+    with Timer() as t:
+        for _ in range(batches):
+            next(iterator)
     cumulative = [
         per_example(files, len(paths)),
         per_example(decoded, len(paths)),
         per_example(decoded.map(augmented), len(paths)),
         per_example(views, len(paths)),
-        per_example(stream, len(paths) // batch * batch),
+        1000.0 * t.seconds / (batches * batch),
     ]
     stages = [cumulative[0]] + [b - a for a, b in itertools.pairwise(cumulative)]
     return " ".join(f"{name}={ms:.3f}" for name, ms in zip(STAGES, stages, strict=True))

@@ -37,9 +37,10 @@ def _sized(factor):
     return int(RESIZE * factor * 0.75) + 1, int(RESIZE * factor) + 3
 
 
-@pytest.mark.parametrize("factor", [1.0, 1.3, 2.0, 2.7, 4.0, 5.5, 8.0])
+@pytest.mark.parametrize("factor", [0.6, 1.0, 1.3, 2.0, 2.7, 4.0, 5.5, 8.0])
 @pytest.mark.parametrize("pattern", [_pink, _stripes])
-def test_eval_preprocess_matches_pillow_for_downscale_factors_up_to_8(factor, pattern):
+def test_eval_preprocess_matches_pillow_from_upscaling_to_downscale_factors_of_8(factor, pattern):
+    """Growing, mixed (factor 1: one axis grows, one shrinks) and shrinking axes: each filtered as Pillow does."""
     image = pattern(*_sized(factor))
     top = (RESIZE - CROP) // 2
     expected = _pil_resize(image)[top : top + CROP, top : top + CROP]
