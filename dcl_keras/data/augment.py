@@ -291,7 +291,9 @@ def warp_image(flat, height, width, t, size, interpolation="bilinear", resized=N
         # The picked resized pixel's centre in the image (half-pixel centres, as Pillow and tf.image.resize).
         column = tf.clip_by_value(column, 0.0, sampled_w - 1.0)
         row = tf.clip_by_value(row, 0.0, sampled_h - 1.0)
-        out = _bilinear(flat, height, width, (column + 0.5) * (w / sampled_w) - 0.5, (row + 0.5) * (h / sampled_h) - 0.5)
+        out = _bilinear(
+            flat, height, width, (column + 0.5) * (w / sampled_w) - 0.5, (row + 0.5) * (h / sampled_h) - 0.5
+        )
         if flat.dtype == tf.uint8:
             out = tf.round(tf.clip_by_value(out, 0.0, 255.0))
         return out * tf.cast(inside, tf.float32)[..., None]
@@ -301,6 +303,7 @@ def warp_image(flat, height, width, t, size, interpolation="bilinear", resized=N
 
 def _bilinear(flat, height, width, u, v):
     """float32 [..., 3]: the image bilinearly at points (u, v), edge pixels replicated beyond the edge."""
+
     def pixels(index):  # Gathered before the cast: 4x less memory traffic for uint8 images.
         return tf.cast(tf.gather(flat, index), tf.float32)
 
