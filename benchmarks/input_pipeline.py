@@ -77,19 +77,18 @@ def _pil_chunk(paths):
     return len(paths)
 
 
-def tf_worker(paths, cores, reducing_gap=2.0):
-    import tensorflow as tf
+BATCH = 16  # As in training: per-batch work is shared by 16 examples.
 
-    tf.config.threading.set_intra_op_parallelism_threads(cores)
-    tf.config.threading.set_inter_op_parallelism_threads(cores)
+
+def training_stream(paths, reducing_gap=0.0):
+    """The project's training stream over `paths` at the benchmark's sizes."""
     from dcl_keras.data import pipeline, readers
 
     split = readers.FileSplit(paths, [0] * len(paths), ["a", "b"])
-    batch = 16  # As in training: per-batch work is shared by 16 examples.
-    ds = pipeline.train_batches(
+    return pipeline.train_batches(
         split,
         seed=0,
-        batch_size=batch,
+        batch_size=BATCH,
         image_size=CROP,
         resize_size=RESIZE,
         rotation=ROTATION,
@@ -97,17 +96,25 @@ def tf_worker(paths, cores, reducing_gap=2.0):
         k=K,
         reducing_gap=reducing_gap,
     )
+
+
+def tf_worker(paths, cores, reducing_gap=2.0):
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(cores)
+    tf.config.threading.set_inter_op_parallelism_threads(cores)
+    ds = training_stream(paths, reducing_gap)
     options = tf.data.Options()
     options.threading.private_threadpool_size = cores
     ds = ds.with_options(options)
     iterator = iter(ds)
-    batches = max(1, len(paths) // batch)
+    batches = max(1, len(paths) // BATCH)
     for _ in range(batches):  # Warm-up: one epoch compiles every size bucket and fills the file cache.
         next(iterator)
     with Timer() as t:
         for _ in range(batches):
             next(iterator)
-    return batches * batch / t.seconds
+    return batches * BATCH / t.seconds
 
 
 STAGES = (
@@ -149,26 +156,14 @@ def split_worker(paths):
         return augment.train_augment(image, key, RESIZE, CROP, ROTATION, "pillow", keep_uint8=True), key
 
     views = decoded.map(augmented).map(lambda image, key: pairing.make_views(image, 0, key, n=N, k=K))
-    batch = 16
-    from dcl_keras.data import readers
-
-    stream = pipeline.train_batches(
-        readers.FileSplit(paths, [0] * len(paths), ["a", "b"]),
-        seed=0,
-        batch_size=batch,
-        image_size=CROP,
-        resize_size=RESIZE,
-        rotation=ROTATION,
-        n=N,
-        k=K,
-    )
+    stream = training_stream(paths)
     count = len(paths)
     cumulative = [
         per_example(files, count),
         per_example(decoded, count),
         per_example(decoded.map(augmented), count),
         per_example(views, count),
-        per_example(stream, count // batch, batch),
+        per_example(stream, count // BATCH, BATCH),
     ]
     return " ".join(f"{name}={ms:.3f}" for (name, _), ms in zip(STAGES, cumulative, strict=True))
 
