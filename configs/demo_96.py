@@ -1,13 +1,14 @@
-"""The demo recipe until 2026-11-29: 96 px crops for 60 epochs, which the 96-px tables of docs/experiments.md measure.
+"""The demo at 96 px for 60 epochs: the recipe of the 96-px tables in docs/experiments.md.
 
     bin/sweep --config=configs/demo_96.py --grid=ablation --seeds=0,1,2 --sweep_dir=sweeps/demo_ablation
 
-Everything else is configs/demo.py. At the same cost on 2 CPU cores (15-19
-minutes a run) it learns less and swings more with the seed than the demo's
-64 px for 120 epochs: DCL 0.354 +- 0.119 test top-1 over seeds 0-2, because
-the crest is learned in some seeds and not in others (docs/experiments.md, "What limits the
-demo"). Kept so that the published 96-px figures (the clean ablation, the
-pretrained start, the seam probe) stay one command away.
+Everything else is configs/demo.py. The published 96-px figures (the clean
+ablation, the pretrained start, the seam probe; DCL 0.354 +- 0.119 test top-1
+over seeds 0-2) were measured on demo generator version 4, whose tail could
+not be learned; that generator is gone from this tree, so this config now
+trains on version 5 and those figures do not apply to it (not re-measured).
+To reproduce them, check out f349a16, the last commit with version 4 (a run
+cost 15-19 minutes on 2 CPU cores then).
 """
 
 import os

@@ -100,7 +100,7 @@ def test_every_config_file_loads_from_outside_the_repository(name, tmp_path, mon
         assert config.data.demo.kind == "coarse" and config.input.image_size == config_file("demo_96").input.image_size
     if name in ("demo_study", "demo_96"):  # The demo's data and method, shorter or at 96 px.
         demo = config_file("demo")
-        expected = {"demo_study": (64, 12), "demo_96": (96, 60)}[name]
+        expected = {"demo_study": (64, 20), "demo_96": (96, 60)}[name]
         assert (config.input.image_size, config.train.epochs) == expected and config.data == demo.data
         assert config.input.image_size % config.rcm.n == 0 and config.loss == demo.loss
 
