@@ -4,9 +4,11 @@
 
 Input only: batches pulled from the training stream of the config. Model
 only: `fit` on one batch held in memory. Fit: `fit` from the real stream.
-The sides alternate over rounds and each side's median is used. The target:
-fit at least 0.9x the slower of the two (the input is never the bound when
-the model is tiny). Prints the CPU model and its vector extensions.
+Each round times the three sides back to back (the order rotates) and gives
+one ratio, fit / the slower of the other two; the median ratio over rounds is
+the figure, printed with each side's steps/s and the cores the process used.
+The target: fit at least 0.9x the slower of the two (the input is never the
+bound when the model is tiny). Prints the CPU model and its vector extensions.
 """
 
 import argparse
@@ -47,23 +49,39 @@ def main():
 
     fit(memory)  # Compiles the train step.
     fit(stream)
-    times = {"input": [], "model": [], "fit": []}
-    for _ in range(args.rounds):
-        for side, run in (("input", input_only), ("model", lambda: fit(memory)), ("fit", lambda: fit(stream))):
-            start = time.perf_counter()
-            run()
-            times[side].append(time.perf_counter() - start)
-    rate = {side: args.steps / np.median(t) for side, t in times.items()}
-    bound = min(rate["input"], rate["model"])
+    # Each round times the three sides back to back, in an order that rotates, so that a round's
+    # ratio compares sides under the same load; the process's CPU seconds per wall second say how many
+    # cores each side got (a side that ran on one core of two shows it).
+    sides = {"input": input_only, "model": lambda: fit(memory), "fit": lambda: fit(stream)}
+    names = list(sides)
+    rates = {side: [] for side in names}
+    cores = {side: [] for side in names}
+    for r in range(args.rounds):
+        for side in names[r % 3 :] + names[: r % 3]:
+            wall, cpu = time.perf_counter(), time.process_time()
+            sides[side]()
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            rates[side].append(args.steps / wall)
+            cores[side].append(cpu / wall)
+    ratios = [f / min(i, m) for f, i, m in zip(rates["fit"], rates["input"], rates["model"], strict=True)]
     print(f"machine: {machine()}")
     print(
         f"{os.path.relpath(args.config, ROOT)} ({config.input.batch_size} examples, "
-        f"{config.input.image_size} px, backbone {config.model.backbone}), steps/s: "
-        f"input only {rate['input']:.1f}, model only {rate['model']:.1f}, fit {rate['fit']:.1f}"
+        f"{config.input.image_size} px, backbone {config.model.backbone}), {args.steps} steps a side, "
+        f"{args.rounds} rounds"
     )
+    for side in names:
+        print(
+            f"  {side:>5} steps/s: "
+            + " ".join(f"{v:6.1f}" for v in rates[side])
+            + f"   median {np.median(rates[side]):6.1f}   cores used: "
+            + " ".join(f"{c:.2f}" for c in cores[side])
+        )
+    bound = "input" if np.median(rates["input"]) < np.median(rates["model"]) else "model"
     print(
-        f"fit / slower of input-only and model-only = {rate['fit'] / bound:.3f} (target >= 0.9); "
-        f"bound by the {'input' if rate['input'] < rate['model'] else 'model'}"
+        "fit / slower of input-only and model-only, per round: "
+        + " ".join(f"{v:.3f}" for v in ratios)
+        + f"; median {np.median(ratios):.3f} (target >= 0.9); bound by the {bound}"
     )
 
 
