@@ -1,6 +1,6 @@
 """Input pipeline throughput: tf.data vs the reference code's steps in Pillow + NumPy.
 
-    python benchmarks/input_pipeline.py [--images 192] [--sizes 500x375,1600x1200,3000x2000]
+    python benchmarks/input_pipeline.py [--images 192] [--sizes 500x375,1600x1200,3000x2000] [--max_isa AVX2]
 
 The full training element path for each example: read and decode a JPEG
 (an equal mix of the given sizes), resize to 512, rotate, random crop 448,
@@ -19,6 +19,11 @@ map of its own), and the training stream itself (augmentation and pairing in
 one map, batched): a stage costs about the difference from the row before,
 and the last row against the one before is what batching costs, less what
 fusing the two maps saves.
+
+--max_isa=AVX2 caps the instruction set that XLA compiles for and oneDNN
+dispatches to (`--xla_cpu_max_isa`, `ONEDNN_MAX_CPU_ISA`), which is how an
+AVX-512 host measures what a CPU without AVX-512 gets from those two; TF's
+own kernels and Pillow are compiled for a fixed baseline and do not change.
 """
 
 import argparse
@@ -172,8 +177,17 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=192)
     parser.add_argument("--sizes", default="500x375,1600x1200,3000x2000", help="WxH,... in equal shares")
+    parser.add_argument(
+        "--max_isa",
+        default="",
+        choices=["", "SSE4_2", "AVX", "AVX2", "AVX512"],
+        help="Cap the instruction set XLA compiles for and oneDNN dispatches to (AVX2: a CPU without AVX-512).",
+    )
     parser.add_argument("--worker", nargs=3, metavar=("KIND", "DIR", "CORES"))
     args = parser.parse_args()
+    if args.max_isa:  # Read by TensorFlow when it loads, in the worker processes that inherit it.
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_max_isa={args.max_isa}".strip()
+        os.environ["ONEDNN_MAX_CPU_ISA"] = args.max_isa
     if args.worker:
         kind, folder, cores = args.worker[0], args.worker[1], int(args.worker[2])
         paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs if f.endswith(".jpg"))
@@ -196,7 +210,8 @@ def main():
             f"{args.images} JPEGs ({args.sizes}, equal shares) -> resize {RESIZE}, crop {CROP}, rotate, flip, "
             f"RCM N={N} k={K}, targets"
         )
-        print(f"machine: {machine()}; {all_cores} cores available to this process")
+        capped = f"; XLA and oneDNN capped at {args.max_isa}" if args.max_isa else ""
+        print(f"machine: {machine()}; {all_cores} cores available to this process{capped}")
         results = {}
         for cores in sorted({1, all_cores}):
             for kind in ("pil", "tf", "tf_exact"):
