@@ -36,11 +36,11 @@ def main():
     train = datasets.load_splits(config.data).train
     model = training.build_model(config, train.num_classes, train.class_names, steps=10**6)
     stream = training.train_batches(config, train)
-    iterator = iter(stream)
-    batch = next(iterator)
+    batch = next(iter(stream))
     memory = tf.data.Dataset.from_tensors(batch).repeat()
 
-    def input_only():
+    def input_only():  # A fresh iterator each time, as `fit` makes one: no batches prefetched in between.
+        iterator = iter(stream)
         for _ in range(args.steps):
             next(iterator)
 
