@@ -39,6 +39,11 @@ WINGS = ("plain", "stripes", "dots")
 TAILS = ("fan", "fork")
 MAX_CLASSES = len(CRESTS) * len(WINGS) * len(TAILS)
 KINDS = ("birds", "coarse", "typefaces")
+# Each kind's generator version, part of its cache folder's digest: bump a kind's own entry when its images
+# or files change, so that only its folder (and benchmarks/learning.py's history for it) starts anew.
+# birds 2: bounding_boxes.txt; 3: part_boxes.txt; 4: the double crest's box; 5: larger parts in a contrasting
+# colour. coarse and typefaces have not changed since version 4, the version all kinds shared until then.
+GENERATOR_VERSIONS = {"birds": 5, "coarse": 4, "typefaces": 4}
 SHAPES = ("ellipse", "triangle", "square", "pentagon", "star", "cross", "ring", "crescent")
 TEXTURES = ("plain", "stripes", "dots", "checker")
 COLOURS = ("warm", "cool", "grey")
@@ -357,28 +362,34 @@ def with_boxes(split, root):
     return dataclasses.replace(split, boxes=_lookup(_box_table(root, BOXES, keyed_by_part=False), split, [None])[:, 0])
 
 
-def ensure_demo_dataset(
-    cache_dir=None, num_classes=20, train_per_class=40, test_per_class=20, image_size=96, seed=0, kind="birds"
-):
-    """Returns the demo dataset's root, generating it the first time.
-
-    The folder name encodes the parameters, and it appears atomically (written
-    to a temporary folder, then renamed), so an interrupted run never leaves a
-    half-written dataset behind.
-    """
+def folder_name(num_classes=20, train_per_class=40, test_per_class=20, image_size=96, seed=0, kind="birds"):
+    """(the cache folder's name, its demo.json) for these generator parameters: demo-<digest of them>."""
     params = dict(
         num_classes=num_classes,
         train_per_class=train_per_class,
         test_per_class=test_per_class,
         image_size=image_size,
         seed=seed,
-        version=5,  # 2: bounding_boxes.txt; 3: part_boxes.txt; 4: the double crest's box; 5: larger parts in a contrasting colour.
+        version=GENERATOR_VERSIONS.get(kind, 0),  # An unknown kind is refused by generate.
     )
     if kind != "birds":  # The birds keep the digest they had before kinds existed.
         params["kind"] = kind
-    digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+    return "demo-" + hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10], params
+
+
+def ensure_demo_dataset(
+    cache_dir=None, num_classes=20, train_per_class=40, test_per_class=20, image_size=96, seed=0, kind="birds"
+):
+    """Returns the demo dataset's root, generating it the first time.
+
+    The folder name encodes the parameters and the kind's generator version
+    (`folder_name`), and it appears atomically (written to a temporary
+    folder, then renamed), so an interrupted run never leaves a half-written
+    dataset behind.
+    """
+    name, params = folder_name(num_classes, train_per_class, test_per_class, image_size, seed, kind)
     cache_dir = os.path.expanduser(cache_dir or default_cache_dir())
-    root = os.path.join(cache_dir, f"demo-{digest}")
+    root = os.path.join(cache_dir, name)
     if os.path.isdir(root):
         return root
     os.makedirs(cache_dir, exist_ok=True)

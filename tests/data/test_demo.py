@@ -109,3 +109,28 @@ def test_each_part_box_holds_the_pixels_that_part_changes(part, variants):
         outside = changed.copy()
         outside[max(int(y) - 1, 0) : int(y + h) + 2, max(int(x) - 1, 0) : int(x + w) + 2] = False
         assert changed.sum() > 20 and outside.sum() <= 0.01 * changed.sum(), (seed, outside.sum(), changed.sum())
+
+
+def test_each_kind_has_its_own_generator_version(monkeypatch):
+    """A new birds generator renames the birds' cache folder only; the other kinds keep theirs."""
+    typefaces = dict(num_classes=16, train_per_class=60, test_per_class=25, image_size=224, kind="typefaces")
+    birds = dict(num_classes=20, train_per_class=60, test_per_class=20, image_size=128)
+    before = demo.folder_name(**typefaces)[0], demo.folder_name(**birds)[0]
+    monkeypatch.setitem(demo.GENERATOR_VERSIONS, "birds", demo.GENERATOR_VERSIONS["birds"] + 1)
+    after = demo.folder_name(**typefaces)[0], demo.folder_name(**birds)[0]
+    assert after[0] == before[0] and after[1] != before[1]
+
+
+def test_the_accuracy_testbeds_keep_their_folders():
+    """benchmarks/learning.py compares rows whose dataset folder matches: these names are its history's keys.
+
+    Change them only with a generator change (a version bump), which starts that testbed's history anew.
+    """
+    from dcl_keras.config import load_config_file
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    expected = {"demo_study.py": "demo-0a3b15a558", "typefaces.py": "demo-bff1c4b30d"}
+    for config_file, name in expected.items():
+        d = load_config_file(os.path.join(root, "configs", config_file)).data.demo
+        got = demo.folder_name(d.num_classes, d.train_per_class, d.test_per_class, d.image_size, d.seed, d.kind)[0]
+        assert got == name, config_file
