@@ -180,9 +180,15 @@ def main(argv=None):
     for row in rows:
         recorded = last_recorded(history, row)
         if recorded is None:
+            earlier = [h for h in history if (h["testbed"], h["arm"]) == (row["testbed"], row["arm"])]
+            why = (
+                f"its recipe changed, a new history starts (recorded so far: {earlier[-1]['recipe']} at "
+                f"{earlier[-1]['commit']}; now {row['recipe']})"
+                if earlier
+                else "nothing recorded to compare with"
+            )
             print(
-                f"new {row['testbed']} / {row['arm']}: {row['mean']} +- {row['std'] or '-'} ({row['per_seed']}); "
-                "nothing recorded to compare with"
+                f"new {row['testbed']} / {row['arm']}: {row['mean']} +- {row['std'] or '-'} ({row['per_seed']}); {why}"
             )
             continue
         ok, message = verdict(row, recorded)

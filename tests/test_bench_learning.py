@@ -92,6 +92,15 @@ def test_only_the_same_testbed_recipe_and_arm_are_compared(learning, tmp_path, m
     assert "nothing recorded to compare with" in capsys.readouterr().out
 
 
+def test_a_changed_recipe_is_named_instead_of_passing_silently(learning, tmp_path, monkeypatch, capsys):
+    current = [_strip({**_row(arm="dcl", mean="0.1000"), "recipe": "configs/typefaces.py@demo-new"})]
+    recorded = [{**_row(arm="dcl"), "recipe": "configs/typefaces.py@demo-old"}]
+    code, _ = _main(learning, tmp_path, monkeypatch, current, recorded)
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "its recipe changed" in out and "configs/typefaces.py@demo-old at abc1234" in out and "demo-new" in out
+
+
 def test_the_latest_recorded_row_is_the_reference(learning):
     history = [_row(mean="0.9000", commit="old"), _row(mean="0.5000", commit="newer")]
     assert learning.last_recorded(history, _strip(_row()))["commit"] == "newer"
