@@ -51,6 +51,7 @@ def run_pinned(args, cores):
         "import os, runpy, sys;"
         f"os.sched_setaffinity(0, set(range({cores})));"
         f"sys.argv = {args!r};"
+        "sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])));"  # As `python script.py` would.
         "runpy.run_path(sys.argv[0], run_name='__main__')"
     )
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(cores))
