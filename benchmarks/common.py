@@ -46,16 +46,19 @@ def write_jpegs(folder, count, size=(500, 375), classes=4, seed=0):
 
 
 def run_pinned(args, cores):
-    """Runs `python args...` pinned to the first `cores` CPUs; returns its last stdout line."""
-    code = (
-        "import os, runpy, sys;"
-        f"os.sched_setaffinity(0, set(range({cores})));"
-        f"sys.argv = {args!r};"
-        "sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])));"  # As `python script.py` would.
-        "runpy.run_path(sys.argv[0], run_name='__main__')"
-    )
+    """Runs `python args...` pinned to the first `cores` CPUs; returns its last stdout line.
+
+    The child runs the script as `python script.py` does (its folder first on its import path) and
+    sets its CPU affinity before Python starts, so every thread it spawns inherits the pinning.
+    """
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(cores))
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        preexec_fn=lambda: os.sched_setaffinity(0, set(range(cores))),
+    )
     if done.returncode:
         raise RuntimeError(done.stderr[-3000:])
     return done.stdout.strip().splitlines()[-1]
