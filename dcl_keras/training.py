@@ -198,6 +198,7 @@ def train_batches(config, split, start_step=0, cluster=None):
         shuffle_buffer=config.data.tfds_shuffle_buffer,
         process_index=cluster.process_id if cluster else 0,
         process_count=cluster.num_processes if cluster else 1,
+        cache_mb=config.input.cache_mb,
     )
 
 

@@ -26,6 +26,7 @@ from helpers import ROOT, config_file
         ("train.warmup_epochs", -1.0, "train.warmup_epochs"),
         ("train.warmup_epochs", 2.0, "train.warmup_epochs"),  # Not below train.epochs (tiny config: 2).
         ("input.resampling", "bicubic", "input.resampling"),
+        ("input.cache_mb", -1, "input.cache_mb"),
     ],
 )
 def test_config_errors_name_the_field(tiny_config, field, value, expected):

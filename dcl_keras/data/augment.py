@@ -65,14 +65,14 @@ def resize(image, size, antialias=True):
     """
     image = tf.cast(image, tf.float32)
     if antialias:
-        image = _shrink(image, size)
+        image = shrink(image, size)
     # Every axis now grows or keeps its size, where Pillow's filter is plain bilinear interpolation (and a
     # kept axis is copied exactly): TF's float bilinear kernel, several times faster than the filtered one.
     image = tf.image.resize(image, [size, size], method="bilinear", antialias=False)
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
-def _shrink(image, size):
+def shrink(image, size):
     """Pillow's antialiased resize of the axes longer than `size` to `size`; shorter axes are kept.
 
     Only a shrinking axis needs the triangle filter to widen (the filter is
@@ -176,7 +176,7 @@ def train_augment(image, key, resize_size, image_size, rotation, resampling="pil
     if resampling == "pillow":
         # The filtered part of Pillow's resize (axes longer than `resize_size`); the growing axes' plain
         # bilinear part is done by the warp, at the resized pixels the crop keeps, not at all of them.
-        image = _shrink(image, resize_size)
+        image = shrink(image, resize_size)
     shape = tf.shape(image)
     flat = _flat_bucket(tf.reshape(image, [-1, 3]))
     warp = _compiled_warp(resize_size, image_size, float(rotation), "nearest" if resampling == "pillow" else "bilinear")

@@ -161,6 +161,75 @@ def examples(source, order_key=None, *, resize_size=0, reducing_gap=0.0, shuffle
     return ds.map(lambda position, image, label: (image, label))
 
 
+class DecodedImages:
+    """A file split's images decoded once and held in memory: one flat uint8 buffer, sliced per image."""
+
+    def __init__(self, images):
+        sizes = [image.size for image in images]
+        self.offsets = tf.constant(np.concatenate([[0], np.cumsum(sizes)]), tf.int64)
+        self.shapes = tf.constant(np.array([image.shape[:2] for image in images], np.int32).reshape(-1, 2))
+        self.pixels = tf.constant(np.concatenate([image.reshape(-1) for image in images]) if images else [], tf.uint8)
+        self.num_bytes = int(sum(sizes))
+
+    def image(self, index):
+        """uint8 [H, W, 3]: image `index` of the split, as decoded."""
+        pixels = self.pixels[self.offsets[index] : self.offsets[index + 1]]
+        return tf.ensure_shape(tf.reshape(pixels, tf.concat([self.shapes[index], [3]], 0)), [None, None, 3])
+
+
+def decode_in_memory(source, *, resize_size, reducing_gap=0.0, limit_mb=0):
+    """The training images of a file split, decoded once and held in memory, or None.
+
+    Each image is what the training stream with the pillow resampling would
+    otherwise make from its file every epoch: decoded (`decode_image`, with
+    the split's `crop_bottom` and the draft options), then its axes longer
+    than `resize_size` shrunk by Pillow's antialiased resize, the
+    deterministic first step of that resampling. The stream's pixels are the
+    same either way; only reading and decoding are saved, which is most of
+    the input's work for small images.
+
+    None (the stream reads the files) when the images could need more than
+    `limit_mb` MiB (each at most `resize_size`^2 x 3 bytes), when `limit_mb`
+    is 0, when the source is not a file split, or when a file fails to decode
+    (the stream then drops it as usual).
+    """
+    if not limit_mb or not hasattr(source, "paths") or hasattr(source, "encoded_dataset"):
+        return None
+    bound = source.num_examples * resize_size * resize_size * 3
+    if bound > limit_mb * 2**20:
+        logging.info(
+            "%s: reading the training files every epoch: their decoded images could take %.0f MiB, more than "
+            "input.cache_mb=%s.",
+            source.name,
+            bound / 2**20,
+            limit_mb,
+        )
+        return None
+    paths = tf.constant(source.paths)
+    options = dict(crop_bottom=getattr(source, "crop_bottom", 0), resize_size=resize_size, reducing_gap=reducing_gap)
+    ds = tf.data.Dataset.range(source.num_examples).map(
+        lambda i: (i, augment.shrink(read_image(paths[i], **options), resize_size)),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=False,
+    )
+    images = [None] * source.num_examples
+    for index, image in ds.ignore_errors().as_numpy_iterator():
+        images[index] = image
+    failed = sum(image is None for image in images)
+    if failed:
+        logging.info("%s: reading the training files every epoch: %d file(s) failed to decode.", source.name, failed)
+        return None
+    decoded = DecodedImages(images)
+    logging.info(
+        "%s: %d training images decoded once and held in memory (%.1f MiB; input.cache_mb=%s).",
+        source.name,
+        source.num_examples,
+        decoded.num_bytes / 2**20,
+        limit_mb,
+    )
+    return decoded
+
+
 @tf.autograph.experimental.do_not_convert  # Plain Python on Python values; traced inside flat_map as is.
 def positioned_examples(
     source,
@@ -173,6 +242,7 @@ def positioned_examples(
     passes=1,
     keep=None,
     process=(0, 1),
+    decoded=None,
 ):
     """(position int64, image, label): `examples` with each example's place in the (shuffled) order.
 
@@ -186,6 +256,9 @@ def positioned_examples(
     (records), `process=(index, count)` reads only this process's files, and
     positions are then global, `local position x count + index`, so no two
     processes share a key (`start` counts local positions).
+
+    `decoded` (a file split's `decode_in_memory`) gives the images instead of
+    their files.
     """
     decode_options = dict(
         crop_bottom=getattr(source, "crop_bottom", 0), resize_size=resize_size, reducing_gap=reducing_gap
@@ -217,6 +290,8 @@ def positioned_examples(
     ds = tf.data.Dataset.from_tensor_slices(indices).repeat(passes).enumerate().skip(start)
     if keep is not None:
         ds = ds.filter(lambda position, i: keep(position))
+    if decoded is not None:
+        return ds.map(lambda position, i: (position, decoded.image(i), labels[i]), num_parallel_calls=AUTOTUNE)
     return ds.map(
         lambda position, i: (position, read_image(paths[i], **decode_options), labels[i]),
         num_parallel_calls=AUTOTUNE,
@@ -304,6 +379,7 @@ def train_batches(
     shuffle_buffer=4096,
     process_index=0,
     process_count=1,
+    cache_mb=0,
 ):
     """The endless DCL training stream (see the module and `pairing` docstrings).
 
@@ -345,6 +421,10 @@ def train_batches(
             own contiguous run of the records instead (equal shares; no
             process reads another's), so the batches depend on the process
             count.
+        cache_mb: with the pillow resampling, a file split's images are
+            decoded once and held in memory when they fit in this many MiB
+            (`decode_in_memory`; the same batches, less work per epoch); 0
+            reads every file every epoch.
 
     Returns:
         tf.data.Dataset of (images [M, H, W, 3], targets dict), or of
@@ -369,6 +449,9 @@ def train_batches(
     by_file = process_count > 1 and is_file_sharded(source)
     per_epoch = steps_per_epoch(source, batch_size, process_count)
     first_epoch, skip = divmod(int(start_step), per_epoch)
+    decoded = None
+    if resampling == "pillow":
+        decoded = decode_in_memory(source, resize_size=resize_size, reducing_gap=reducing_gap, limit_mb=cache_mb)
     if by_file:
         share = dict(process=(process_index, process_count))
         skipped = skip * local_batch
@@ -396,6 +479,7 @@ def train_batches(
             shuffle_buffer=shuffle_buffer,
             start=tf.where(epoch == first_epoch, tf.constant(skipped, tf.int64), 0),
             passes=2,
+            decoded=decoded,
             **share,
         )
         ds = ds.map(lambda i, image, label: prepare(i, image, label, epoch), num_parallel_calls=AUTOTUNE)
