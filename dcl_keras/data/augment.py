@@ -104,13 +104,13 @@ def center_crop(image, size):
 
 
 def _uniform(key, salt, minval, maxval):
-    """One float32 draw in [minval, maxval) from the counter hash (identical with and without XLA)."""
-    u = keyed_hash.hash_uniform(keyed_hash.combine_keys(key, salt), 1)[0]
+    """One float32 draw per key in [minval, maxval) from the counter hash (identical with and without XLA)."""
+    u = keyed_hash.hash_uniform(keyed_hash.combine_keys(key, salt), 1)[..., 0]
     return minval + (maxval - minval) * u
 
 
 def train_draw(key, resize_size, image_size, rotation):
-    """(top, left, angle in radians, flip 0. or 1.): one training draw, float32 scalars.
+    """(top, left, angle in radians, flip 0. or 1.): one training draw, float32 scalars ([B] for keys [B]).
 
     The crop's offset in the resized image, the rotation about its centre
     (a positive angle turns the image clockwise on screen, as Pillow's
@@ -122,14 +122,16 @@ def train_draw(key, resize_size, image_size, rotation):
     top = tf.minimum(tf.floor(_uniform(key, contract.CROP_TOP_SALT, 0.0, offsets)), offsets - 1.0)
     left = tf.minimum(tf.floor(_uniform(key, contract.CROP_LEFT_SALT, 0.0, offsets)), offsets - 1.0)
     angle = (
-        _uniform(key, contract.ROTATION_SALT, -rotation, rotation) * (math.pi / 180.0) if rotation else tf.constant(0.0)
+        _uniform(key, contract.ROTATION_SALT, -rotation, rotation) * (math.pi / 180.0)
+        if rotation
+        else tf.zeros_like(top)
     )
     flip = tf.cast(_uniform(key, contract.FLIP_SALT, 0.0, 1.0) < 0.5, tf.float32)
     return top, left, angle, flip
 
 
 def train_transform(key, input_height, input_width, resize_size, image_size, rotation):
-    """The 8 projective-transform parameters of one training augmentation draw.
+    """The 8 projective-transform parameters of one training augmentation draw ([B, 8] for keys [B]).
 
     Maps each output pixel (x, y) of the crop to the input image: flip,
     shift by the crop offset in the resized image, undo the rotation about the
@@ -144,13 +146,14 @@ def train_transform(key, input_height, input_width, resize_size, image_size, rot
     c = (r - 1.0) / 2.0
     sx = tf.cast(input_width, tf.float32) / r
     sy = tf.cast(input_height, tf.float32) / r
+    zero = tf.zeros_like(top)
     # Resized-image point of output (x, y): X = fx*x + flip*(s-1) + left, Y = y + top.
     ox, oy = flip * (s - 1.0) + left - c, top - c
     # Unrotated: U = cos*(X-c) + sin*(Y-c) + c, V = -sin*(X-c) + cos*(Y-c) + c.
     a0, a1, a2 = cos * fx, sin, cos * ox + sin * oy + c
     b0, b1, b2 = -sin * fx, cos, -sin * ox + cos * oy + c
     # Decoded image: x_in = (U + 0.5) * sx - 0.5.
-    return tf.stack([a0 * sx, a1 * sx, (a2 + 0.5) * sx - 0.5, b0 * sy, b1 * sy, (b2 + 0.5) * sy - 0.5, 0.0, 0.0])
+    return tf.stack([a0 * sx, a1 * sx, (a2 + 0.5) * sx - 0.5, b0 * sy, b1 * sy, (b2 + 0.5) * sy - 0.5, zero, zero], -1)
 
 
 def train_augment(image, key, resize_size, image_size, rotation, resampling="pillow", *, keep_uint8=False):
@@ -186,6 +189,21 @@ def train_augment(image, key, resize_size, image_size, rotation, resampling="pil
     return tf.ensure_shape(out, [image_size, image_size, 3])
 
 
+def train_augment_batch(pixels, base, height, width, key, resize_size, image_size, rotation):
+    """`train_augment` (pillow resampling, uint8 out) of a batch of images held in one buffer, in one op.
+
+    `pixels` is uint8 [P, 3], the images one after another, row-major, each
+    already shrunk to at most `resize_size` per axis (`shrink`); image b
+    starts at row `base[b]` and is `height[b]` x `width[b]`. Gives uint8
+    [B, image_size, image_size, 3], image b exactly what `train_augment` (with
+    `keep_uint8`) makes of it with `key[b]`, at a fraction of the per-image
+    overhead for small images.
+    """
+    warp = _compiled_warp(resize_size, image_size, float(rotation), "nearest")
+    out = warp(pixels, height, width, key, base)
+    return tf.ensure_shape(out, [None, image_size, image_size, 3])
+
+
 def check_resampling(resampling):
     if resampling not in RESAMPLING:
         raise ValueError(f"`resampling` must be one of {RESAMPLING}. Received: resampling={resampling!r}")
@@ -209,6 +227,9 @@ def _flat_bucket(pixels):
 def _compiled_warp(resize_size, image_size, rotation, interpolation="bilinear"):
     """The training resampling of an image `height` x `width` (flat pixels, see `_flat_bucket`), keyed.
 
+    Or of a batch: heights, widths and keys [B], and `base` [B], the row of
+    `flat` where each image starts (`train_augment_batch`).
+
     "bilinear": one bilinear resampling of the image by the whole transform
     (resize, rotation, crop, flip). "nearest": Pillow's steps for an image
     whose axes are no longer than `resize_size` (the pillow path shrinks the
@@ -216,13 +237,13 @@ def _compiled_warp(resize_size, image_size, rotation, interpolation="bilinear"):
     crop point, computed only where it is picked.
     """
 
-    def warp(flat, height, width, key):
+    def warp(flat, height, width, key, base=None):
         if interpolation == "nearest":
             t = train_transform(key, resize_size, resize_size, resize_size, image_size, rotation)
-            out = warp_image(flat, height, width, t, image_size, "nearest", resized=resize_size)
+            out = warp_image(flat, height, width, t, image_size, "nearest", resized=resize_size, base=base)
         else:
             t = train_transform(key, height, width, resize_size, image_size, rotation)
-            out = warp_image(flat, height, width, t, image_size, interpolation)
+            out = warp_image(flat, height, width, t, image_size, interpolation, base=base)
         if interpolation == "nearest" and flat.dtype == tf.uint8:
             return tf.cast(out, tf.uint8)  # Rounded resized pixels: whole numbers in [0, 255].
         # Bilinear weights can overshoot 255 by a rounding error; the clip is free once fused.
@@ -250,14 +271,15 @@ def xla_available():
     return True
 
 
-def warp_image(flat, height, width, t, size, interpolation="bilinear", resized=None):
+def warp_image(flat, height, width, t, size, interpolation="bilinear", resized=None, base=None):
     """Samples the image at (u, v) = (t0 x + t1 y + t2, t3 x + t4 y + t5) for a size x size output.
 
     Args:
         flat: [P, 3] pixels (uint8 or float32) of an image `height` x `width`,
-            row-major, possibly followed by padding.
-        height, width: int32 scalars.
-        t: float32 [8], a `train_transform`.
+            row-major, possibly followed by padding; or of several images one
+            after another (see `base`).
+        height, width: int32 scalars; [B] for a batch.
+        t: float32 [8], a `train_transform`; [B, 8] for a batch.
         size: int, output side.
         interpolation: "bilinear", or "nearest" (the pixel whose area holds
             the point, as Pillow's nearest-neighbour rotate picks it).
@@ -267,19 +289,27 @@ def warp_image(flat, height, width, t, size, interpolation="bilinear", resized=N
             is computed here, bilinearly at its centre, rounded for uint8
             pixels as Pillow's resize output is. None: (u, v) are points of
             the image itself.
+        base: int32 or int64 [B], the row of `flat` where each image of a
+            batch starts; None: the image starts at row 0.
 
     Returns:
-        float32 [size, size, 3]. Bilinear with edge pixels replicated inside
-        the image's own area (u in [-0.5, width - 0.5], likewise v), so a
-        resize leaves no dark border even for tiny images; points outside that
-        area (the rotation's corners) are 0.
+        float32 [size, size, 3] ([B, size, size, 3] for a batch). Bilinear
+        with edge pixels replicated inside the image's own area (u in [-0.5,
+        width - 0.5], likewise v), so a resize leaves no dark border even for
+        tiny images; points outside that area (the rotation's corners) are 0.
     """
     grid = tf.range(size, dtype=tf.float32)
     y, x = grid[:, None], grid[None, :]
-    u = t[0] * x + t[1] * y + t[2]
-    v = t[3] * x + t[4] * y + t[5]
+
+    def per_image(value):  # [...] -> [..., 1, 1], against the [size, size] grid.
+        return value[..., None, None]
+
+    u = per_image(t[..., 0]) * x + per_image(t[..., 1]) * y + per_image(t[..., 2])
+    v = per_image(t[..., 3]) * x + per_image(t[..., 4]) * y + per_image(t[..., 5])
+    width, height = per_image(tf.convert_to_tensor(width)), per_image(tf.convert_to_tensor(height))
     w = tf.cast(width, tf.float32)
     h = tf.cast(height, tf.float32)
+    offset = None if base is None else per_image(base)
     if interpolation == "nearest":
         sampled_w, sampled_h = (float(resized), float(resized)) if resized else (w, h)
         inside = (u >= -0.5) & (u <= sampled_w - 0.5) & (v >= -0.5) & (v <= sampled_h - 0.5)
@@ -287,25 +317,33 @@ def warp_image(flat, height, width, t, size, interpolation="bilinear", resized=N
         if not resized:
             column = tf.clip_by_value(tf.cast(column, tf.int32), 0, width - 1)
             row = tf.clip_by_value(tf.cast(row, tf.int32), 0, height - 1)
-            return tf.cast(tf.gather(flat, row * width + column), tf.float32) * tf.cast(inside, tf.float32)[..., None]
+            pixels = _gather(flat, row * width + column, offset)
+            return tf.cast(pixels, tf.float32) * tf.cast(inside, tf.float32)[..., None]
         # The picked resized pixel's centre in the image (half-pixel centres, as Pillow and tf.image.resize).
         column = tf.clip_by_value(column, 0.0, sampled_w - 1.0)
         row = tf.clip_by_value(row, 0.0, sampled_h - 1.0)
         out = _bilinear(
-            flat, height, width, (column + 0.5) * (w / sampled_w) - 0.5, (row + 0.5) * (h / sampled_h) - 0.5
+            flat, height, width, (column + 0.5) * (w / sampled_w) - 0.5, (row + 0.5) * (h / sampled_h) - 0.5, offset
         )
         if flat.dtype == tf.uint8:
             out = tf.round(tf.clip_by_value(out, 0.0, 255.0))
         return out * tf.cast(inside, tf.float32)[..., None]
     inside = tf.cast((u >= -0.5) & (u <= w - 0.5) & (v >= -0.5) & (v <= h - 0.5), tf.float32)[..., None]
-    return _bilinear(flat, height, width, u, v) * inside
+    return _bilinear(flat, height, width, u, v, offset) * inside
 
 
-def _bilinear(flat, height, width, u, v):
+def _gather(flat, index, offset):
+    """flat[index (+ offset)]: rows of one image, or of the images of a batch at their offsets."""
+    if offset is not None:
+        index = tf.cast(index, offset.dtype) + offset
+    return tf.gather(flat, index)
+
+
+def _bilinear(flat, height, width, u, v, offset=None):
     """float32 [..., 3]: the image bilinearly at points (u, v), edge pixels replicated beyond the edge."""
 
     def pixels(index):  # Gathered before the cast: 4x less memory traffic for uint8 images.
-        return tf.cast(tf.gather(flat, index), tf.float32)
+        return tf.cast(_gather(flat, index, offset), tf.float32)
 
     u0, v0 = tf.floor(u), tf.floor(v)
     fu, fv = (u - u0)[..., None], (v - v0)[..., None]

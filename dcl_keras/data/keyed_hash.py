@@ -39,9 +39,11 @@ def combine_keys(*parts):
 
 
 def hash_uniform(key, count):
-    """`count` float32 draws in [0, 1) from a uint32 `key`, identical on every device."""
+    """float32 draws in [0, 1) from uint32 keys, identical on every device: [count] for a key, [..., count] for keys."""
     counters = tf.cast(tf.range(count, dtype=tf.int32), tf.uint32) * _u32(contract.GOLDEN)
-    bits = hash_uint32(tf.bitwise.bitwise_xor(hash_uint32(key), counters) + _u32(1))
+    key = tf.convert_to_tensor(key, tf.uint32)
+    mixed = hash_uint32(key[..., None]) if key.shape.rank else hash_uint32(key)
+    bits = hash_uint32(tf.bitwise.bitwise_xor(mixed, counters) + _u32(1))
     shift = 32 - contract.UNIFORM_BITS
     return tf.cast(tf.bitwise.right_shift(bits, _u32(shift)), tf.float32) * (1.0 / (1 << contract.UNIFORM_BITS))
 

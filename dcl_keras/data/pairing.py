@@ -40,20 +40,25 @@ def validate_ratio(originals, destructed):
 
 
 def make_views(image, label, key, *, n, k, originals=1, destructed=1):
-    """Turns one augmented image into its original and destructed views.
+    """Turns one augmented image, or a batch of them, into original and destructed views.
 
     Args:
-        image: [H, W, 3] (any dtype: the views keep it), already augmented.
-        label: int32 scalar.
-        key: uint32 scalar, the example's key (seed, epoch, position).
+        image: [H, W, 3] (any dtype: the views keep it), already augmented;
+            or a batch [B, H, W, 3].
+        label: int32 scalar ([B] for a batch).
+        key: uint32 scalar, the example's key (seed, epoch, position) ([B]).
         n, k: RCM grid size and neighbourhood.
         originals, destructed: copies of each kind to emit.
 
     Returns:
-        (images [V, H, W, 3], targets dict of [V, ...]) with V = originals + destructed.
+        (images [V, H, W, 3], targets dict of [V, ...]) with V = originals +
+        destructed; [B, V, ...] for a batch, the same views as one example at
+        a time.
     """
+    key = tf.convert_to_tensor(key, tf.uint32)
+    batch = tf.shape(key)
     images, sources = [], []
-    identity = rcm.identity_source(n)
+    identity = tf.broadcast_to(rcm.identity_source(n), tf.concat([batch, [n, n, 2]], 0))
     for _ in range(originals):
         images.append(image)
         sources.append(identity)
@@ -64,12 +69,13 @@ def make_views(image, label, key, *, n, k, originals=1, destructed=1):
         images.append(destructed_image)
         sources.append(source)
     views = originals + destructed
+    view_shape = tf.concat([batch, [views]], 0)
     targets = {
-        CLASSIFIER: tf.fill([views], tf.cast(label, tf.int32)),
-        DISCRIMINATOR: tf.constant(contract.view_labels(originals, destructed), tf.int32),
-        ALIGNMENT: rcm.alignment_target(tf.stack(sources)),
+        CLASSIFIER: tf.broadcast_to(tf.cast(label, tf.int32)[..., None], view_shape),
+        DISCRIMINATOR: tf.broadcast_to(tf.constant(contract.view_labels(originals, destructed), tf.int32), view_shape),
+        ALIGNMENT: rcm.alignment_target(tf.stack(sources, axis=-4)),
     }
-    return tf.stack(images), targets
+    return tf.stack(images, axis=-4), targets
 
 
 def flatten_views(images, targets):

@@ -162,19 +162,41 @@ def examples(source, order_key=None, *, resize_size=0, reducing_gap=0.0, shuffle
 
 
 class DecodedImages:
-    """A file split's images decoded once and held in memory: one flat uint8 buffer, sliced per image."""
+    """A file split's images decoded once and held in memory: one uint8 [P, 3] buffer of their pixels."""
 
     def __init__(self, images):
-        sizes = [image.size for image in images]
-        self.offsets = tf.constant(np.concatenate([[0], np.cumsum(sizes)]), tf.int64)
+        counts = [image.shape[0] * image.shape[1] for image in images]
+        # Rows of the buffer where each image starts; int64 only where int32 cannot address them all.
+        dtype = tf.int64 if sum(counts) >= 2**31 else tf.int32
+        self.offsets = tf.constant(np.concatenate([[0], np.cumsum(counts)]), dtype)
         self.shapes = tf.constant(np.array([image.shape[:2] for image in images], np.int32).reshape(-1, 2))
-        self.pixels = tf.constant(np.concatenate([image.reshape(-1) for image in images]) if images else [], tf.uint8)
-        self.num_bytes = int(sum(sizes))
+        pixels = np.concatenate([image.reshape(-1, 3) for image in images]) if images else np.zeros([0, 3], np.uint8)
+        self.pixels = tf.constant(pixels, tf.uint8)
+        self.num_bytes = int(pixels.nbytes)
 
     def image(self, index):
         """uint8 [H, W, 3]: image `index` of the split, as decoded."""
         pixels = self.pixels[self.offsets[index] : self.offsets[index + 1]]
         return tf.ensure_shape(tf.reshape(pixels, tf.concat([self.shapes[index], [3]], 0)), [None, None, 3])
+
+    def train_augment(self, indices, keys, resize_size, image_size, rotation):
+        """uint8 [B, image_size, image_size, 3]: images `indices` augmented with `keys`, in one op.
+
+        Pixel for pixel what `augment.train_augment` (pillow resampling) makes
+        of each image (`augment.train_augment_batch`); no image is copied out
+        of the buffer first.
+        """
+        shapes = tf.gather(self.shapes, indices)
+        return augment.train_augment_batch(
+            self.pixels,
+            tf.gather(self.offsets, indices),
+            shapes[:, 0],
+            shapes[:, 1],
+            keys,
+            resize_size,
+            image_size,
+            rotation,
+        )
 
 
 def decode_in_memory(source, *, resize_size, reducing_gap=0.0, limit_mb=0):
@@ -242,7 +264,6 @@ def positioned_examples(
     passes=1,
     keep=None,
     process=(0, 1),
-    decoded=None,
 ):
     """(position int64, image, label): `examples` with each example's place in the (shuffled) order.
 
@@ -256,9 +277,6 @@ def positioned_examples(
     (records), `process=(index, count)` reads only this process's files, and
     positions are then global, `local position x count + index`, so no two
     processes share a key (`start` counts local positions).
-
-    `decoded` (a file split's `decode_in_memory`) gives the images instead of
-    their files.
     """
     decode_options = dict(
         crop_bottom=getattr(source, "crop_bottom", 0), resize_size=resize_size, reducing_gap=reducing_gap
@@ -284,18 +302,21 @@ def positioned_examples(
         )
     paths = tf.constant(source.paths)
     labels = tf.constant(source.labels, tf.int32)
+    return positioned_indices(source, order_key, start=start, passes=passes, keep=keep).map(
+        lambda position, i: (position, read_image(paths[i], **decode_options), labels[i]),
+        num_parallel_calls=AUTOTUNE,
+    )
+
+
+def positioned_indices(source, order_key=None, *, start=0, passes=1, keep=None):
+    """(position int64, index int32) of a file split: `positioned_examples`' order, before any file is read."""
     indices = tf.range(source.num_examples)
     if order_key is not None:
         indices = tf.random.experimental.stateless_shuffle(indices, seed=keyed_hash.shuffle_seed(order_key))
     ds = tf.data.Dataset.from_tensor_slices(indices).repeat(passes).enumerate().skip(start)
     if keep is not None:
         ds = ds.filter(lambda position, i: keep(position))
-    if decoded is not None:
-        return ds.map(lambda position, i: (position, decoded.image(i), labels[i]), num_parallel_calls=AUTOTUNE)
-    return ds.map(
-        lambda position, i: (position, read_image(paths[i], **decode_options), labels[i]),
-        num_parallel_calls=AUTOTUNE,
-    )
+    return ds
 
 
 def is_file_sharded(source):
@@ -423,8 +444,9 @@ def train_batches(
             count.
         cache_mb: with the pillow resampling, a file split's images are
             decoded once and held in memory when they fit in this many MiB
-            (`decode_in_memory`; the same batches, less work per epoch); 0
-            reads every file every epoch.
+            (`decode_in_memory`), and augmented, destructed and paired a
+            whole batch at a time (the same batches, a fraction of the
+            work); 0 reads every file every epoch.
 
     Returns:
         tf.data.Dataset of (images [M, H, W, 3], targets dict), or of
@@ -452,6 +474,7 @@ def train_batches(
     decoded = None
     if resampling == "pillow":
         decoded = decode_in_memory(source, resize_size=resize_size, reducing_gap=reducing_gap, limit_mb=cache_mb)
+    decoded_labels = None if decoded is None else tf.constant(source.labels, tf.int32)
     if by_file:
         share = dict(process=(process_index, process_count))
         skipped = skip * local_batch
@@ -459,35 +482,50 @@ def train_batches(
         share = dict(keep=process_share(batch_size, process_index, process_count) if process_count > 1 else None)
         skipped = skip * batch_size
 
+    def views(images, labels, keys):
+        if not rcm_in_pipeline:
+            return {DEVICE_IMAGES: tf.cast(images, tf.float32), DEVICE_KEYS: keys}, labels
+        return pairing.make_views(images, labels, keys, n=n, k=k, originals=originals, destructed=destructed)
+
     def prepare(position, image, label, epoch):
         key = keyed_hash.combine_keys(seed, epoch, position)
         image = augment.train_augment(image, key, resize_size, image_size, rotation, resampling, keep_uint8=True)
-        if not rcm_in_pipeline:
-            return {DEVICE_IMAGES: tf.cast(image, tf.float32), DEVICE_KEYS: key}, label
-        return pairing.make_views(image, label, key, n=n, k=k, originals=originals, destructed=destructed)
+        return views(image, label, key)
+
+    def prepare_held(positions, indices, epoch):  # A whole batch of images held in memory.
+        keys = keyed_hash.combine_keys(seed, epoch, positions)
+        images = decoded.train_augment(indices, keys, resize_size, image_size, rotation)
+        return views(images, tf.gather(decoded_labels, indices), keys)
 
     def one_epoch(epoch):
         # A second pass over the epoch's order fills the batches of files that failed to decode, so an epoch
         # always yields `per_epoch` batches and stays a Keras epoch; it is read only when needed. A resumed
         # epoch skips the examples already consumed before reading them (exact when none of them failed).
         order_key = keyed_hash.combine_keys(seed, epoch, contract.ORDER_POSITION)
+        start = tf.where(epoch == first_epoch, tf.constant(skipped, tf.int64), 0)
+        batches = tf.where(epoch == first_epoch, tf.constant(per_epoch - skip, tf.int64), per_epoch)
+        if decoded is not None:
+            # Nothing left to decode, so nothing fails: a batch's positions first, then the whole batch is
+            # augmented in one op and destructed in a few (the same batches, a fraction of the per-op cost).
+            ds = positioned_indices(source, order_key, start=start, **share)
+            ds = ds.batch(local_batch, drop_remainder=True)
+            ds = ds.map(lambda positions, indices: prepare_held(positions, indices, epoch), num_parallel_calls=AUTOTUNE)
+            return ds.take(batches)
         ds = positioned_examples(
             source,
             order_key,
             resize_size=resize_size,
             reducing_gap=reducing_gap,
             shuffle_buffer=shuffle_buffer,
-            start=tf.where(epoch == first_epoch, tf.constant(skipped, tf.int64), 0),
+            start=start,
             passes=2,
-            decoded=decoded,
             **share,
         )
         ds = ds.map(lambda i, image, label: prepare(i, image, label, epoch), num_parallel_calls=AUTOTUNE)
         if bad_files == "skip":
             ds = ds.ignore_errors(log_warning=True)
         ds = ds.batch(local_batch, drop_remainder=True, num_parallel_calls=AUTOTUNE)
-        ds = ds.take(tf.where(epoch == first_epoch, tf.constant(per_epoch - skip, tf.int64), per_epoch))
-        return _fail_if_empty(ds, epoch)
+        return _fail_if_empty(ds.take(batches), epoch)
 
     ds = tf.data.Dataset.range(first_epoch, 1 << 40).flat_map(one_epoch)
     if rcm_in_pipeline:

@@ -51,30 +51,35 @@ def _local_shuffle_orders(jitter, n):
 
 
 def draw_region_permutation(key, n, k):
-    """Draws the RCM mapping for one image.
+    """Draws the RCM mapping for one image, or for a batch of keys.
 
     Args:
         key: uint32 scalar tensor (see `combine_keys`), e.g. from (seed, epoch,
-            example index).
+            example index), or uint32 [B] keys, one per image.
         n: int, regions per side (N).
         k: int, neighbourhood size, 1 <= k < N.
 
     Returns:
-        int32 tensor [N, N, 2]: for each destination cell (row, col), the (row,
-        col) of its source cell in the original image.
+        int32 tensor [N, N, 2] ([B, N, N, 2] for keys [B]): for each
+        destination cell (row, col), the (row, col) of its source cell in the
+        original image. A key gives the same map alone and in a batch.
     """
+    key = tf.convert_to_tensor(key, tf.uint32)
+    batch = tf.shape(key)
     if n == 1:
-        return tf.zeros([1, 1, 2], tf.int32)
-    u = tf.reshape(hash_uniform(key, 2 * n * n), [2, n, n])
+        return tf.zeros(tf.concat([batch, [1, 1, 2]], 0), tf.int32)
+    u = tf.reshape(hash_uniform(key, 2 * n * n), tf.concat([batch, [2, n, n]], 0))
     jitter = float(k) * (2.0 * u - 1.0)
-    # row_order[j, p]: column (in row j) of the region that goes to column p.
-    row_order = _local_shuffle_orders(jitter[0], n)
-    # col_order[i, p]: row (in column i) of the region that goes to row p.
-    col_order = _local_shuffle_orders(jitter[1], n)
-    src_row = tf.transpose(col_order)  # [dest_row, dest_col]
-    cols = tf.broadcast_to(tf.range(n, dtype=tf.int32)[None, :], [n, n])
-    src_col = tf.gather_nd(row_order, tf.stack([src_row, cols], axis=-1))
-    return tf.stack([src_row, src_col], axis=-1)
+    # row_order[..., j, p]: column (in row j) of the region that goes to column p.
+    row_order = _local_shuffle_orders(jitter[..., 0, :, :], n)
+    # col_order[..., i, p]: row (in column i) of the region that goes to row p.
+    col_order = _local_shuffle_orders(jitter[..., 1, :, :], n)
+    src_row = tf.linalg.matrix_transpose(col_order)  # [..., dest_row, dest_col]
+    # src_col[..., r, c] = row_order[..., src_row[..., r, c], c]
+    index = src_row * n + tf.range(n, dtype=tf.int32)
+    flat_shape = tf.concat([batch, [n * n]], 0)
+    src_col = tf.gather(tf.reshape(row_order, flat_shape), tf.reshape(index, flat_shape), batch_dims=key.shape.rank)
+    return tf.stack([src_row, tf.reshape(src_col, tf.shape(src_row))], axis=-1)
 
 
 def apply_region_permutation(image, source):

@@ -21,9 +21,10 @@ def _stream(split, count, batch_size=4, **kwargs):
     return list(pipeline.train_batches(split, batch_size=batch_size, **ARGS, **kwargs).take(count).as_numpy_iterator())
 
 
-@pytest.mark.parametrize("placement", ["pipeline", "device"])
-def test_the_process_slices_are_the_single_process_batches(split, placement):
-    rcm = dict(rcm_in_pipeline=placement == "pipeline")
+@pytest.mark.parametrize("placement,cache_mb", [("pipeline", 0), ("device", 0), ("pipeline", 16), ("device", 16)])
+def test_the_process_slices_are_the_single_process_batches(split, placement, cache_mb):
+    """From the files, or from the decoded images held in memory (a whole batch augmented at a time)."""
+    rcm = dict(rcm_in_pipeline=placement == "pipeline", cache_mb=cache_mb)
     single = _stream(split, 8, **rcm)  # 6 steps an epoch: crosses into the second epoch.
     parts = [_stream(split, 8, process_index=p, process_count=2, **rcm) for p in range(2)]
     for step, whole in enumerate(single):
