@@ -30,7 +30,7 @@ def hash_uint32(x):
 
 
 def combine_keys(*parts):
-    """Folds integers (Python ints or scalar tensors) into one uint32 key."""
+    """Folds integers (Python ints or integer tensors) into one uint32 key, or elementwise into keys [B]."""
     key = _u32(contract.KEY_INIT)
     for part in parts:
         part = tf.cast(tf.cast(part, tf.int64) % (1 << 32), tf.uint32)
@@ -41,7 +41,7 @@ def combine_keys(*parts):
 def hash_uniform(key, count):
     """float32 draws in [0, 1) from uint32 keys, identical on every device: [count] for a key, [..., count] for keys."""
     counters = tf.cast(tf.range(count, dtype=tf.int32), tf.uint32) * _u32(contract.GOLDEN)
-    key = tf.convert_to_tensor(key, tf.uint32)
+    key = tf.cast(key, tf.uint32)
     mixed = hash_uint32(key[..., None]) if key.shape.rank else hash_uint32(key)
     bits = hash_uint32(tf.bitwise.bitwise_xor(mixed, counters) + _u32(1))
     shift = 32 - contract.UNIFORM_BITS

@@ -55,7 +55,7 @@ def make_views(image, label, key, *, n, k, originals=1, destructed=1):
         destructed; [B, V, ...] for a batch, the same views as one example at
         a time.
     """
-    key = tf.convert_to_tensor(key, tf.uint32)
+    key = tf.cast(key, tf.uint32)
     batch = tf.shape(key)
     images, sources = [], []
     identity = tf.broadcast_to(rcm.identity_source(n), tf.concat([batch, [n, n, 2]], 0))

@@ -10,7 +10,7 @@ Drawing and applying the permutation are separate steps:
 
 * `draw_region_permutation(key, n, k)` returns `source`, int32 [N, N, 2]:
   `source[r, c] = (row, col)` of the original cell that lands in destination
-  cell (r, c).
+  cell (r, c); keys [B] give [B, N, N, 2], each key's own map.
 * `apply_region_permutation(image, source)` moves the pixels (a pure gather).
 
 The jitter comes from the keyed counter hash (`dcl_keras.data.keyed_hash`), not
@@ -64,7 +64,7 @@ def draw_region_permutation(key, n, k):
         destination cell (row, col), the (row, col) of its source cell in the
         original image. A key gives the same map alone and in a batch.
     """
-    key = tf.convert_to_tensor(key, tf.uint32)
+    key = tf.cast(key, tf.uint32)
     batch = tf.shape(key)
     if n == 1:
         return tf.zeros(tf.concat([batch, [1, 1, 2]], 0), tf.int32)
@@ -111,7 +111,7 @@ def invert_region_permutation(source):
 
 
 def region_confusion(image, key, n, k):
-    """Destructs one image: returns (destructed image, source map int32 [N, N, 2])."""
+    """Destructs one image: returns (destructed image, source map int32 [N, N, 2]); or a batch, with keys [B]."""
     source = draw_region_permutation(key, n, k)
     return apply_region_permutation(image, source), source
 

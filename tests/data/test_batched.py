@@ -57,3 +57,10 @@ def test_a_batch_makes_each_examples_views_and_targets(originals, destructed):
         np.testing.assert_array_equal(views[b].numpy(), one_views.numpy())
         for name, value in one_targets.items():
             np.testing.assert_array_equal(targets[name][b].numpy(), value.numpy(), err_msg=name)
+
+
+def test_integer_keys_of_any_dtype_are_taken_as_uint32():
+    for key in (5, tf.constant(5), tf.constant(5, tf.int64)):
+        np.testing.assert_array_equal(
+            rcm.draw_region_permutation(key, 4, 2).numpy(), rcm.draw_region_permutation(tf.constant(5, tf.uint32), 4, 2)
+        )

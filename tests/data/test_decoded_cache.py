@@ -69,6 +69,18 @@ def test_same_batches_without_rcm_in_the_pipeline_and_with_draft_decoding(mixed_
                 np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [dict(n=1, k=1, originals=0, destructed=2), dict(originals=2, destructed=1, rotation=0.0), dict(batch_size=2)],
+    ids=["n1_destructed_only", "two_originals_no_rotation", "batch_2"],
+)
+def test_same_batches_for_other_views_and_batch_sizes(mixed_split, options):
+    """Held images go through a whole batch at a time (one warp, RCM and pairing per batch)."""
+    _assert_same_batches(
+        _take(mixed_split, 3, start_step=1, **options), _take(mixed_split, 3, start_step=1, cache_mb=16, **options)
+    )
+
+
 def test_images_that_may_not_fit_are_read_from_their_files(mixed_split, caplog):
     # 9 images of at most 40 x 40 x 3 bytes: 43,200 bytes, over a budget of 0.04 MiB (41,943 bytes).
     with caplog.at_level(logging.INFO):

@@ -22,14 +22,18 @@ def _stream(split, count, batch_size=4, **kwargs):
 
 
 @pytest.mark.parametrize("placement,cache_mb", [("pipeline", 0), ("device", 0), ("pipeline", 16), ("device", 16)])
-def test_the_process_slices_are_the_single_process_batches(split, placement, cache_mb):
+def test_the_process_slices_are_the_single_process_batches(split, placement, cache_mb, monkeypatch):
     """From the files, or from the decoded images held in memory (a whole batch augmented at a time)."""
     rcm = dict(rcm_in_pipeline=placement == "pipeline", cache_mb=cache_mb)
+    held = []
+    real = pipeline.decode_in_memory
+    monkeypatch.setattr(pipeline, "decode_in_memory", lambda *a, **k: held.append(real(*a, **k)) or held[-1])
     single = _stream(split, 8, **rcm)  # 6 steps an epoch: crosses into the second epoch.
     parts = [_stream(split, 8, process_index=p, process_count=2, **rcm) for p in range(2)]
     for step, whole in enumerate(single):
         joined = tf.nest.map_structure(lambda *xs: np.concatenate(xs), *[part[step] for part in parts])
         tf.nest.map_structure(np.testing.assert_array_equal, joined, whole)
+    assert len(held) == 3 and all((images is not None) == bool(cache_mb) for images in held)
 
 
 def test_resuming_a_process_slice_is_exact(split):
