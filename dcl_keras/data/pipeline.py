@@ -1,4 +1,4 @@
-"""tf.data pipelines: files -> decode -> augment -> batches -> RCM and pairing of each batch.
+"""tf.data pipelines: files -> decode -> augment -> RCM and pairing -> batches.
 
 Reproducibility: the training stream is a sequence of epochs. Epoch `e` visits
 the examples in an order drawn from (seed, e), and example number `i` of that
@@ -482,22 +482,20 @@ def train_batches(
         share = dict(keep=process_share(batch_size, process_index, process_count) if process_count > 1 else None)
         skipped = skip * batch_size
 
-    def augment_one(position, image, label, epoch):
-        key = keyed_hash.combine_keys(seed, epoch, position)
-        image = augment.train_augment(image, key, resize_size, image_size, rotation, resampling, keep_uint8=True)
-        return image, label, key
-
-    def augment_held(positions, indices, epoch):  # A whole batch of images held in memory, in one op.
-        keys = keyed_hash.combine_keys(seed, epoch, positions)
-        images = decoded.train_augment(indices, keys, resize_size, image_size, rotation)
-        return images, tf.gather(decoded_labels, indices), keys
-
-    def views(images, labels, keys):  # A batch: destructed, paired and flattened in a few ops, not per example.
+    def views(images, labels, keys):
         if not rcm_in_pipeline:
             return {DEVICE_IMAGES: tf.cast(images, tf.float32), DEVICE_KEYS: keys}, labels
-        return pairing.flatten_views(
-            *pairing.make_views(images, labels, keys, n=n, k=k, originals=originals, destructed=destructed)
-        )
+        return pairing.make_views(images, labels, keys, n=n, k=k, originals=originals, destructed=destructed)
+
+    def prepare(position, image, label, epoch):
+        key = keyed_hash.combine_keys(seed, epoch, position)
+        image = augment.train_augment(image, key, resize_size, image_size, rotation, resampling, keep_uint8=True)
+        return views(image, label, key)
+
+    def prepare_held(positions, indices, epoch):  # A whole batch of images held in memory.
+        keys = keyed_hash.combine_keys(seed, epoch, positions)
+        images = decoded.train_augment(indices, keys, resize_size, image_size, rotation)
+        return views(images, tf.gather(decoded_labels, indices), keys)
 
     def one_epoch(epoch):
         # A second pass over the epoch's order fills the batches of files that failed to decode, so an epoch
@@ -508,10 +506,10 @@ def train_batches(
         batches = tf.where(epoch == first_epoch, tf.constant(per_epoch - skip, tf.int64), per_epoch)
         if decoded is not None:
             # Nothing left to decode, so nothing fails: a batch's positions first, then the whole batch is
-            # augmented in one op (the same batches, a fraction of the per-example cost).
+            # augmented in one op and destructed in a few (the same batches, a fraction of the per-op cost).
             ds = positioned_indices(source, order_key, start=start, **share)
             ds = ds.batch(local_batch, drop_remainder=True)
-            ds = ds.map(lambda positions, indices: augment_held(positions, indices, epoch), num_parallel_calls=AUTOTUNE)
+            ds = ds.map(lambda positions, indices: prepare_held(positions, indices, epoch), num_parallel_calls=AUTOTUNE)
             return ds.take(batches)
         ds = positioned_examples(
             source,
@@ -523,14 +521,15 @@ def train_batches(
             passes=2,
             **share,
         )
-        ds = ds.map(lambda i, image, label: augment_one(i, image, label, epoch), num_parallel_calls=AUTOTUNE)
+        ds = ds.map(lambda i, image, label: prepare(i, image, label, epoch), num_parallel_calls=AUTOTUNE)
         if bad_files == "skip":
             ds = ds.ignore_errors(log_warning=True)
         ds = ds.batch(local_batch, drop_remainder=True, num_parallel_calls=AUTOTUNE)
         return _fail_if_empty(ds.take(batches), epoch)
 
     ds = tf.data.Dataset.range(first_epoch, 1 << 40).flat_map(one_epoch)
-    ds = ds.map(views, num_parallel_calls=AUTOTUNE)
+    if rcm_in_pipeline:
+        ds = ds.map(pairing.flatten_views, num_parallel_calls=AUTOTUNE)
     # One thread inside each op: the parallel maps already use the cores, and ops that split themselves
     # over threads fight the model's own ops for them (demo fit at 0.5x of model-only on 2 cores without it).
     options = tf.data.Options()
