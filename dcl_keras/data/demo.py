@@ -385,7 +385,9 @@ def ensure_demo_dataset(
     The folder name encodes the parameters and the kind's generator version
     (`folder_name`), and it appears atomically (written to a temporary
     folder, then renamed), so an interrupted run never leaves a half-written
-    dataset behind.
+    dataset behind. Several processes may generate it at once (parallel
+    sweeps on a fresh machine): the first rename wins, and the others, whose
+    copies are identical (the generator is deterministic), use it.
     """
     name, params = folder_name(num_classes, train_per_class, test_per_class, image_size, seed, kind)
     cache_dir = os.path.expanduser(cache_dir or default_cache_dir())
@@ -399,6 +401,10 @@ def ensure_demo_dataset(
         with open(os.path.join(tmp, "demo.json"), "w") as f:
             json.dump(params, f, indent=2)
         os.replace(tmp, root)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.isfile(os.path.join(root, "demo.json")):  # Not another process's finished copy.
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -40,6 +41,32 @@ def test_deterministic_from_the_seed_and_written_as_jpeg_folders(tmp_path):
         == a
     )
     assert not [d for d in os.listdir(tmp_path / "a") if d.startswith(".")]
+
+
+def test_a_copy_finished_by_another_process_meanwhile_is_used(tmp_path, monkeypatch):
+    """Two runs generating the same demo at once: the second rename finds the first's folder and uses it."""
+    args = dict(num_classes=3, train_per_class=2, test_per_class=1, image_size=32)
+    other = demo.ensure_demo_dataset(str(tmp_path / "other"), **args)
+    real = demo.generate
+
+    def generate_while_another_process_finishes(folder, **kwargs):
+        real(folder, **kwargs)
+        shutil.copytree(other, os.path.join(str(tmp_path / "cache"), os.path.basename(other)))
+
+    monkeypatch.setattr(demo, "generate", generate_while_another_process_finishes)
+    root = demo.ensure_demo_dataset(str(tmp_path / "cache"), **args)
+    assert os.path.basename(root) == os.path.basename(other) and _digest(root) == _digest(other)
+    assert os.listdir(tmp_path / "cache") == [os.path.basename(other)]  # The losing copy is removed.
+
+
+def test_a_failed_rename_is_raised_when_no_finished_copy_is_there(tmp_path, monkeypatch):
+    def fail(src, dst):
+        raise PermissionError(13, "Permission denied", dst)
+
+    monkeypatch.setattr(demo.os, "replace", fail)
+    with pytest.raises(PermissionError):
+        demo.ensure_demo_dataset(str(tmp_path), num_classes=3, train_per_class=2, test_per_class=1, image_size=32)
+    assert not os.listdir(tmp_path)
 
 
 def test_class_count_is_checked():
