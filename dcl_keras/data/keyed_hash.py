@@ -41,8 +41,7 @@ def combine_keys(*parts):
 def hash_uniform(key, count):
     """float32 draws in [0, 1) from uint32 keys, identical on every device: [count] for a key, [..., count] for keys."""
     counters = tf.cast(tf.range(count, dtype=tf.int32), tf.uint32) * _u32(contract.GOLDEN)
-    key = tf.cast(key, tf.uint32)
-    mixed = hash_uint32(key[..., None]) if key.shape.rank else hash_uint32(key)
+    mixed = hash_uint32(tf.cast(key, tf.uint32)[..., None])  # [..., 1]: a scalar key broadcasts to [count].
     bits = hash_uint32(tf.bitwise.bitwise_xor(mixed, counters) + _u32(1))
     shift = 32 - contract.UNIFORM_BITS
     return tf.cast(tf.bitwise.right_shift(bits, _u32(shift)), tf.float32) * (1.0 / (1 << contract.UNIFORM_BITS))

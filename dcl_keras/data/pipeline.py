@@ -174,11 +174,6 @@ class DecodedImages:
         self.pixels = tf.constant(pixels, tf.uint8)
         self.num_bytes = int(pixels.nbytes)
 
-    def image(self, index):
-        """uint8 [H, W, 3]: image `index` of the split, as decoded."""
-        pixels = self.pixels[self.offsets[index] : self.offsets[index + 1]]
-        return tf.ensure_shape(tf.reshape(pixels, tf.concat([self.shapes[index], [3]], 0)), [None, None, 3])
-
     def train_augment(self, indices, keys, resize_size, image_size, rotation):
         """uint8 [B, image_size, image_size, 3]: images `indices` augmented with `keys`, in one op.
 
