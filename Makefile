@@ -28,8 +28,13 @@ browser:
 		$(SUDO) apt-get update -qq >/dev/null && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
+# The TF tests run in up to 4 processes (pytest-xdist; 2 on CI's 2 cores): most of their time is single-threaded
+# Python, TF start-up and bin/ subprocesses, so 2 processes take about 0.6x the wall time of 1 there (benchmarks/
+# README.md). The JAX group gains nothing from it (its few tests' time is mostly each process's start-up).
+XDIST := -n auto --maxprocesses=4
+
 test: install browser
-	$(PY) -m pytest tests
+	$(PY) -m pytest $(XDIST) tests
 	KERAS_BACKEND=jax $(PY) -m pytest -m "backend_agnostic and not slow" tests
 
 # The opt-in group: longer end-to-end runs (SIGKILL at epoch boundaries, bin/sweep, bin/analyze, the JAX tools,
