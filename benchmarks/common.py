@@ -64,6 +64,23 @@ def run_pinned(args, cores):
     return done.stdout.strip().splitlines()[-1]
 
 
+ISA_CHOICES = ("", "SSE4_2", "AVX", "AVX2", "AVX512")
+
+
+def cap_isa(max_isa):
+    """Caps the instruction set XLA compiles for and oneDNN dispatches to (before TensorFlow loads; inherited).
+
+    How an AVX-512 host measures what a CPU without AVX-512 gets from those
+    two (`--max_isa AVX2`); TF's own kernels and Pillow are compiled for a
+    fixed baseline and do not change. Returns a note for the machine line.
+    """
+    if not max_isa:
+        return ""
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_max_isa={max_isa}".strip()
+    os.environ["ONEDNN_MAX_CPU_ISA"] = max_isa
+    return f"; XLA and oneDNN capped at {max_isa}"
+
+
 VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile")
 
 

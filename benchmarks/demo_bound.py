@@ -1,6 +1,6 @@
 """What bounds a demo training step: the input alone, the model alone, or neither (fit), in one run.
 
-    python benchmarks/demo_bound.py [--config configs/demo.py] [--steps 120] [--rounds 9]
+    python benchmarks/demo_bound.py [--config configs/demo.py] [--steps 120] [--rounds 9] [--max_isa AVX2]
 
 Input only: batches pulled from the training stream of the config. Model
 only: `fit` on one batch held in memory. Fit: `fit` from the real stream.
@@ -14,7 +14,8 @@ change with the cores the machine gives, and model / fit of it is what fit
 can reach of model-only when every core is busy. The target: fit at least
 0.9x the slower of the two (the input is never the bound when the model is
 tiny). `--cache_mb 0` measures the stream that reads its files every epoch
-(`input.cache_mb`). Prints the CPU model and its vector extensions.
+(`input.cache_mb`). `--max_isa AVX2` caps what XLA and oneDNN use, as in
+input_pipeline.py. Prints the CPU model and its vector extensions.
 """
 
 import argparse
@@ -23,7 +24,7 @@ import time
 
 import numpy as np
 
-from common import ROOT, machine
+from common import ISA_CHOICES, ROOT, cap_isa, machine
 
 
 def main():
@@ -32,7 +33,9 @@ def main():
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--cache_mb", type=int, default=None, help="input.cache_mb (default: the config's)")
+    parser.add_argument("--max_isa", default="", choices=ISA_CHOICES, help="AVX2: what a CPU without AVX-512 gets")
     args = parser.parse_args()
+    capped = cap_isa(args.max_isa)
     import tensorflow as tf
 
     from dcl_keras import training
@@ -75,7 +78,7 @@ def main():
             cores[side].append(cpu / wall)
             cpu_ms[side].append(1000.0 * cpu / args.steps)
     ratios = [f / min(i, m) for f, i, m in zip(rates["fit"], rates["input"], rates["model"], strict=True)]
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}{capped}")
     print(
         f"{os.path.relpath(args.config, ROOT)} ({config.input.batch_size} examples, "
         f"{config.input.image_size} px, backbone {config.model.backbone}, input.cache_mb={config.input.cache_mb}), "

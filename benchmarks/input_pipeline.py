@@ -32,7 +32,7 @@ import tempfile
 
 import numpy as np
 
-from common import Timer, machine, run_pinned, write_jpegs
+from common import ISA_CHOICES, Timer, cap_isa, machine, run_pinned, write_jpegs
 
 N, K, RESIZE, CROP, ROTATION = 7, 2, 512, 448, 15.0
 
@@ -180,14 +180,12 @@ def main():
     parser.add_argument(
         "--max_isa",
         default="",
-        choices=["", "SSE4_2", "AVX", "AVX2", "AVX512"],
+        choices=ISA_CHOICES,
         help="Cap the instruction set XLA compiles for and oneDNN dispatches to (AVX2: a CPU without AVX-512).",
     )
     parser.add_argument("--worker", nargs=3, metavar=("KIND", "DIR", "CORES"))
     args = parser.parse_args()
-    if args.max_isa:  # Read by TensorFlow when it loads, in the worker processes that inherit it.
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_max_isa={args.max_isa}".strip()
-        os.environ["ONEDNN_MAX_CPU_ISA"] = args.max_isa
+    capped = cap_isa(args.max_isa)  # Read by TensorFlow when it loads, in the worker processes that inherit it.
     if args.worker:
         kind, folder, cores = args.worker[0], args.worker[1], int(args.worker[2])
         paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs if f.endswith(".jpg"))
@@ -210,7 +208,6 @@ def main():
             f"{args.images} JPEGs ({args.sizes}, equal shares) -> resize {RESIZE}, crop {CROP}, rotate, flip, "
             f"RCM N={N} k={K}, targets"
         )
-        capped = f"; XLA and oneDNN capped at {args.max_isa}" if args.max_isa else ""
         print(f"machine: {machine()}; {all_cores} cores available to this process{capped}")
         results = {}
         for cores in sorted({1, all_cores}):

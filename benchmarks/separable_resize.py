@@ -21,7 +21,7 @@ the rounds; CPU time per example, medians. The script also checks that the
 separable resize equals Pillow's `resize(BILINEAR)` bit for bit and reports
 how many of each formulation's pixels differ from Pillow's training view
 (resize, nearest rotate, crop, flip). `--max_isa` caps the instruction set
-XLA compiles for, as in input_pipeline.py.
+XLA compiles for and oneDNN dispatches to, as in input_pipeline.py.
 """
 
 import argparse
@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from common import machine
+from common import ISA_CHOICES, cap_isa, machine
 
 PRECISION = 22  # Pillow's fixed-point bits for 8-bit images.
 
@@ -103,10 +103,9 @@ def main():
     parser.add_argument("--size", default="500x375")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--examples", type=int, default=480)
-    parser.add_argument("--max_isa", default="", choices=["", "SSE4_2", "AVX", "AVX2", "AVX512"])
+    parser.add_argument("--max_isa", default="", choices=ISA_CHOICES)
     args = parser.parse_args()
-    if args.max_isa:
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_max_isa={args.max_isa}".strip()
+    capped = cap_isa(args.max_isa)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     import tensorflow as tf
@@ -140,7 +139,6 @@ def main():
     view = np.asarray(Image.fromarray(pil).rotate(-np.degrees(angle), resample=Image.NEAREST))
     view = view[int(top) : int(top) + crop, int(left) : int(left) + crop]
     view = view[:, ::-1] if flip else view
-    capped = f"; XLA capped at {args.max_isa}" if args.max_isa else ""
     print(f"machine: {machine()}{capped}; pinned to 1 core; {args.size} -> {resize} -> crop {crop}")
     print(f"separable resize equals Pillow's resize bit for bit (height x width): {', '.join(exact)}")
     for name, fn in formulations.items():
