@@ -28,10 +28,13 @@ browser:
 		$(SUDO) apt-get update -qq >/dev/null && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
-# The TF tests run in up to 4 processes (pytest-xdist; 2 on CI's 2 cores): most of their time is single-threaded
-# Python, TF start-up and bin/ subprocesses, so 2 processes take about 0.6x the wall time of 1 there (benchmarks/
-# README.md). The JAX group gains nothing from it (its few tests' time is mostly each process's start-up).
-XDIST := -n auto --maxprocesses=4
+# The TF tests run in one process per CPU this process may use (nproc), at most 4 (pytest-xdist): most of their
+# time is single-threaded Python, TF start-up and bin/ subprocesses, so 2 processes on 2 cores take about 0.6x the
+# wall time of 1 (benchmarks/README.md). --dist loadscope keeps a module's tests in one process, so its
+# module-scoped fixtures (a trained model, a finished run) are built once. The JAX group gains nothing from more
+# processes (its time is mostly each process's start-up).
+WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
+XDIST := -n $(WORKERS) --dist loadscope
 
 test: install browser
 	$(PY) -m pytest $(XDIST) tests

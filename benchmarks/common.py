@@ -65,6 +65,7 @@ def run_pinned(args, cores):
 
 
 ISA_CHOICES = ("", "SSE4_2", "AVX", "AVX2", "AVX512")
+ONEDNN_ISA = {"SSE4_2": "SSE41", "AVX": "AVX", "AVX2": "AVX2", "AVX512": "AVX512_CORE"}  # oneDNN's names.
 
 
 def cap_isa(max_isa):
@@ -77,7 +78,7 @@ def cap_isa(max_isa):
     if not max_isa:
         return ""
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_max_isa={max_isa}".strip()
-    os.environ["ONEDNN_MAX_CPU_ISA"] = max_isa
+    os.environ["ONEDNN_MAX_CPU_ISA"] = ONEDNN_ISA[max_isa]
     return f"; XLA and oneDNN capped at {max_isa}"
 
 
