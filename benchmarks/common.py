@@ -23,20 +23,40 @@ def load_test_module(name):
     return module
 
 
+def photo_like(rng, height, width):
+    """uint8 [height, width, 3]: smooth waves plus noise, like a photo (not white noise)."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = np.stack([np.sin(xx / rng.uniform(10, 60) + c) * np.cos(yy / rng.uniform(10, 60) - c) for c in range(3)], -1)
+    return np.clip(127 + 90 * base + rng.normal(0, 12, (height, width, 3)), 0, 255).astype(np.uint8)
+
+
+def timed_rounds(sides, rounds):
+    """CPU seconds of each side's round, {name: [seconds per round]}: `sides` maps names to one round's work.
+
+    The order of the sides rotates from round to round, so each side runs
+    early and late under the same load. Process CPU time, which a core the
+    shared machine takes away does not inflate.
+    """
+    names = list(sides)
+    times = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            start = time.process_time()
+            sides[name]()
+            times[name].append(time.process_time() - start)
+    return times
+
+
 def write_jpegs(folder, count, size=(500, 375), classes=4, seed=0):
-    """Writes `count` smooth-plus-noise JPEGs (like photos, not white noise) in class folders."""
+    """Writes `count` smooth-plus-noise JPEGs (`photo_like`) in class folders."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
     w, h = size
-    yy, xx = np.mgrid[0:h, 0:w]
     paths, labels = [], []
     for i in range(count):
         label = i % classes
-        base = np.stack(
-            [np.sin(xx / rng.uniform(10, 60) + c) * np.cos(yy / rng.uniform(10, 60) - c) for c in range(3)], -1
-        )
-        image = np.clip(127 + 90 * base + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+        image = photo_like(rng, h, w)
         path = os.path.join(folder, f"class_{label}", f"{i:05d}.jpg")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         Image.fromarray(image).save(path, quality=90)

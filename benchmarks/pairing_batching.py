@@ -18,9 +18,8 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 
-from common import machine, write_jpegs
+from common import machine, timed_rounds, write_jpegs
 
 BATCH = 16
 
@@ -64,15 +63,16 @@ def measure(size, crop, rounds, batches_per_round):
     for iterator in iterators.values():  # Warm-up: compiles, fills the file cache.
         for _ in range(batches_per_round):
             next(iterator)
-    times = {name: [] for name in streams}
-    names = list(iterators)
-    for round_index in range(rounds):
-        for name in names[round_index % 3 :] + names[: round_index % 3]:  # The order rotates.
-            iterator = iterators[name]
-            start = time.process_time()
+
+    def one_round(iterator):
+        def pull():
             for _ in range(batches_per_round):
                 next(iterator)
-            times[name].append(1000.0 * (time.process_time() - start) / (batches_per_round * BATCH))
+
+        return pull
+
+    seconds = timed_rounds({name: one_round(iterator) for name, iterator in iterators.items()}, rounds)
+    times = {name: [1000.0 * t / (batches_per_round * BATCH) for t in values] for name, values in seconds.items()}
     return n, {name: statistics.median(values) for name, values in times.items()}, times
 
 

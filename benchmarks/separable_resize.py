@@ -33,11 +33,10 @@ Pillow's, not equal to it.
 import argparse
 import os
 import statistics
-import time
 
 import numpy as np
 
-from common import ISA_CHOICES, cap_isa, machine
+from common import ISA_CHOICES, cap_isa, machine, photo_like, timed_rounds
 
 PRECISION = 22  # Pillow's fixed-point bits for 8-bit images.
 
@@ -125,11 +124,7 @@ def main():
     width, height = (int(v) for v in args.size.split("x"))
     resize, crop, rotation = 512, 448, 15.0
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:height, 0:width]
-    images = []
-    for _ in range(16):  # Smooth plus noise, like a photo.
-        base = np.stack([np.sin(xx / rng.uniform(10, 60) + c) * np.cos(yy / rng.uniform(10, 60)) for c in range(3)], -1)
-        images.append(np.clip(127 + 90 * base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8))
+    images = [photo_like(rng, height, width) for _ in range(16)]
     held = tf.constant(np.stack(images))
     formulations, resized = build(resize, crop, rotation)
 
@@ -168,18 +163,19 @@ def main():
 
         return tf.data.Dataset.range(args.examples).map(element).batch(16).with_options(options)
 
+    def one_round(ds):
+        def pull():
+            for _ in ds:
+                pass
+
+        return pull
+
     streams = {name: stream(fn) for name, fn in formulations.items()}
     for ds in streams.values():
-        for _ in ds.take(2):
+        for _ in ds.take(2):  # Compiles.
             pass
-    times = {name: [] for name in streams}
-    for r in range(args.rounds):
-        names = list(streams)[r % 2 :] + list(streams)[: r % 2]
-        for name in names:
-            start = time.process_time()
-            for _ in streams[name]:
-                pass
-            times[name].append((time.process_time() - start) / args.examples * 1e3)
+    seconds = timed_rounds({name: one_round(ds) for name, ds in streams.items()}, args.rounds)
+    times = {name: [t / args.examples * 1e3 for t in values] for name, values in seconds.items()}
     medians = {name: statistics.median(t) for name, t in times.items()}
     for name, t in times.items():
         print(f"{name}: {medians[name]:.3f} ms CPU per example (median of {args.rounds}; {min(t):.3f}-{max(t):.3f})")
