@@ -7,19 +7,30 @@ longer pair new weights with an old epoch count. The data stream is rebuilt
 from that step (`pipeline.train_batches(start_step=...)`), and so are the RCM
 keys of `rcm.placement=device`, which come with the stream.
 
-Also here: the workdir lock (one live run per workdir), the checks that the
-workdir and export folder are writable before training, and the guard that
-stops at the first non-finite loss.
+This module owns `<workdir>/checkpoints/`: the newest checkpoint is
+`latest.keras`, the `train.keep_checkpoints - 1` before it are
+`step_<step>.keras`, and `state.json` describes the newest. Resuming takes the
+newest one that loads; one that does not is moved aside, named in a warning.
+
+Also here: the stop signals (SIGTERM, SIGUSR1: finish the step, save, exit
+with PREEMPTED_EXIT_STATUS), storage errors told in one line, the workdir
+lock (one live run per workdir), the checks that the workdir and export folder
+are writable before training, and the guard that stops at the first
+non-finite loss.
 """
 
+import contextlib
 import errno
 import fcntl
 import json
 import logging
 import math
 import os
+import re
 import shutil
+import signal
 import socket
+import threading
 import time
 
 import keras
@@ -27,9 +38,16 @@ import numpy as np
 
 from dcl_keras.errors import UserError
 
-CHECKPOINT = os.path.join("checkpoints", "latest.keras")
-STATE = os.path.join("checkpoints", "state.json")
+CHECKPOINTS = "checkpoints"
+CHECKPOINT = os.path.join(CHECKPOINTS, "latest.keras")
+STATE = os.path.join(CHECKPOINTS, "state.json")
 LOCK = "lock"
+OLDER = re.compile(r"step_(\d+)\.keras")  # checkpoints/step_<step>.keras: the kept checkpoints before latest.keras.
+UNREADABLE = ".unreadable"  # A checkpoint that failed to load is renamed <name>.unreadable-<time>.
+# The exit status of a run stopped by a signal after saving its checkpoint: sysexits.h's EX_TEMPFAIL ("temporary
+# failure; the user is invited to retry"), distinct from 143 (killed by SIGTERM before anything was saved).
+PREEMPTED_EXIT_STATUS = 75
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 class WorkdirError(UserError):
@@ -40,11 +58,93 @@ class TrainingDivergedError(UserError):
     """A non-finite loss or weights: training stopped, the last good checkpoint kept."""
 
 
+class StorageError(UserError):
+    """A file could not be written (no space, read-only, a lost mount); nothing partial was left behind."""
+
+
+class CheckpointError(UserError):
+    """No checkpoint of the workdir can be read."""
+
+
+class Preempted(Exception):
+    """Training stopped on SIGTERM or SIGUSR1 after saving; the same command resumes (PREEMPTED_EXIT_STATUS)."""
+
+
 def atomic_json(path, payload):
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path):
+    with contextlib.suppress(OSError):
+        os.remove(path)
+
+
+def _fsync(path):
+    """Flushes a file (or a folder's entries) to the disk: a full or lost disk reports here, not after a rename."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.EBADF) or not os.path.isdir(path):
+            raise  # Some file systems cannot fsync a folder; a file that cannot be flushed is an error.
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path, write):
+    """`write(tmp)` to a temporary file beside `path`, flushed to disk, then renamed over `path`.
+
+    On any error the temporary file is removed and the error is raised: `path`
+    is either its old content or its new one, never a part.
+    """
+    folder, name = os.path.split(path)
+    stem, dot, suffixes = name.partition(".")
+    tmp = os.path.join(folder, f"{stem}.tmp{dot}{suffixes}")  # Keeps the suffixes Keras checks (.weights.h5).
+    try:
+        write(tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+    with contextlib.suppress(OSError):
+        _fsync(os.path.dirname(path) or ".")
+
+
+def os_reason(error):
+    """The OS's words for a write error ("No space left on device"): an OSError's, or TensorFlow's first line."""
+    reason = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
+    return reason.strip().splitlines()[0] if reason.strip() else type(error).__name__
+
+
+def storage_error(what, error, intact, then):
+    """The one-line StorageError for `error` (an OSError) while writing `what`.
+
+    Args:
+        what: str, what was being written and where ("the checkpoint at step 8 (runs/x/checkpoints/latest.keras)").
+        error: the OSError.
+        intact: str, what is still good ("the last good checkpoint runs/x/checkpoints/latest.keras (step 4)").
+        then: str, how to go on ("free space or fix the mount, then rerun the same command to resume from it").
+    """
+    code = errno.errorcode.get(getattr(error, "errno", None) or 0)
+    received = f"{type(error).__name__} {code}" if code else type(error).__name__
+    return StorageError(
+        f"Could not write {what}: {os_reason(error)}. Nothing partial was left; {intact} is intact. "
+        f"{then[0].upper()}{then[1:]}. Received: {received}"
+    )
+
+
+def with_context(error, context):
+    """The StorageError `error` with `context` (sentences) before its closing "Received: ..."."""
+    head, sep, received = str(error).rpartition(" Received: ")
+    return StorageError(f"{head} {context} Received: {received}" if sep else f"{error} {context}")
 
 
 def completed_steps(model):
@@ -71,27 +171,80 @@ class _StepCallback(keras.callbacks.Callback):
         self.step += 1
 
 
+def checkpoint_files(folder):
+    """The checkpoints in `<folder>/checkpoints/`, newest first: latest.keras, then step_<step>.keras by step."""
+    directory = os.path.join(folder, CHECKPOINTS)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    older = sorted(((int(m.group(1)), name) for name in names if (m := OLDER.fullmatch(name))), reverse=True)
+    latest = [CHECKPOINT] if os.path.basename(CHECKPOINT) in names else []
+    return [os.path.join(folder, path) for path in latest] + [os.path.join(directory, name) for _, name in older]
+
+
+def checkpoint_step(path, workdir):
+    """The step of a checkpoint file, from its name (step_<step>.keras) or state.json (latest.keras); else None."""
+    match = OLDER.fullmatch(os.path.basename(path))
+    if match:
+        return int(match.group(1))
+    return saved_state(workdir).get("step")
+
+
+def describe(path, step):
+    return f"{path} (step {step})" if step is not None else path
+
+
 class Checkpointer(_StepCallback):
     """Saves model and optimizer state atomically after every epoch and every `every_steps` steps.
 
+    Keeps the newest `keep` checkpoints (latest.keras and step_<step>.keras).
     A model whose weights are no longer finite is never saved over the last
-    good checkpoint: training stops with TrainingDivergedError instead.
+    good checkpoint: training stops with TrainingDivergedError instead. When
+    `stop` (a StopSignals) has caught a signal in any process, every process
+    saves at the end of the same step and raises Preempted.
+
+    Args:
+        workdir: str, the folder whose `checkpoints/` this writes.
+        every_steps: int, also save every this many steps (0: epochs only).
+        stream: dict, the stream fingerprint recorded in state.json.
+        keep: int, checkpoints kept (train.keep_checkpoints).
+        steps_per_epoch: int or None, to record completed epochs at epoch boundaries.
+        stop: StopSignals or None.
+        num_processes: int, processes that must agree on the step to stop at.
     """
 
-    def __init__(self, workdir, every_steps=0, stream=None):
+    def __init__(self, workdir, every_steps=0, stream=None, keep=2, steps_per_epoch=None, stop=None, num_processes=1):
         super().__init__(workdir)
         self.every_steps = int(every_steps)
         self.stream = stream
+        self.keep = int(keep)
+        self.steps_per_epoch = steps_per_epoch
+        self.stop = stop
+        self.num_processes = num_processes
+        self.latest_step = None
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        # latest.keras, if there, is what this run resumed from (an unreadable one was moved aside).
+        self.latest_step = self.step if os.path.isfile(os.path.join(self.workdir, CHECKPOINT)) else None
 
     def on_train_batch_end(self, batch, logs=None):
         super().on_train_batch_end(batch, logs)
-        if self.every_steps and self.step % self.every_steps == 0:
+        signum = self.stop.agreed(self.num_processes) if self.stop else 0
+        if signum or (self.every_steps and self.step % self.every_steps == 0):
             self.save()
+        if signum:
+            path = os.path.join(self.workdir, CHECKPOINT)
+            raise Preempted(
+                f"Stopped by {signal.Signals(signum).name} at step {self.step}: the checkpoint {path} holds it. "
+                f"Rerun the same command to resume from step {self.step}. Exit status {PREEMPTED_EXIT_STATUS}."
+            )
 
     def on_epoch_end(self, epoch, logs=None):
-        self.save(epoch + 1)
+        self.save()
 
-    def save(self, epochs=None):
+    def save(self):
         path = os.path.join(self.workdir, CHECKPOINT)
         bad = _non_finite_weights(self.model)
         if bad:
@@ -100,13 +253,51 @@ class Checkpointer(_StepCallback):
                 f"the last good checkpoint {path}; rerun the same command with a lower "
                 "--config.train.learning_rate to resume from it."
             )
-        tmp = path.replace(".keras", ".tmp.keras")
-        self.model.save(tmp)
-        os.replace(tmp, path)
-        state = {"step": self.step, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "stream": self.stream}
-        if epochs is not None:
-            state["completed_epochs"] = epochs
-        atomic_json(os.path.join(self.workdir, STATE), state)
+        tmp, written = path.replace(".keras", ".tmp.keras"), False
+        try:
+            self.model.save(tmp)
+            _fsync(tmp)
+            self._rotate(path)
+            os.replace(tmp, path)
+            written = True
+            self.latest_step = self.step
+            self._prune()
+            state = {"step": self.step, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "stream": self.stream}
+            if self.steps_per_epoch and self.step % self.steps_per_epoch == 0:
+                state["completed_epochs"] = self.step // self.steps_per_epoch
+            atomic_json(os.path.join(self.workdir, STATE), state)
+        except OSError as e:
+            _remove(tmp)
+            raise self._storage_error(e, written) from None
+        except BaseException:
+            _remove(tmp)
+            raise
+
+    def _rotate(self, path):
+        """Keeps the current latest.keras as step_<its step>.keras when more than one checkpoint is kept."""
+        if self.keep > 1 and self.latest_step is not None and os.path.isfile(path):
+            os.replace(path, os.path.join(self.workdir, CHECKPOINTS, f"step_{self.latest_step}.keras"))
+
+    def _prune(self):
+        for old in checkpoint_files(self.workdir)[self.keep :]:
+            os.remove(old)
+
+    def _storage_error(self, error, written):
+        files = checkpoint_files(self.workdir)
+        if written:
+            intact = f"the checkpoint {describe(files[0], self.step)}"
+        elif files:
+            newest = files[0]
+            step = self.latest_step if newest.endswith(CHECKPOINT) else checkpoint_step(newest, self.workdir)
+            intact = f"the last good checkpoint {describe(newest, step)}"
+        else:
+            intact = "no checkpoint yet (a rerun starts over), and the workdir"
+        return storage_error(
+            f"the checkpoint at step {self.step} ({os.path.join(self.workdir, CHECKPOINT)})",
+            error,
+            intact,
+            "free space (or fix the mount or permissions), then rerun the same command to resume from it",
+        )
 
 
 class DivergenceGuard(_StepCallback):
@@ -140,6 +331,92 @@ def saved_state(workdir):
             return json.load(f)
     except (OSError, ValueError):
         return {}
+
+
+def load_newest(workdir, load, move_aside=True):
+    """(model, path) of the newest checkpoint of `workdir` that `load(path)` reads; (None, None) when there is none.
+
+    A newer checkpoint that cannot be read (truncated, a bad disk) is named in
+    a warning and, with `move_aside` (the chief), renamed
+    `<name>.unreadable-<time>`, so that the next save does not rotate it in.
+    When none can be read, raises CheckpointError naming each file and why.
+    """
+    failed = []
+    for path in checkpoint_files(workdir):
+        try:
+            model = load(path)
+        except Exception as e:  # Keras reports a truncated zip as "File not found", a bad one in other ways.
+            failed.append((path, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+            continue
+        for bad, why in failed:
+            aside = f"{bad}{UNREADABLE}-{time.strftime('%Y%m%dT%H%M%S')}" if move_aside else bad
+            if move_aside:
+                with contextlib.suppress(OSError):
+                    os.replace(bad, aside)
+            logging.warning(
+                "Checkpoint %s cannot be read (%s); moved aside to %s. Resuming from the one before, %s.",
+                bad,
+                why,
+                aside,
+                path,
+            )
+        return model, path
+    if failed:
+        raise CheckpointError(
+            f"No checkpoint in {os.path.join(workdir, CHECKPOINTS)} can be read: "
+            + "; ".join(f"{path} ({why})" for path, why in failed)
+            + ". Restore them (from a copy or a backup), or start a new --workdir. Received: --workdir="
+            + workdir
+        )
+    return None, None
+
+
+def remove_partial_files(folder):
+    """Removes the temporary files a killed save left in `<folder>/checkpoints/` (never a whole checkpoint)."""
+    directory = os.path.join(folder, CHECKPOINTS)
+    for name in os.listdir(directory) if os.path.isdir(directory) else []:
+        if name.endswith((".tmp.keras", ".json.tmp")):
+            _remove(os.path.join(directory, name))
+
+
+class StopSignals:
+    """Catches SIGTERM and SIGUSR1 (`with StopSignals() as stop:`) so training can stop after a step, saved.
+
+    Schedulers send one of them some time before they kill a job (SLURM:
+    `--signal=B:USR1@<seconds>`; preemption and scancel: SIGTERM). The handler
+    only records the signal; the Checkpointer acts on it at the end of the
+    current step. Outside the main thread (a notebook's worker thread) no
+    handler can be installed, and signals keep their previous effect.
+    """
+
+    def __init__(self):
+        self.received = 0
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._record)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def _record(self, signum, frame):
+        self.received = self.received or signum
+
+    def agreed(self, num_processes=1):
+        """The signal that any process caught (0: none). With several processes, a collective every process calls."""
+        if num_processes == 1:
+            return self.received
+        from jax.experimental import multihost_utils
+
+        return int(np.max(multihost_utils.process_allgather(np.int32(self.received))))
+
+    def name(self):
+        return signal.Signals(self.received).name
 
 
 class WorkdirLock:

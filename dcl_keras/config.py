@@ -116,6 +116,7 @@ def base_config():
     c.train.distribution = "none"  # none, mirrored, tpu (TF backend) or data_parallel (JAX); see dcl_keras.distribute.
     c.train.tpu = ""  # train.distribution=tpu: TPU name or grpc:// address ("" = from the environment).
     c.train.checkpoint_every_steps = 0  # Also checkpoint every this many steps (0: after each epoch only).
+    c.train.keep_checkpoints = 2  # Checkpoints kept (newest first); resume falls back to an older one if unreadable.
     c.train.validation_freq = 0  # Evaluate on the validation split every this many epochs (0: never).
     c.train.verbose = 1  # Keras progress bars: 0 silent, 1 bar, 2 one line per epoch.
 
@@ -339,6 +340,12 @@ def validate_config(c):
             "train.checkpoint_every_steps",
             "0 (per epoch) or a positive number of steps",
             c.train.checkpoint_every_steps,
+        )
+    if not isinstance(c.train.keep_checkpoints, int) or c.train.keep_checkpoints < 1:
+        _fail(
+            "train.keep_checkpoints",
+            "an integer >= 1 (2 or more leaves an older checkpoint to resume from if the newest cannot be read)",
+            c.train.keep_checkpoints,
         )
     if str(c.train.jit_compile).lower() not in JIT_COMPILE:
         _fail("train.jit_compile", f"one of {tuple(JIT_COMPILE)}", c.train.jit_compile)

@@ -40,7 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dcl_keras import saving
+from dcl_keras import checkpointing, saving
 from dcl_keras.data import augment, pipeline
 from dcl_keras.errors import UserError
 from dcl_keras.models import dcl
@@ -54,6 +54,18 @@ FORMATS = ("saved_model", "tflite", "onnx")
 TFLITE_QUANTIZATIONS = ("float32", "float16", "int8")
 ONNX_OPSET = 17
 USER_ERROR_EXIT = 2  # Exit status of the TensorFlow child process for an error in the user's input.
+STORAGE_ERROR_EXIT = 3  # ... and for a file it could not write (re-raised as checkpointing.StorageError).
+# What a write to a full, read-only or lost disk raises: Python's OSError, or TensorFlow's file system errors
+# (a SavedModel and TFRecords are written by TensorFlow's C++ file system).
+WRITE_ERRORS = (
+    OSError,
+    tf.errors.ResourceExhaustedError,
+    tf.errors.PermissionDeniedError,
+    tf.errors.NotFoundError,
+    tf.errors.UnavailableError,
+    tf.errors.DataLossError,
+)
+RETRY = "free space (or fix the mount or permissions), then rerun the export"
 
 
 def next_version(export_dir):
@@ -126,19 +138,28 @@ def export_classifier(model, export_dir, *, top_k=5, version=None, class_names=N
     archive.add_endpoint("serve_pixels", serve_pixels)
     archive.add_endpoint("classify", serve_examples)
 
-    os.makedirs(export_dir, exist_ok=True)
+    try:
+        os.makedirs(export_dir, exist_ok=True)
+    except OSError as e:
+        raise checkpointing.storage_error(f"the export folder {export_dir}", e, "nothing", RETRY) from None
     version = int(version or next_version(export_dir))
     target = os.path.join(export_dir, str(version))
     if os.path.exists(target):
         raise FileExistsError(f"Export version folder already exists: {target}. Received: version={version}")
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_dir)
+    tmp = None
     try:
+        tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_dir)
         archive.write_out(tmp, verbose=False)
         _set_method_name(tmp, "classify", CLASSIFY_METHOD)
         write_warmup_requests(tmp, resize_size)
         os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as e:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, WRITE_ERRORS):
+            raise checkpointing.storage_error(
+                f"the export {target}", e, f"every earlier version in {export_dir}", RETRY
+            ) from None
         raise
     return target
 
@@ -216,11 +237,15 @@ def write_warmup_requests(saved_model_dir, image_side):
 
 
 def _write_atomically(path, data):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        checkpointing.write_atomically(path, write)
+    except OSError as e:
+        raise checkpointing.storage_error(f"the converted model {path}", e, "the model it came from", RETRY) from None
     return path
 
 
@@ -365,6 +390,8 @@ def _in_tensorflow(function, **kwargs):
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
     args = [sys.executable, "-m", "dcl_keras.export", function, json.dumps(kwargs)]
     done = subprocess.run(args, env=env, capture_output=True, text=True)
+    if done.returncode == STORAGE_ERROR_EXIT:
+        raise checkpointing.StorageError(done.stderr.strip().splitlines()[-1])
     if done.returncode == USER_ERROR_EXIT:  # The child's one-line message about the user's input.
         raise UserError(done.stderr.strip().splitlines()[-1])
     if done.returncode:
@@ -459,4 +486,4 @@ if __name__ == "__main__":
         print(json.dumps(globals()[sys.argv[1]](**json.loads(sys.argv[2]))))
     except (UserError, FileNotFoundError, FileExistsError) as e:  # The parent re-raises it as a UserError.
         print(e, file=sys.stderr)
-        sys.exit(USER_ERROR_EXIT)
+        sys.exit(STORAGE_ERROR_EXIT if isinstance(e, checkpointing.StorageError) else USER_ERROR_EXIT)

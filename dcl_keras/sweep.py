@@ -43,6 +43,8 @@ RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
 FINISHED = "evaluation.json"
 POINTING = "pointing.json"  # Written by `bin/analyze pointing`, collected when present.
+SLURM_SIGNAL_SECONDS = 180  # USR1 this long before the time limit: a step and a checkpoint fit in it.
+PREEMPTED_EXIT_STATUS = 75  # bin/train's status after saving on a stop signal (checkpointing.PREEMPTED_EXIT_STATUS).
 METRICS = ("top1", "mean_class_accuracy", "pointing_hit_rate", "part_hit_rate")  # Markdown columns (those with values).
 
 
@@ -260,8 +262,12 @@ def finished(run):
 
 
 def shell_line(run):
-    """One shell line: skip when finished, else train (or resume)."""
-    return f"test -f {shlex.quote(os.path.join(run['workdir'], FINISHED))} || {shlex.join(run['command'])}"
+    """One shell line: skip when finished, else train (or resume).
+
+    `exec` makes bin/train the shell's own process, so a signal sent to the
+    line's process (the SLURM script forwards USR1 and TERM) reaches it.
+    """
+    return f"test -f {shlex.quote(os.path.join(run['workdir'], FINISHED))} || exec {shlex.join(run['command'])}"
 
 
 def save_plan(runs, sweep_dir, invocation):
@@ -297,19 +303,44 @@ def write_commands(runs, sweep_dir):
     return path
 
 
-def write_slurm(runs, sweep_dir, sbatch_options=()):
-    """A SLURM array script over the commands file: task i runs line i + 1. Requeued tasks resume."""
+def write_slurm(runs, sweep_dir, sbatch_options=(), signal_seconds=SLURM_SIGNAL_SECONDS):
+    """A SLURM array script over the commands file: task i runs line i + 1. Requeued tasks resume.
+
+    SLURM sends the script USR1 `signal_seconds` before the time limit
+    (`--signal=B:USR1@...`; an --sbatch=--signal=... option replaces it). The
+    script passes USR1 and TERM on to bin/train, which finishes its step,
+    saves a checkpoint and exits with PREEMPTED_EXIT_STATUS; after USR1 the
+    script then requeues its task, which resumes from that checkpoint. After
+    TERM (preemption, scancel) it does not: SLURM's own --requeue brings a
+    preempted job back, and a cancelled one stays cancelled.
+    """
     commands = write_commands(runs, sweep_dir)
+    own_signal = not any(option.startswith("--signal") for option in sbatch_options)
     lines = [
         "#!/bin/bash",
         "#SBATCH --job-name=dcl-sweep",
         f"#SBATCH --array=0-{len(runs) - 1}",
         f"#SBATCH --output={os.path.abspath(sweep_dir)}/slurm-%A_%a.out",
         "#SBATCH --requeue",
+        *([f"#SBATCH --signal=B:USR1@{int(signal_seconds)}"] if own_signal else []),
         *[f"#SBATCH {option}" for option in sbatch_options],
         "set -euo pipefail",
         f'line=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {shlex.quote(os.path.abspath(commands))})',
-        'bash -c "$line"',
+        "# bin/train saves at the end of its step on USR1 or TERM; the trap passes them on.",
+        'requeue=0 child=""',
+        "trap 'requeue=1; kill -USR1 \"$child\" 2>/dev/null || true' USR1",
+        "trap 'kill -TERM \"$child\" 2>/dev/null || true' TERM",
+        'bash -c "$line" &',
+        "child=$!",
+        "while :; do",
+        '    status=0; wait "$child" || status=$?',
+        '    kill -0 "$child" 2>/dev/null || break  # wait also returns when a trap ran; the run may go on.',
+        "done",
+        f'if [ "$status" -eq {PREEMPTED_EXIT_STATUS} ] && [ "$requeue" -eq 1 ]; then',
+        '    echo "dcl-sweep: the run saved a checkpoint before the time limit; requeueing task $SLURM_JOB_ID"',
+        '    scontrol requeue "$SLURM_JOB_ID"',
+        "fi",
+        'exit "$status"',
     ]
     path = os.path.join(sweep_dir, SLURM)
     with open(path, "w") as f:

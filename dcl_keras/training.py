@@ -220,12 +220,22 @@ def _build_trainer(config, split, steps):
     return trainer
 
 
-def _resume(path, config, steps, split):
-    """The trainer of a checkpoint, recompiled from `config` with the checkpoint's optimizer state."""
-    trainer = saving.load_model(path)
+def _resume(workdir, config, steps, split, chief=True):
+    """The trainer of the newest readable checkpoint, recompiled from `config` with its optimizer state; or None.
+
+    Unreadable newer checkpoints are named and (by the chief) moved aside.
+    """
+    trainer, path = checkpointing.load_newest(workdir, saving.load_model, move_aside=chief)
+    if trainer is None:
+        return None
     old_optimizer = trainer.optimizer
     compile_model(trainer, config, steps, split_class_counts(split) if config.loss.class_balance_beta else None)
     checkpointing.adopt_optimizer_state(trainer, old_optimizer)
+    step = checkpointing.completed_steps(trainer)
+    logging.info("Resuming from %s at step %d.", path, step)
+    state = checkpointing.saved_state(workdir)
+    if chief and state.get("step") != step and path != os.path.join(workdir, checkpointing.CHECKPOINT):
+        checkpointing.atomic_json(os.path.join(workdir, checkpointing.STATE), {**state, "step": step})
     return trainer
 
 
@@ -273,7 +283,7 @@ def _check_same_stream(workdir, fingerprint):
         )
 
 
-def train(config, workdir, train_split, val_split=None, process_dir=None, export_dir=None, cluster=None):
+def train(config, workdir, train_split, val_split=None, process_dir=None, export_dir=None, cluster=None, stop=None):
     """Trains (or resumes) the DCL model in `workdir`; returns the trained model.
 
     `val_split` is evaluated every `train.validation_freq` epochs; the test
@@ -284,15 +294,18 @@ def train(config, workdir, train_split, val_split=None, process_dir=None, export
     their `process_dir`; only the chief writes logs. All resume from the
     chief's checkpoint. Each process builds only its share of the input
     (`cluster`, a distribute.Cluster).
+
+    `stop` (a checkpointing.StopSignals) ends training after the step in
+    which a process caught SIGTERM or SIGUSR1, with a checkpoint of that step
+    in every process, by raising checkpointing.Preempted.
     """
     steps = steps_per_epoch(config, train_split, cluster)
-    checkpoint = os.path.join(workdir, checkpointing.CHECKPOINT)
     fingerprint = stream_fingerprint(config, train_split, cluster)
-    if os.path.isfile(checkpoint):
+    checkpointing.remove_partial_files(process_dir or workdir)
+    if checkpointing.checkpoint_files(workdir):
         _check_same_stream(workdir, fingerprint)
-        trainer = _resume(checkpoint, config, steps, train_split)
-        logging.info("Resuming from %s at step %d.", checkpoint, checkpointing.completed_steps(trainer))
-    else:
+    trainer = _resume(workdir, config, steps, train_split, chief=process_dir is None)
+    if trainer is None:
         trainer = _build_trainer(config, train_split, steps)
     model = trainer.dcl_model if isinstance(trainer, dcl.DeviceRCMTrainer) else trainer
     step = checkpointing.completed_steps(trainer)
@@ -340,7 +353,15 @@ def train(config, workdir, train_split, val_split=None, process_dir=None, export
         checkpointing.DivergenceGuard(workdir),
         AlignmentHeadMonitor(),
         LearningRateLogger(),
-        checkpointing.Checkpointer(save_dir, config.train.checkpoint_every_steps, stream=fingerprint),
+        checkpointing.Checkpointer(
+            save_dir,
+            config.train.checkpoint_every_steps,
+            stream=fingerprint,
+            keep=config.train.keep_checkpoints,
+            steps_per_epoch=steps,
+            stop=stop,
+            num_processes=cluster.num_processes if cluster else 1,
+        ),
     ]
     if process_dir is None:
         callbacks += [
@@ -407,10 +428,40 @@ def train_and_evaluate(config, workdir, cluster=None):
         scope = distribute.setup(config.train.distribution, cluster, config.train.tpu)
         if cluster.is_chief:
             checkpointing.atomic_json(os.path.join(workdir, "config.json"), config.to_dict())
-        return _train_stages(config, workdir, cluster, scope, export_dir)
+        with checkpointing.StopSignals() as stop:
+            return _train_stages(config, workdir, cluster, scope, export_dir, stop)
 
 
-def _train_stages(config, workdir, cluster, scope, export_dir):
+def _stop_if_signalled(stop, done, final):
+    """Raises Preempted when a stop signal came after training: what is saved, and that rerunning does the rest."""
+    if stop.received:
+        raise checkpointing.Preempted(
+            f"Stopped by {stop.name()} after {done}: training is finished and saved in {final}. Rerun the same "
+            f"command to finish the export and evaluation. Exit status {checkpointing.PREEMPTED_EXIT_STATUS}."
+        )
+
+
+def _intact_checkpoint(workdir):
+    """The newest checkpoint of a workdir with its step, for messages ("none" when there is none)."""
+    files = checkpointing.checkpoint_files(workdir)
+    return checkpointing.describe(files[0], checkpointing.checkpoint_step(files[0], workdir)) if files else "none"
+
+
+def _write_after_training(what, path, write, workdir):
+    """Writes `path` atomically with `write(tmp)`; a storage error is one line naming the intact checkpoint."""
+    try:
+        checkpointing.write_atomically(path, write)
+    except OSError as e:
+        raise checkpointing.storage_error(
+            f"{what} ({path})",
+            e,
+            f"the checkpoint of the finished training, {_intact_checkpoint(workdir)},",
+            "free space (or fix the mount or permissions), then rerun the same command: it writes the file again "
+            "without training",
+        ) from None
+
+
+def _train_stages(config, workdir, cluster, scope, export_dir, stop):
     from dcl_keras import evaluation, export
 
     keras.utils.set_random_seed(config.seed)
@@ -430,6 +481,7 @@ def _train_stages(config, workdir, cluster, scope, export_dir):
             process_dir,
             export_dir if config.export.enabled else None,
             cluster,
+            stop,
         )
     evaluate = evaluation.evaluator(config, train_split.class_names)
     evaluate_here = config.eval.enabled and cluster.num_processes == 1
@@ -441,20 +493,25 @@ def _train_stages(config, workdir, cluster, scope, export_dir):
         logging.info("Precise BN: re-estimated %d BatchNormalization layers.", layers)
         before_precise_bn["batchnorm_layers"] = layers
     final = os.path.join(process_dir or workdir, FINAL_MODEL)
-    tmp = final.replace(".keras", ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, final)
+    _write_after_training("the final model", final, model.save, workdir)
     if process_dir:
         return {"model": final}
     result = {"model": final}
     if config.export.backbone_weights:
         result["backbone_weights"] = os.path.join(workdir, BACKBONE_WEIGHTS)
-        tmp = result["backbone_weights"].replace(".weights.h5", ".tmp.weights.h5")
-        model.backbone.save_weights(tmp)
-        os.replace(tmp, result["backbone_weights"])
+        _write_after_training("the backbone weights", result["backbone_weights"], model.backbone.save_weights, workdir)
+    _stop_if_signalled(stop, "the final model", final)
     # Export, then evaluation: evaluation.json is the run's last file (bin/sweep counts a run finished by it).
     if config.export.enabled:
-        result["export"] = export.export_model_file(final, export_dir, top_k=config.export.top_k, model=model)
+        try:
+            result["export"] = export.export_model_file(final, export_dir, top_k=config.export.top_k, model=model)
+        except checkpointing.StorageError as e:
+            raise checkpointing.with_context(
+                e,
+                f"Training is finished: {final} and the checkpoint {_intact_checkpoint(workdir)} are intact, and "
+                "rerunning the same command exports without training.",
+            ) from None
+        _stop_if_signalled(stop, "the export", final)
     if config.eval.enabled and not evaluate_here:
         logging.warning(
             "Multi-process run: evaluation inside the job would need every process; run "

@@ -4,8 +4,11 @@
     bin/train --config=configs/cub_resnet50.py:root=/data/CUB_200_2011 --workdir=runs/cub \
         --config.train.epochs=3
 
-Rerunning the same command resumes after the last completed epoch. Skip the
-last stages with --config.eval.enabled=False or --config.export.enabled=False.
+Rerunning the same command resumes from the last checkpoint. SIGTERM or
+SIGUSR1 (a scheduler's warning) ends the current step, saves a checkpoint of
+it, prints where it is, and exits with status 75, on which a scheduler can
+requeue the same command. Skip the last stages with
+--config.eval.enabled=False or --config.export.enabled=False.
 A run that evaluated and exported ends with a summary: test top-1 and mean
 per-class accuracy, the files written, and the commands to predict, serve
 with TF Serving and open the report (bin/report rebuilds it).
@@ -35,12 +38,16 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
-    from dcl_keras import training
+    from dcl_keras import checkpointing, training
     from dcl_keras.distribute import Cluster
 
     logging.set_verbosity(logging.INFO)
     cluster = Cluster.from_env(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    result = training.train_and_evaluate(_CONFIG.value, _WORKDIR.value, cluster)
+    try:
+        result = training.train_and_evaluate(_CONFIG.value, _WORKDIR.value, cluster)
+    except checkpointing.Preempted as e:
+        print(f"{os.path.basename(sys.argv[0])}: {e}", file=sys.stderr, flush=True)
+        sys.exit(checkpointing.PREEMPTED_EXIT_STATUS)
     evaluation = result.get("evaluation")
     if evaluation:
         logging.info(
