@@ -90,6 +90,9 @@ def base_config():
     # classifier (the ablation's baseline), beta = gamma = 0 with destructed views is "destruction only".
     c.loss = ml_collections.ConfigDict()
     c.loss.alpha = 1.0  # Classification.
+    # Classification's weight on destructed views, relative to originals (paper: 1); 0 leaves them to the
+    # discriminator and alignment heads (docs/accuracy.md: when a class cue depends on the layout RCM breaks).
+    c.loss.destructed_alpha = 1.0
     c.loss.beta = 1.0  # Destruction discriminator (adversarial); 0 builds no discriminator.
     c.loss.gamma = 1.0  # Region alignment (construction); 0.01 for rigid objects; 0 builds no alignment head.
     c.loss.alignment_reduction = "mean"  # "mean" over cells (reference code, published numbers) or "sum" (2N^2 x).
@@ -295,6 +298,10 @@ def validate_config(c):
         )
     if c.loss.alpha <= 0:
         _fail("loss.alpha", "a weight > 0 (the classifier is what is evaluated and exported)", c.loss.alpha)
+    if not c.loss.destructed_alpha >= 0:
+        _fail("loss.destructed_alpha", "a weight >= 0 (1 is the paper's DCL)", c.loss.destructed_alpha)
+    if c.rcm.originals == 0 and c.loss.destructed_alpha == 0:
+        _fail("loss.destructed_alpha", "> 0 with rcm.originals=0 (no view would be classified)", 0.0)
     if c.train.epoch_batch_size < 0:
         _fail(
             "train.epoch_batch_size", "0 (input.batch_size) or a positive number of examples", c.train.epoch_batch_size

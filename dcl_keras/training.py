@@ -96,6 +96,7 @@ def build_model(config, num_classes, class_names=None, steps=1, compile=True):
             resampling=config.input.resampling,
             discriminator=config.model.discriminator if config.loss.beta > 0 else "none",
             alignment=config.loss.gamma > 0,
+            destructed_alpha=config.loss.destructed_alpha,
         )
     if compile:
         compile_model(model, config, steps)

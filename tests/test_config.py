@@ -27,6 +27,7 @@ from helpers import ROOT, config_file
         ("train.warmup_epochs", 2.0, "train.warmup_epochs"),  # Not below train.epochs (tiny config: 2).
         ("input.resampling", "bicubic", "input.resampling"),
         ("input.cache_mb", -1, "input.cache_mb"),
+        ("loss.destructed_alpha", -0.5, "loss.destructed_alpha"),
     ],
 )
 def test_config_errors_name_the_field(tiny_config, field, value, expected):
@@ -46,6 +47,7 @@ def test_config_errors_name_the_field(tiny_config, field, value, expected):
         ({"model.discriminator": "3way"}, "model.discriminator"),
         ({"loss.alpha": 0.0}, "loss.alpha"),
         ({"rcm.originals": 0}, "loss.beta"),  # 0:1: a discriminator with one class.
+        ({"rcm.originals": 0, "loss.beta": 0.0, "loss.destructed_alpha": 0.0}, "loss.destructed_alpha"),
     ],
 )
 def test_ablations_that_would_not_mean_what_they_say_are_refused(tiny_config, overrides, field):

@@ -58,6 +58,14 @@ class DCLModel(keras.Model):
         discriminator: "2way" (the paper), "2c" (the reference code's class x
             original/destructed head) or "none" (no destruction head).
         alignment: bool, whether to build the region alignment head.
+        destructed_alpha: float >= 0, the classification loss's weight on
+            destructed views, relative to originals' 1 (the paper: 1, both
+            views classified alike). 0 leaves destructed views to the
+            discriminator and alignment heads: each original's term keeps
+            its weight (the loss is still divided by all M images of the
+            batch), the destructed ones drop out. docs/accuracy.md says when
+            it matters (a class cue that depends on the image's layout, such
+            as a slant read against the text line under rotation).
     """
 
     def __init__(
@@ -71,6 +79,7 @@ class DCLModel(keras.Model):
         discriminator="2way",
         alignment=True,
         resampling="pillow",
+        destructed_alpha=1.0,
         **kwargs,
     ):
         if not isinstance(num_classes, int) or num_classes < 2:
@@ -78,6 +87,10 @@ class DCLModel(keras.Model):
         if discriminator not in DISCRIMINATORS:
             raise ValueError(
                 f"`discriminator` must be one of {DISCRIMINATORS}. Received: discriminator={discriminator!r}"
+            )
+        if not destructed_alpha >= 0:
+            raise ValueError(
+                f"`destructed_alpha` must be a weight >= 0. Received: destructed_alpha={destructed_alpha!r}"
             )
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(
@@ -126,6 +139,7 @@ class DCLModel(keras.Model):
         self.resampling = resampling
         self.discriminator = discriminator
         self.alignment = bool(alignment)
+        self.destructed_alpha = float(destructed_alpha)
         self.heads = tuple(outputs)
 
     def loss_targets(self, y):
@@ -139,8 +153,13 @@ class DCLModel(keras.Model):
             targets[DISCRIMINATOR] = labels + self.num_classes * destructed  # 0 = ORIGINAL, 1 = DESTRUCTED.
         return targets
 
+    def loss_weights_of_views(self, y, sample_weight=None):
+        """Loss weights with `destructed_alpha` on the destructed views' classification (as given when 1)."""
+        return destructed_views_weights(y, self.destructed_alpha, sample_weight, self.heads)
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        return super().compute_loss(x, self.loss_targets(y), y_pred, sample_weight, training)
+        weights = self.loss_weights_of_views(y, sample_weight)
+        return super().compute_loss(x, self.loss_targets(y), y_pred, weights, training)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         weights = originals_only_weights(y, sample_weight, self.heads)
@@ -157,6 +176,7 @@ class DCLModel(keras.Model):
             "resampling": self.resampling,
             "discriminator": self.discriminator,
             "alignment": self.alignment,
+            "destructed_alpha": self.destructed_alpha,
             "name": self.name,
             "trainable": self.trainable,
         }
@@ -175,6 +195,29 @@ def originals_only_weights(y, sample_weight=None, heads=OUTPUTS):
     originals = ops.cast(ops.equal(ops.reshape(y[DISCRIMINATOR], (-1,)), contract.ORIGINAL), "float32")
     ones = ops.ones_like(originals)
     return {name: originals if name == CLASSIFIER else ones for name in heads}
+
+
+def destructed_views_weights(y, destructed_alpha, sample_weight=None, heads=OUTPUTS):
+    """Loss weights of `heads` that weigh the classification of destructed views by `destructed_alpha`.
+
+    Returns `sample_weight` itself when `destructed_alpha` is 1 or `y` has no
+    discriminator target (nothing to tell apart), so the paper's loss is
+    computed exactly as without weights.
+    """
+    if destructed_alpha == 1.0 or not (isinstance(y, dict) and DISCRIMINATOR in y):
+        return sample_weight
+    if isinstance(sample_weight, dict):
+        raise ValueError(
+            "`destructed_alpha` != 1 takes one sample weight per image, not one per output. "
+            f"Received: destructed_alpha={destructed_alpha}, sample_weight keys {sorted(sample_weight)}"
+        )
+    original = ops.equal(ops.reshape(y[DISCRIMINATOR], (-1,)), contract.ORIGINAL)
+    classify = ops.where(original, 1.0, destructed_alpha)
+    others = ops.ones_like(classify)
+    if sample_weight is not None:
+        others = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+        classify = classify * others
+    return {name: classify if name == CLASSIFIER else others for name in heads}
 
 
 DEVICE_IMAGES = "images"  # The keys of the device-RCM stream (dcl_keras.data.pipeline, same strings).
@@ -232,8 +275,9 @@ class DeviceRCMTrainer(keras.Model):
         return targets
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        targets = self.dcl_model.loss_targets(self._targets(y, y_pred))
-        return super().compute_loss(x, targets, y_pred["outputs"], sample_weight, training)
+        targets = self._targets(y, y_pred)
+        weights = self.dcl_model.loss_weights_of_views(targets, sample_weight)
+        return super().compute_loss(x, self.dcl_model.loss_targets(targets), y_pred["outputs"], weights, training)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         targets = self._targets(y, y_pred)

@@ -152,3 +152,71 @@ def test_2c_discriminator_targets_class_times_destruction_and_stays_out_of_the_c
     assert load_model(str(tmp_path / "m.keras")).discriminator == "2c"
     with pytest.raises(ValueError, match="discriminator"):
         _tiny_model(discriminator="3way")
+
+
+def _loss_batch(classes=3, n=7):
+    y = {
+        "classifier": np.array([0, 2, 1, 1]),
+        "destruction_discriminator": np.array([0, 1, 0, 1]),
+        "region_alignment": np.full((4, n, n, 2), 0.5, "float32"),
+    }
+    y_pred = {
+        "classifier": np.random.default_rng(5).normal(size=(4, classes)).astype("float32"),
+        "destruction_discriminator": np.zeros((4, 2), "float32"),
+        "region_alignment": np.zeros((4, n, n, 2), "float32"),
+    }
+    return y, y_pred
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.25])
+def test_destructed_alpha_weighs_only_the_destructed_views_classification(alpha):
+    y, y_pred = _loss_batch()
+    logits = y_pred["classifier"]
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    ce = -log_probs[np.arange(4), y["classifier"]]
+    weighted = (ce[0] + ce[2] + alpha * (ce[1] + ce[3])) / 4  # Still divided by all 4 images of the batch.
+    expected = weighted + np.log(2.0) + 0.5  # + the discriminator's CE at zero logits + the mean L1 of 0.5.
+    for destructed_alpha, want in ((1.0, ce.mean() + np.log(2.0) + 0.5), (alpha, expected)):
+        model = _tiny_model(destructed_alpha=destructed_alpha)
+        model.compile(loss=losses.dcl_losses(), loss_weights=losses.loss_weights())
+        model.build((None, 56, 56, 3))
+        loss = float(keras.ops.convert_to_numpy(model.compute_loss(None, y, y_pred)))
+        assert loss == pytest.approx(float(want), rel=1e-5), destructed_alpha
+
+
+def test_destructed_alpha_composes_with_sample_weights_and_round_trips(tmp_path):
+    weights = dcl.destructed_views_weights(_loss_batch()[0], 0.0, np.array([1.0, 2.0, 3.0, 4.0]))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(weights["classifier"]), [1.0, 0.0, 3.0, 0.0])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(weights["region_alignment"]), [1.0, 2.0, 3.0, 4.0])
+    assert dcl.destructed_views_weights(_loss_batch()[0], 1.0, None) is None  # The paper's loss, untouched.
+    model = _tiny_model(destructed_alpha=0.0)
+    model.save(str(tmp_path / "m.keras"))
+    assert load_model(str(tmp_path / "m.keras")).destructed_alpha == 0.0
+    with pytest.raises(ValueError, match="destructed_alpha"):
+        _tiny_model(destructed_alpha=-1.0)
+
+
+def test_destructed_alpha_applies_with_rcm_on_the_device():
+    from dcl_keras.models.region_confusion import RegionConfusion
+
+    x = np.random.default_rng(7).uniform(0, 255, (2, 56, 56, 3)).astype("float32")
+    labels = np.array([2, 0])
+    keys = np.array([11, 12], "uint32")
+    losses_of, first = {}, None
+    for alpha in (1.0, 0.0):
+        model = _tiny_model(destructed_alpha=alpha)
+        if first is None:
+            first = model
+        model.set_weights(first.get_weights())  # The same weights, so only the loss's terms differ.
+        trainer = dcl.DeviceRCMTrainer(model, RegionConfusion(7, 2, seed=0))
+        trainer.compile(loss=losses.dcl_losses(), loss_weights=losses.loss_weights())
+        y_pred = trainer({"images": x, "rcm_keys": keys}, training=False)  # Builds; originals only.
+        y_pred = trainer({"images": x, "rcm_keys": keys}, training=True)
+        targets = trainer._targets(labels, y_pred)
+        # The same loss as the model's own on the views the device built.
+        model.compile(loss=losses.dcl_losses(), loss_weights=losses.loss_weights())
+        want = model.compute_loss(None, targets, y_pred["outputs"])
+        got = trainer.compute_loss({"images": x, "rcm_keys": keys}, labels, y_pred)
+        losses_of[alpha] = float(keras.ops.convert_to_numpy(got))
+        assert losses_of[alpha] == pytest.approx(float(keras.ops.convert_to_numpy(want)), rel=1e-6)
+    assert losses_of[0.0] < losses_of[1.0]  # The destructed views' classification terms are gone.
