@@ -32,6 +32,7 @@ import signal
 import socket
 import threading
 import time
+import zipfile
 
 import keras
 import numpy as np
@@ -245,6 +246,8 @@ class Checkpointer(_StepCallback):
         self.save()
 
     def save(self):
+        if self.latest_step == self.step:  # An every_steps save that fell on the epoch's end.
+            return
         path = os.path.join(self.workdir, CHECKPOINT)
         bad = _non_finite_weights(self.model)
         if bad:
@@ -345,8 +348,8 @@ def load_newest(workdir, load, move_aside=True):
     for path in checkpoint_files(workdir):
         try:
             model = load(path)
-        except Exception as e:  # Keras reports a truncated zip as "File not found", a bad one in other ways.
-            failed.append((path, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+        except Exception as e:
+            failed.append((path, _unreadable_reason(path, e)))
             continue
         for bad, why in failed:
             aside = f"{bad}{UNREADABLE}-{time.strftime('%Y%m%dT%H%M%S')}" if move_aside else bad
@@ -369,6 +372,18 @@ def load_newest(workdir, load, move_aside=True):
             + workdir
         )
     return None, None
+
+
+def _unreadable_reason(path, error):
+    """Why a checkpoint did not load, in words (Keras calls a truncated .keras file "File not found")."""
+    try:
+        complete = zipfile.is_zipfile(path)
+    except OSError as e:
+        return f"cannot be opened: {os_reason(e)}"
+    if not complete:
+        return "not a complete .keras zip file: truncated or damaged"
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {first}"
 
 
 def remove_partial_files(folder):

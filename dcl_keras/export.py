@@ -141,7 +141,7 @@ def export_classifier(model, export_dir, *, top_k=5, version=None, class_names=N
     try:
         os.makedirs(export_dir, exist_ok=True)
     except OSError as e:
-        raise checkpointing.storage_error(f"the export folder {export_dir}", e, "nothing", RETRY) from None
+        raise checkpointing.storage_error(f"the export folder {export_dir}", e, "the model", RETRY) from None
     version = int(version or next_version(export_dir))
     target = os.path.join(export_dir, str(version))
     if os.path.exists(target):

@@ -360,7 +360,10 @@ def run_all(runs, log=print):
         log(f"{label}: training in {run['workdir']}")
         with open(os.path.join(run["workdir"], "train.log"), "a") as out:
             code = subprocess.call(run["command"], stdout=out, stderr=subprocess.STDOUT)
-        if code:
+        if code == PREEMPTED_EXIT_STATUS:
+            log(f"{label}: stopped by a signal after saving its checkpoint; running the sweep again resumes it")
+            failed.append(run)
+        elif code:
             log(f"{label}: failed with exit code {code}; see {run['workdir']}/train.log")
             failed.append(run)
     return failed

@@ -236,7 +236,12 @@ def _resume(workdir, config, steps, split, chief=True):
     logging.info("Resuming from %s at step %d.", path, step)
     state = checkpointing.saved_state(workdir)
     if chief and state.get("step") != step and path != os.path.join(workdir, checkpointing.CHECKPOINT):
-        checkpointing.atomic_json(os.path.join(workdir, checkpointing.STATE), {**state, "step": step})
+        # state.json described the checkpoint moved aside; it now describes the one resumed from.
+        state = {key: value for key, value in state.items() if key != "completed_epochs"}
+        state["step"] = step
+        if step % steps == 0:
+            state["completed_epochs"] = step // steps
+        checkpointing.atomic_json(os.path.join(workdir, checkpointing.STATE), state)
     return trainer
 
 

@@ -58,7 +58,12 @@ def main(argv):
         )
     if "export" in result:
         logging.info("Exported the classifier to %s", result["export"])
-    page = _write_report(os.path.dirname(result["model"])) if cluster.is_chief else None
+    page = None
+    if cluster.num_processes > 1 and cluster.is_chief:
+        # The report's CAMs run the model, which every process would have to join; the others have finished.
+        logging.info("Multi-process run: `bin/report --workdir=%s` writes report.html.", _WORKDIR.value)
+    elif cluster.is_chief:
+        page = _write_report(os.path.dirname(result["model"]))
     import keras
 
     print(f"backend: {keras.backend.backend()}")
