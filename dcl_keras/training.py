@@ -221,28 +221,28 @@ def _build_trainer(config, split, steps):
     return trainer
 
 
-def _resume(workdir, config, steps, split, chief=True):
-    """The trainer of the newest readable checkpoint, recompiled from `config` with its optimizer state; or None.
+def _resume(checkpoint, config, steps, split):
+    """The trainer of a checkpoint (its path, or the model loaded from it), recompiled from `config`.
 
-    Unreadable newer checkpoints are named and (by the chief) moved aside.
+    It keeps the checkpoint's optimizer state (step counter and slots).
     """
-    trainer, path = checkpointing.load_newest(workdir, saving.load_model, move_aside=chief)
-    if trainer is None:
-        return None
+    trainer = saving.load_model(checkpoint) if isinstance(checkpoint, str) else checkpoint
     old_optimizer = trainer.optimizer
     compile_model(trainer, config, steps, split_class_counts(split) if config.loss.class_balance_beta else None)
     checkpointing.adopt_optimizer_state(trainer, old_optimizer)
-    step = checkpointing.completed_steps(trainer)
-    logging.info("Resuming from %s at step %d.", path, step)
-    state = checkpointing.saved_state(workdir)
-    if chief and state.get("step") != step and path != os.path.join(workdir, checkpointing.CHECKPOINT):
-        # state.json described the checkpoint moved aside; it now describes the one resumed from.
-        state = {key: value for key, value in state.items() if key != "completed_epochs"}
-        state["step"] = step
-        if step % steps == 0:
-            state["completed_epochs"] = step // steps
-        checkpointing.atomic_json(os.path.join(workdir, checkpointing.STATE), state)
     return trainer
+
+
+def _follow_fallback(workdir, path, step, steps):
+    """After resuming from an older checkpoint, state.json (which described the one moved aside) describes it."""
+    state = checkpointing.saved_state(workdir)
+    if state.get("step") == step or path == os.path.join(workdir, checkpointing.CHECKPOINT):
+        return
+    state = {key: value for key, value in state.items() if key != "completed_epochs"}
+    state["step"] = step
+    if step % steps == 0:
+        state["completed_epochs"] = step // steps
+    checkpointing.atomic_json(os.path.join(workdir, checkpointing.STATE), state)
 
 
 def _empty_stream_error(split):
@@ -310,9 +310,14 @@ def train(config, workdir, train_split, val_split=None, process_dir=None, export
     checkpointing.remove_partial_files(process_dir or workdir)
     if checkpointing.checkpoint_files(workdir):
         _check_same_stream(workdir, fingerprint)
-    trainer = _resume(workdir, config, steps, train_split, chief=process_dir is None)
-    if trainer is None:
+    loaded, path = checkpointing.load_newest(workdir, saving.load_model, move_aside=process_dir is None)
+    if loaded is None:
         trainer = _build_trainer(config, train_split, steps)
+    else:
+        trainer = _resume(loaded, config, steps, train_split)
+        logging.info("Resuming from %s at step %d.", path, checkpointing.completed_steps(trainer))
+        if process_dir is None:
+            _follow_fallback(workdir, path, checkpointing.completed_steps(trainer), steps)
     model = trainer.dcl_model if isinstance(trainer, dcl.DeviceRCMTrainer) else trainer
     step = checkpointing.completed_steps(trainer)
     epoch, done_in_epoch = divmod(step, steps)
