@@ -1,4 +1,9 @@
-"""The one base class of errors a user can fix, reported by the bin/ tools in one line."""
+"""The one base class of errors a user can fix, reported by the bin/ tools in one line; the status of a stopped run."""
+
+# The exit status of a run stopped by a signal after saving its checkpoint: sysexits.h's EX_TEMPFAIL ("temporary
+# failure; the user is invited to retry"), distinct from 143 (killed by SIGTERM before anything was saved). A
+# scheduler requeues on it (bin/sweep's SLURM script does).
+PREEMPTED_EXIT_STATUS = 75
 
 
 class UserError(ValueError):

@@ -32,7 +32,7 @@ from absl import flags
 from dcl_keras import config as config_lib
 from dcl_keras import experiments
 from dcl_keras.config import ConfigError, validate_config
-from dcl_keras.errors import UserError
+from dcl_keras.errors import PREEMPTED_EXIT_STATUS, UserError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # A clone's root (configs/ in it).
 TRAIN = ("-m", "dcl_keras.commands.train")  # bin/train, wherever the package is installed.
@@ -44,7 +44,8 @@ RESULTS_MD = "results.md"
 FINISHED = "evaluation.json"
 POINTING = "pointing.json"  # Written by `bin/analyze pointing`, collected when present.
 SLURM_SIGNAL_SECONDS = 180  # USR1 this long before the time limit: a step and a checkpoint fit in it.
-PREEMPTED_EXIT_STATUS = 75  # bin/train's status after saving on a stop signal (checkpointing.PREEMPTED_EXIT_STATUS).
+# An --sbatch=--signal=... that still asks for USR1 sent to the batch shell (the script's trap), as number or name.
+REQUEUE_SIGNAL = re.compile(r"--signal[= ]B:(SIG)?(USR1|10)(@\d+)?")
 METRICS = ("top1", "mean_class_accuracy", "pointing_hit_rate", "part_hit_rate")  # Markdown columns (those with values).
 
 
@@ -307,10 +308,12 @@ def write_slurm(runs, sweep_dir, sbatch_options=(), signal_seconds=SLURM_SIGNAL_
     """A SLURM array script over the commands file: task i runs line i + 1. Requeued tasks resume.
 
     SLURM sends the script USR1 `signal_seconds` before the time limit
-    (`--signal=B:USR1@...`; an --sbatch=--signal=... option replaces it). The
+    (`--signal=B:USR1@...`; an --sbatch=--signal=... option replaces it, and
+    one that is not B:USR1 turns the requeue off: `slurm_signal_warning`). The
     script passes USR1 and TERM on to bin/train, which finishes its step,
     saves a checkpoint and exits with PREEMPTED_EXIT_STATUS; after USR1 the
-    script then requeues its task, which resumes from that checkpoint. After
+    script then requeues its task, which resumes from that checkpoint (a
+    failed `scontrol requeue` is reported, and the status stays 75). After
     TERM (preemption, scancel) it does not: SLURM's own --requeue brings a
     preempted job back, and a cancelled one stays cancelled.
     """
@@ -338,7 +341,7 @@ def write_slurm(runs, sweep_dir, sbatch_options=(), signal_seconds=SLURM_SIGNAL_
         "done",
         f'if [ "$status" -eq {PREEMPTED_EXIT_STATUS} ] && [ "$requeue" -eq 1 ]; then',
         '    echo "dcl-sweep: the run saved a checkpoint before the time limit; requeueing task $SLURM_JOB_ID"',
-        '    scontrol requeue "$SLURM_JOB_ID"',
+        '    scontrol requeue "$SLURM_JOB_ID" || echo "dcl-sweep: scontrol requeue failed; resubmit to resume" >&2',
         "fi",
         'exit "$status"',
     ]
@@ -346,6 +349,17 @@ def write_slurm(runs, sweep_dir, sbatch_options=(), signal_seconds=SLURM_SIGNAL_
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return path
+
+
+def slurm_signal_warning(sbatch_options):
+    """What an --sbatch=--signal=... option that is not B:USR1 costs (the task is not requeued), or None."""
+    signals = [option for option in sbatch_options if option.startswith("--signal")]
+    if not signals or any(REQUEUE_SIGNAL.fullmatch(option) for option in signals):
+        return None
+    return (
+        f"warning: {signals[-1]} replaces --signal=B:USR1@{SLURM_SIGNAL_SECONDS}: the script requeues a task only "
+        "after USR1 sent to its batch shell (B:USR1@<seconds>), so these tasks are not requeued at the time limit"
+    )
 
 
 def run_all(runs, log=print):

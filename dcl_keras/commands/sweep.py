@@ -80,6 +80,9 @@ def main(argv):
             print(
                 f"slurm array job ({len(everything)} runs): {sweep.write_slurm(everything, sweep_dir, _SBATCH.value)}"
             )
+            warning = sweep.slurm_signal_warning(_SBATCH.value)
+            if warning:
+                print(warning)
             return
         failed = sweep.run_all(runs)
     else:
