@@ -56,12 +56,12 @@ ONNX_OPSET = 17
 USER_ERROR_EXIT = 2  # Exit status of the TensorFlow child process for an error in the user's input.
 STORAGE_ERROR_EXIT = 3  # ... and for a file it could not write (re-raised as checkpointing.StorageError).
 # What a write to a full, read-only or lost disk raises: Python's OSError, or TensorFlow's file system errors
-# (a SavedModel and TFRecords are written by TensorFlow's C++ file system).
+# (a SavedModel and TFRecords are written by TensorFlow's C++ file system). Not NotFoundError: a file that
+# could not be read (an asset, a variable) is no write error.
 WRITE_ERRORS = (
     OSError,
     tf.errors.ResourceExhaustedError,
     tf.errors.PermissionDeniedError,
-    tf.errors.NotFoundError,
     tf.errors.UnavailableError,
     tf.errors.DataLossError,
 )
@@ -137,7 +137,15 @@ def export_classifier(model, export_dir, *, top_k=5, version=None, class_names=N
     archive.add_endpoint("serving_default", serve_encoded)
     archive.add_endpoint("serve_pixels", serve_pixels)
     archive.add_endpoint("classify", serve_examples)
+    return _write_version(archive, export_dir, version, resize_size)
 
+
+def _write_version(archive, export_dir, version, resize_size):
+    """Writes `archive` as `<export_dir>/<version>/` through a temporary folder; returns that path.
+
+    A full, read-only or lost disk is a one-line StorageError, and the
+    temporary folder is removed: a server never sees a part of a version.
+    """
     try:
         os.makedirs(export_dir, exist_ok=True)
     except OSError as e:
