@@ -10,13 +10,12 @@ keys of `rcm.placement=device`, which come with the stream.
 This module owns `<workdir>/checkpoints/`: the newest checkpoint is
 `latest.keras`, the `train.keep_checkpoints - 1` before it are
 `step_<step>.keras`, and `state.json` describes the newest. Resuming takes the
-newest one that loads; one that does not is moved aside, named in a warning.
+newest one that loads (`dcl_keras.preemption`, with the stop signals that
+make the Checkpointer save and stop).
 
-Also here: the stop signals (SIGTERM, SIGUSR1: finish the step, save, exit
-with PREEMPTED_EXIT_STATUS), storage errors told in one line, the workdir
-lock (one live run per workdir), the checks that the workdir and export folder
-are writable before training, and the guard that stops at the first
-non-finite loss.
+Also here: storage errors told in one line, the workdir lock (one live run
+per workdir), the checks that the workdir and export folder are writable
+before training, and the guard that stops at the first non-finite loss.
 """
 
 import contextlib
@@ -28,11 +27,8 @@ import math
 import os
 import re
 import shutil
-import signal
 import socket
-import threading
 import time
-import zipfile
 
 import keras
 import numpy as np
@@ -44,11 +40,9 @@ CHECKPOINT = os.path.join(CHECKPOINTS, "latest.keras")
 STATE = os.path.join(CHECKPOINTS, "state.json")
 LOCK = "lock"
 OLDER = re.compile(r"step_(\d+)\.keras")  # checkpoints/step_<step>.keras: the kept checkpoints before latest.keras.
-UNREADABLE = ".unreadable"  # A checkpoint that failed to load is renamed <name>.unreadable-<time>.
-# The exit status of a run stopped by a signal after saving its checkpoint: sysexits.h's EX_TEMPFAIL ("temporary
-# failure; the user is invited to retry"), distinct from 143 (killed by SIGTERM before anything was saved).
-PREEMPTED_EXIT_STATUS = 75
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# What fsync raises where a file system cannot flush (FUSE, some network file systems): nothing to wait for.
+FSYNC_UNSUPPORTED = (errno.EINVAL, errno.ENOTSUP)
+NO_HARD_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK)
 
 
 class WorkdirError(UserError):
@@ -63,19 +57,12 @@ class StorageError(UserError):
     """A file could not be written (no space, read-only, a lost mount); nothing partial was left behind."""
 
 
-class CheckpointError(UserError):
-    """No checkpoint of the workdir can be read."""
-
-
-class Preempted(Exception):
-    """Training stopped on SIGTERM or SIGUSR1 after saving; the same command resumes (PREEMPTED_EXIT_STATUS)."""
-
-
 def atomic_json(path, payload):
     tmp = path + ".tmp"
     try:
         with open(tmp, "w") as f:
             json.dump(payload, f, indent=2, sort_keys=True)
+        _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         _remove(tmp)
@@ -93,8 +80,8 @@ def _fsync(path):
     try:
         os.fsync(fd)
     except OSError as e:
-        if e.errno not in (errno.EINVAL, errno.EBADF) or not os.path.isdir(path):
-            raise  # Some file systems cannot fsync a folder; a file that cannot be flushed is an error.
+        if e.errno not in FSYNC_UNSUPPORTED and (e.errno != errno.EBADF or not os.path.isdir(path)):
+            raise  # A flush that failed (EIO, ENOSPC) is an error; one the file system does not offer is not.
     finally:
         os.close(fd)
 
@@ -131,13 +118,15 @@ def storage_error(what, error, intact, then):
     Args:
         what: str, what was being written and where ("the checkpoint at step 8 (runs/x/checkpoints/latest.keras)").
         error: the OSError.
-        intact: str, what is still good ("the last good checkpoint runs/x/checkpoints/latest.keras (step 4)").
+        intact: str, what is still good ("the last good checkpoint runs/x/checkpoints/latest.keras (step 4)"),
+            or None: no checkpoint was saved yet.
         then: str, how to go on ("free space or fix the mount, then rerun the same command to resume from it").
     """
     code = errno.errorcode.get(getattr(error, "errno", None) or 0)
     received = f"{type(error).__name__} {code}" if code else type(error).__name__
+    kept = f"{intact} is intact" if intact else "no checkpoint was saved yet"
     return StorageError(
-        f"Could not write {what}: {os_reason(error)}. Nothing partial was left; {intact} is intact. "
+        f"Could not write {what}: {os_reason(error)}. Nothing partial was left; {kept}. "
         f"{then[0].upper()}{then[1:]}. Received: {received}"
     )
 
@@ -202,8 +191,9 @@ class Checkpointer(_StepCallback):
     Keeps the newest `keep` checkpoints (latest.keras and step_<step>.keras).
     A model whose weights are no longer finite is never saved over the last
     good checkpoint: training stops with TrainingDivergedError instead. When
-    `stop` (a StopSignals) has caught a signal in any process, every process
-    saves at the end of the same step and raises Preempted.
+    `stop` (a preemption.StopSignals) has caught a signal in any process,
+    every process saves at the end of the same step and raises
+    preemption.Preempted.
 
     Args:
         workdir: str, the folder whose `checkpoints/` this writes.
@@ -211,7 +201,7 @@ class Checkpointer(_StepCallback):
         stream: dict, the stream fingerprint recorded in state.json.
         keep: int, checkpoints kept (train.keep_checkpoints).
         steps_per_epoch: int or None, to record completed epochs at epoch boundaries.
-        stop: StopSignals or None.
+        stop: preemption.StopSignals or None.
         num_processes: int, processes that must agree on the step to stop at.
     """
 
@@ -236,11 +226,7 @@ class Checkpointer(_StepCallback):
         if signum or (self.every_steps and self.step % self.every_steps == 0):
             self.save()
         if signum:
-            path = os.path.join(self.workdir, CHECKPOINT)
-            raise Preempted(
-                f"Stopped by {signal.Signals(signum).name} at step {self.step}: the checkpoint {path} holds it. "
-                f"Rerun the same command to resume from step {self.step}. Exit status {PREEMPTED_EXIT_STATUS}."
-            )
+            raise self.stop.stopped(signum, self.step, os.path.join(self.workdir, CHECKPOINT))
 
     def on_epoch_end(self, epoch, logs=None):
         self.save()
@@ -277,9 +263,21 @@ class Checkpointer(_StepCallback):
             raise
 
     def _rotate(self, path):
-        """Keeps the current latest.keras as step_<its step>.keras when more than one checkpoint is kept."""
+        """Keeps the current latest.keras also as step_<its step>.keras when more than one checkpoint is kept.
+
+        A hard link (a copy where the file system has none), not a rename: a
+        kill before the new latest.keras replaces it never leaves the run
+        without one.
+        """
         if self.keep > 1 and self.latest_step is not None and os.path.isfile(path):
-            os.replace(path, os.path.join(self.workdir, CHECKPOINTS, f"step_{self.latest_step}.keras"))
+            older = os.path.join(self.workdir, CHECKPOINTS, f"step_{self.latest_step}.keras")
+            _remove(older)  # A link a kill left, or a run that resumed from this step before.
+            try:
+                os.link(path, older)
+            except OSError as e:
+                if e.errno not in NO_HARD_LINKS:
+                    raise
+                write_atomically(older, lambda tmp: shutil.copyfile(path, tmp))
 
     def _prune(self):
         for old in checkpoint_files(self.workdir)[self.keep :]:
@@ -287,20 +285,40 @@ class Checkpointer(_StepCallback):
 
     def _storage_error(self, error, written):
         files = checkpoint_files(self.workdir)
+        intact, then = None, "free space (or fix the mount or permissions), then rerun the same command"
         if written:
             intact = f"the checkpoint {describe(files[0], self.step)}"
         elif files:
             newest = files[0]
             step = self.latest_step if newest.endswith(CHECKPOINT) else checkpoint_step(newest, self.workdir)
             intact = f"the last good checkpoint {describe(newest, step)}"
-        else:
-            intact = "no checkpoint yet (a rerun starts over), and the workdir"
+        path = os.path.join(self.workdir, CHECKPOINT)
         return storage_error(
-            f"the checkpoint at step {self.step} ({os.path.join(self.workdir, CHECKPOINT)})",
+            f"the checkpoint at step {self.step} ({path})",
             error,
             intact,
-            "free space (or fix the mount or permissions), then rerun the same command to resume from it",
+            f"{then} to resume from it" if intact else f"{then}: it starts over",
         )
+
+
+def intact_checkpoint(workdir):
+    """The newest checkpoint of a workdir with its step, for messages ("none" when there is none)."""
+    files = checkpoint_files(workdir)
+    return describe(files[0], checkpoint_step(files[0], workdir)) if files else "none"
+
+
+def write_after_training(what, path, write, workdir):
+    """Writes `path` atomically with `write(tmp)`; a storage error is one line naming the intact checkpoint."""
+    try:
+        write_atomically(path, write)
+    except OSError as e:
+        raise storage_error(
+            f"{what} ({path})",
+            e,
+            f"the checkpoint of the finished training, {intact_checkpoint(workdir)},",
+            "free space (or fix the mount or permissions), then rerun the same command: it writes the file again "
+            "without training",
+        ) from None
 
 
 class DivergenceGuard(_StepCallback):
@@ -334,104 +352,6 @@ def saved_state(workdir):
             return json.load(f)
     except (OSError, ValueError):
         return {}
-
-
-def load_newest(workdir, load, move_aside=True):
-    """(model, path) of the newest checkpoint of `workdir` that `load(path)` reads; (None, None) when there is none.
-
-    A newer checkpoint that cannot be read (truncated, a bad disk) is named in
-    a warning and, with `move_aside` (the chief), renamed
-    `<name>.unreadable-<time>`, so that the next save does not rotate it in.
-    When none can be read, raises CheckpointError naming each file and why.
-    """
-    failed = []
-    for path in checkpoint_files(workdir):
-        try:
-            model = load(path)
-        except Exception as e:
-            failed.append((path, _unreadable_reason(path, e)))
-            continue
-        for bad, why in failed:
-            aside = f"{bad}{UNREADABLE}-{time.strftime('%Y%m%dT%H%M%S')}" if move_aside else bad
-            if move_aside:
-                with contextlib.suppress(OSError):
-                    os.replace(bad, aside)
-            logging.warning(
-                "Checkpoint %s cannot be read (%s); moved aside to %s. Resuming from the one before, %s.",
-                bad,
-                why,
-                aside,
-                path,
-            )
-        return model, path
-    if failed:
-        raise CheckpointError(
-            f"No checkpoint in {os.path.join(workdir, CHECKPOINTS)} can be read: "
-            + "; ".join(f"{path} ({why})" for path, why in failed)
-            + ". Restore them (from a copy or a backup), or start a new --workdir. Received: --workdir="
-            + workdir
-        )
-    return None, None
-
-
-def _unreadable_reason(path, error):
-    """Why a checkpoint did not load, in words (Keras calls a truncated .keras file "File not found")."""
-    try:
-        complete = zipfile.is_zipfile(path)
-    except OSError as e:
-        return f"cannot be opened: {os_reason(e)}"
-    if not complete:
-        return "not a complete .keras zip file: truncated or damaged"
-    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return f"{type(error).__name__}: {first}"
-
-
-def remove_partial_files(folder):
-    """Removes the temporary files a killed save left in `<folder>/checkpoints/` (never a whole checkpoint)."""
-    directory = os.path.join(folder, CHECKPOINTS)
-    for name in os.listdir(directory) if os.path.isdir(directory) else []:
-        if name.endswith((".tmp.keras", ".json.tmp")):
-            _remove(os.path.join(directory, name))
-
-
-class StopSignals:
-    """Catches SIGTERM and SIGUSR1 (`with StopSignals() as stop:`) so training can stop after a step, saved.
-
-    Schedulers send one of them some time before they kill a job (SLURM:
-    `--signal=B:USR1@<seconds>`; preemption and scancel: SIGTERM). The handler
-    only records the signal; the Checkpointer acts on it at the end of the
-    current step. Outside the main thread (a notebook's worker thread) no
-    handler can be installed, and signals keep their previous effect.
-    """
-
-    def __init__(self):
-        self.received = 0
-        self._previous = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for signum in STOP_SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._record)
-        return self
-
-    def __exit__(self, *exc):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous = {}
-
-    def _record(self, signum, frame):
-        self.received = self.received or signum
-
-    def agreed(self, num_processes=1):
-        """The signal that any process caught (0: none). With several processes, a collective every process calls."""
-        if num_processes == 1:
-            return self.received
-        from jax.experimental import multihost_utils
-
-        return int(np.max(multihost_utils.process_allgather(np.int32(self.received))))
-
-    def name(self):
-        return signal.Signals(self.received).name
 
 
 class WorkdirLock:
@@ -486,15 +406,21 @@ def check_writable(folder, what, need_bytes=0):
     free = shutil.disk_usage(folder).free
     if free < need_bytes:
         raise WorkdirError(
-            f"{what} has {free / 2**20:.0f} MiB free, and a checkpoint of this model needs about "
-            f"{need_bytes / 2**20:.0f} MiB. Received: {folder}"
+            f"{what} has {free / 2**20:.0f} MiB free, and this run needs about {need_bytes / 2**20:.0f} MiB more "
+            f"there. Received: {folder}"
         )
 
 
-def checkpoint_bytes(model):
-    """A generous estimate of one checkpoint on disk: weights and optimizer slots, twice (temporary copy)."""
-    values = sum(int(np.prod(v.shape)) for v in model.weights)
-    return 2 * 3 * 4 * values + (16 << 20)
+def checkpoint_bytes(model, keep=2, folder=None):
+    """A generous estimate of the disk the checkpoints of `model` still need, at their peak.
+
+    One checkpoint: float32 weights and optimizer slots. A save holds `keep`
+    (train.keep_checkpoints) of them and the temporary file of the next; those
+    already in `<folder>/checkpoints/` count as written.
+    """
+    one = 3 * 4 * sum(int(np.prod(v.shape)) for v in model.weights)
+    written = min(len(checkpoint_files(folder)), keep) if folder else 0
+    return (keep + 1 - written) * one + (16 << 20)
 
 
 def export_bytes(model):

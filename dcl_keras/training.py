@@ -16,7 +16,7 @@ import os
 
 import keras
 
-from dcl_keras import checkpointing, contract, losses, optim, saving
+from dcl_keras import checkpointing, contract, losses, optim, preemption, saving
 from dcl_keras.config import JIT_COMPILE, ConfigError, validate_config
 from dcl_keras.data import datasets, pipeline, readers
 from dcl_keras.errors import UserError
@@ -233,18 +233,6 @@ def _resume(checkpoint, config, steps, split):
     return trainer
 
 
-def _follow_fallback(workdir, path, step, steps):
-    """After resuming from an older checkpoint, state.json (which described the one moved aside) describes it."""
-    state = checkpointing.saved_state(workdir)
-    if state.get("step") == step or path == os.path.join(workdir, checkpointing.CHECKPOINT):
-        return
-    state = {key: value for key, value in state.items() if key != "completed_epochs"}
-    state["step"] = step
-    if step % steps == 0:
-        state["completed_epochs"] = step // steps
-    checkpointing.atomic_json(os.path.join(workdir, checkpointing.STATE), state)
-
-
 def _empty_stream_error(split):
     """The DatasetError that names the unreadable files behind an all-failed epoch."""
     bad = pipeline.find_undecodable(list(getattr(split, "paths", [])))
@@ -301,23 +289,21 @@ def train(config, workdir, train_split, val_split=None, process_dir=None, export
     chief's checkpoint. Each process builds only its share of the input
     (`cluster`, a distribute.Cluster).
 
-    `stop` (a checkpointing.StopSignals) ends training after the step in
+    `stop` (a preemption.StopSignals) ends training after the step in
     which a process caught SIGTERM or SIGUSR1, with a checkpoint of that step
-    in every process, by raising checkpointing.Preempted.
+    in every process, by raising preemption.Preempted.
     """
     steps = steps_per_epoch(config, train_split, cluster)
     fingerprint = stream_fingerprint(config, train_split, cluster)
-    checkpointing.remove_partial_files(process_dir or workdir)
+    preemption.remove_partial_files(process_dir or workdir)
     if checkpointing.checkpoint_files(workdir):
         _check_same_stream(workdir, fingerprint)
-    loaded, path = checkpointing.load_newest(workdir, saving.load_model, move_aside=process_dir is None)
+    loaded, path = preemption.load_newest(workdir, saving.load_model, move_aside=process_dir is None, steps=steps)
     if loaded is None:
         trainer = _build_trainer(config, train_split, steps)
     else:
         trainer = _resume(loaded, config, steps, train_split)
         logging.info("Resuming from %s at step %d.", path, checkpointing.completed_steps(trainer))
-        if process_dir is None:
-            _follow_fallback(workdir, path, checkpointing.completed_steps(trainer), steps)
     model = trainer.dcl_model if isinstance(trainer, dcl.DeviceRCMTrainer) else trainer
     step = checkpointing.completed_steps(trainer)
     epoch, done_in_epoch = divmod(step, steps)
@@ -325,7 +311,8 @@ def train(config, workdir, train_split, val_split=None, process_dir=None, export
         logging.info("Training already finished (%d epochs).", epoch)
         return model
     if process_dir is None:
-        checkpointing.check_writable(workdir, "The workdir", checkpointing.checkpoint_bytes(trainer))
+        need = checkpointing.checkpoint_bytes(trainer, config.train.keep_checkpoints, workdir)
+        checkpointing.check_writable(workdir, "The workdir", need)
         if export_dir:
             checkpointing.check_writable(export_dir, EXPORT_FOLDER, checkpointing.export_bytes(model))
     validation = {}
@@ -439,37 +426,8 @@ def train_and_evaluate(config, workdir, cluster=None):
         scope = distribute.setup(config.train.distribution, cluster, config.train.tpu)
         if cluster.is_chief:
             checkpointing.atomic_json(os.path.join(workdir, "config.json"), config.to_dict())
-        with checkpointing.StopSignals() as stop:
+        with preemption.StopSignals() as stop:
             return _train_stages(config, workdir, cluster, scope, export_dir, stop)
-
-
-def _stop_if_signalled(stop, done, final):
-    """Raises Preempted when a stop signal came after training: what is saved, and that rerunning does the rest."""
-    if stop.received:
-        raise checkpointing.Preempted(
-            f"Stopped by {stop.name()} after {done}: training is finished and saved in {final}. Rerun the same "
-            f"command to finish the export and evaluation. Exit status {checkpointing.PREEMPTED_EXIT_STATUS}."
-        )
-
-
-def _intact_checkpoint(workdir):
-    """The newest checkpoint of a workdir with its step, for messages ("none" when there is none)."""
-    files = checkpointing.checkpoint_files(workdir)
-    return checkpointing.describe(files[0], checkpointing.checkpoint_step(files[0], workdir)) if files else "none"
-
-
-def _write_after_training(what, path, write, workdir):
-    """Writes `path` atomically with `write(tmp)`; a storage error is one line naming the intact checkpoint."""
-    try:
-        checkpointing.write_atomically(path, write)
-    except OSError as e:
-        raise checkpointing.storage_error(
-            f"{what} ({path})",
-            e,
-            f"the checkpoint of the finished training, {_intact_checkpoint(workdir)},",
-            "free space (or fix the mount or permissions), then rerun the same command: it writes the file again "
-            "without training",
-        ) from None
 
 
 def _train_stages(config, workdir, cluster, scope, export_dir, stop):
@@ -504,14 +462,16 @@ def _train_stages(config, workdir, cluster, scope, export_dir, stop):
         logging.info("Precise BN: re-estimated %d BatchNormalization layers.", layers)
         before_precise_bn["batchnorm_layers"] = layers
     final = os.path.join(process_dir or workdir, FINAL_MODEL)
-    _write_after_training("the final model", final, model.save, workdir)
+    checkpointing.write_after_training("the final model", final, model.save, workdir)
     if process_dir:
         return {"model": final}
     result = {"model": final}
     if config.export.backbone_weights:
         result["backbone_weights"] = os.path.join(workdir, BACKBONE_WEIGHTS)
-        _write_after_training("the backbone weights", result["backbone_weights"], model.backbone.save_weights, workdir)
-    _stop_if_signalled(stop, "the final model", final)
+        checkpointing.write_after_training(
+            "the backbone weights", result["backbone_weights"], model.backbone.save_weights, workdir
+        )
+    stop.after_training(final)  # Not later: a rerun would export a second version.
     # Export, then evaluation: evaluation.json is the run's last file (bin/sweep counts a run finished by it).
     if config.export.enabled:
         try:
@@ -519,10 +479,9 @@ def _train_stages(config, workdir, cluster, scope, export_dir, stop):
         except checkpointing.StorageError as e:
             raise checkpointing.with_context(
                 e,
-                f"Training is finished: {final} and the checkpoint {_intact_checkpoint(workdir)} are intact, and "
-                "rerunning the same command exports without training.",
+                f"Training is finished: {final} and the checkpoint {checkpointing.intact_checkpoint(workdir)} are "
+                "intact, and rerunning the same command exports without training.",
             ) from None
-        _stop_if_signalled(stop, "the export", final)
     if config.eval.enabled and not evaluate_here:
         logging.warning(
             "Multi-process run: evaluation inside the job would need every process; run "

@@ -18,16 +18,19 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 
 import keras
 import numpy as np
 import pytest
 
-from dcl_keras import checkpointing, cli, sweep, training
+from dcl_keras import checkpointing, cli, errors, export, preemption, sweep, training
 from dcl_keras.config import ConfigError, validate_config
 from dcl_keras.saving import load_model
 
 BATCH, STEPS, EPOCHS = 5, 4, 3  # 24 examples: 4 steps an epoch.
+# The random signal steps: a new seed each session unless DCL_TEST_SEED sets one; a failure prints it.
+SEED = int(os.environ.get("DCL_TEST_SEED", time.time_ns() % 10**6))
 
 
 def _config(tiny_config, placement="pipeline"):
@@ -95,13 +98,17 @@ def _signal_at(monkeypatch, step, signum):
 def test_a_stop_signal_saves_its_step_and_the_rerun_ends_as_an_uninterrupted_run(
     tiny_config, straight, tmp_path, monkeypatch, caplog, placement, signum
 ):
-    step = random.choice([s for s in range(STEPS + 1, EPOCHS * STEPS) if s % STEPS])  # Inside epoch 2 or 3.
+    rng = random.Random(f"{SEED}-{placement}")
+    step = rng.choice([s for s in range(STEPS + 1, EPOCHS * STEPS) if s % STEPS])  # Inside epoch 2 or 3.
+    print(f"DCL_TEST_SEED={SEED}: the signal comes at step {step}")
     config, workdir = _config(tiny_config, placement), tmp_path / "run"
     _signal_at(monkeypatch, step, signum)
     before = signal.getsignal(signum)
-    with pytest.raises(checkpointing.Preempted) as stopped:
+    caplog.set_level(logging.INFO)
+    with pytest.raises(preemption.Preempted) as stopped:
         training.train_and_evaluate(config, str(workdir))
     message = str(stopped.value)
+    assert f"Received {signal.Signals(signum).name}: the run saves and stops" in caplog.text
     assert f"Stopped by {signal.Signals(signum).name} at step {step}: the checkpoint " in message, (step, message)
     assert str(workdir / checkpointing.CHECKPOINT) in message and "Rerun the same command" in message
     assert signal.getsignal(signum) is before  # The handler is the run's only.
@@ -112,11 +119,10 @@ def test_a_stop_signal_saves_its_step_and_the_rerun_ends_as_an_uninterrupted_run
     assert not (workdir / training.FINAL_MODEL).exists()
 
     monkeypatch.undo()
-    caplog.set_level(logging.INFO)
     training.train_and_evaluate(config, str(workdir))  # The same command.
     assert f"at step {step}." in caplog.text and f"Finishing epoch {step // STEPS + 1} from its step" in caplog.text
     worst = _worst_difference(straight(placement) / "model.keras", workdir / "model.keras")
-    assert worst <= 1e-5, (step, worst)
+    assert worst <= 1e-5, (SEED, step, worst)
 
 
 def test_a_signal_after_training_keeps_the_model_and_the_rerun_finishes(tiny_config, straight, tmp_path):
@@ -131,11 +137,43 @@ def test_a_signal_after_training_keeps_the_model_and_the_rerun_finishes(tiny_con
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(training, "_train_stages", signalled)
-        with pytest.raises(checkpointing.Preempted, match="after the final model: training is finished and saved"):
+        with pytest.raises(preemption.Preempted, match="after the final model: training is finished and saved"):
             training.train_and_evaluate(config, str(workdir))
     assert (workdir / "model.keras").exists() and not os.listdir(workdir / "export")
     result = training.train_and_evaluate(config, str(workdir))
     assert os.path.isdir(result["export"])
+
+
+def test_a_signal_during_the_export_lets_the_export_finish_so_no_rerun_exports_twice(
+    tiny_config, straight, tmp_path, monkeypatch
+):
+    workdir = _copy_run(straight("pipeline"), tmp_path / "run")
+    config = _config(tiny_config)
+    config.export.enabled = True
+    real = export.export_model_file
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(export, "export_model_file", signalled)
+    result = training.train_and_evaluate(config, str(workdir))  # Not Preempted: only the evaluation was left.
+    assert result["export"] == str(workdir / "export" / "1") and os.listdir(workdir / "export") == ["1"]
+
+
+def test_a_second_stop_signal_goes_to_the_previous_handler(caplog):
+    caught, term = [], signal.getsignal(signal.SIGTERM)
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: caught.append(signum))
+    try:
+        with preemption.StopSignals() as stop:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            assert stop.received == signal.SIGUSR1 and caught == []
+            assert caplog.text.count("Received SIGUSR1:") == 1
+            os.kill(os.getpid(), signal.SIGUSR1)  # Without a handler of its own, the process would end now.
+            assert caught == [signal.SIGUSR1] and caplog.text.count("Received SIGUSR1:") == 1
+            assert signal.getsignal(signal.SIGTERM) is term  # Every stop signal is as it was.
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
 
 
 @pytest.mark.backend_agnostic
@@ -226,6 +264,74 @@ def test_a_full_disk_while_exporting_leaves_no_part_and_names_what_is_intact(tin
     assert "rerunning the same command exports without training" in message and message.count("Received:") == 1
 
 
+def test_a_full_disk_while_exporting_stubbed_leaves_no_part_and_names_what_is_intact(
+    tiny_config, straight, tmp_path, monkeypatch
+):
+    workdir = _copy_run(straight("pipeline"), tmp_path / "run")
+    config = _config(tiny_config)
+    config.export.enabled = True
+
+    def fills_up(self, folder, **kwargs):
+        open(os.path.join(folder, "saved_model.pb"), "wb").write(b"\0" * 1000)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), folder)
+
+    monkeypatch.setattr(type(keras.export.ExportArchive()), "write_out", fills_up)
+    with pytest.raises(checkpointing.StorageError) as failed:
+        training.train_and_evaluate(config, str(workdir))
+    assert os.listdir(workdir / "export") == []  # No .tmp-1-* folder left.
+    message, target = str(failed.value), workdir / "export" / "1"
+    assert f"Could not write the export {target}: No space left on device" in message
+    assert (
+        f"Training is finished: {workdir / 'model.keras'} and the checkpoint {workdir / checkpointing.CHECKPOINT}"
+        in (message)
+    )
+    assert "rerunning the same command exports without training" in message and message.count("Received:") == 1
+
+
+FULL_DISK = """
+import errno, os
+_replace = os.replace
+
+
+def _full(src, dst, *args, **kwargs):
+    if os.path.basename(str(src)).startswith(".tmp-"):  # The export's temporary version folder.
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+    return _replace(src, dst, *args, **kwargs)
+
+
+os.replace = _full
+"""
+
+
+@pytest.mark.backend_agnostic
+def test_a_full_disk_in_the_tensorflow_export_process_is_a_storage_error(straight, tmp_path, monkeypatch):
+    """Under JAX the export runs in a TensorFlow child process: its full disk comes back as one StorageError line."""
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    (stub / "sitecustomize.py").write_text(FULL_DISK)  # Loaded by the child at start-up.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(stub), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setattr(export.keras.backend, "backend", lambda: "jax")  # The child process, under either backend.
+    export_dir = tmp_path / "export"
+    with pytest.raises(checkpointing.StorageError) as failed:
+        export.export_model_file(str(straight("pipeline") / "model.keras"), str(export_dir))
+    message = str(failed.value)
+    assert message.startswith(f"Could not write the export {export_dir / '1'}: No space left on device. ")
+    assert message.endswith("Received: OSError ENOSPC") and os.listdir(export_dir) == []
+
+
+def test_a_failed_read_while_exporting_is_not_called_a_write_error(tmp_path, monkeypatch):
+    inputs = keras.Input((16, 16, 3))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs)))
+
+    def not_found(self, folder, **kwargs):
+        raise export.tf.errors.NotFoundError(None, None, "variables/variables.index: not found")
+
+    monkeypatch.setattr(type(keras.export.ExportArchive()), "write_out", not_found)
+    with pytest.raises(export.tf.errors.NotFoundError):
+        export.export_classifier(model, str(tmp_path / "export"))
+    assert os.listdir(tmp_path / "export") == []
+
+
 def _truncate(path):
     size = os.path.getsize(path)
     with open(path, "r+b") as f:
@@ -244,10 +350,10 @@ def test_a_truncated_newest_checkpoint_is_moved_aside_and_the_one_before_resumes
     training.train_and_evaluate(_config(tiny_config), str(workdir))
     older = workdir / "checkpoints" / f"step_{(EPOCHS - 1) * STEPS}.keras"
     assert f"Checkpoint {latest} cannot be read (not a complete .keras zip file" in caplog.text
-    assert "moved aside to" in caplog.text
+    assert f"moved aside to {latest}{preemption.UNREADABLE}-" in caplog.text
     assert checkpointing.saved_state(str(workdir))["completed_epochs"] == EPOCHS  # Rewritten, then saved again.
     assert f"Resuming from {older} at step {(EPOCHS - 1) * STEPS}." in caplog.text
-    aside = glob.glob(f"{latest}{checkpointing.UNREADABLE}-*")
+    aside = glob.glob(f"{latest}{preemption.UNREADABLE}-*")
     assert len(aside) == 1 and os.path.getsize(aside[0]) == size // 2, aside
     assert _worst_difference(straight("pipeline") / "model.keras", workdir / "model.keras") <= 1e-5
     assert checkpointing.completed_steps(load_model(str(latest))) == EPOCHS * STEPS  # The epoch again, saved.
@@ -260,12 +366,210 @@ def test_when_no_checkpoint_can_be_read_the_error_names_them_and_what_to_do(tiny
     assert len(files) == 2
     for path in files:
         _truncate(path)
-    with pytest.raises(checkpointing.CheckpointError) as failed:
+    with pytest.raises(preemption.CheckpointError) as failed:
         training.train_and_evaluate(_config(tiny_config), str(workdir))
     message = str(failed.value)
     assert all(f"{path} (not a complete .keras zip file: truncated or damaged)" in message for path in files), message
     assert "Restore them (from a copy or a backup), or start a new --workdir" in message
     assert checkpointing.checkpoint_files(str(workdir)) == files  # Nothing moved: restoring them resumes.
+
+
+def _fake_checkpoints(workdir, steps=(8, 4)):
+    """checkpoints/latest.keras (step steps[0]) and step_<s>.keras: complete zips, each holding its step."""
+    folder = workdir / checkpointing.CHECKPOINTS
+    folder.mkdir(parents=True)
+    names = ["latest.keras"] + [f"step_{step}.keras" for step in steps[1:]]
+    for name, step in zip(names, steps, strict=True):
+        with zipfile.ZipFile(folder / name, "w") as archive:
+            archive.writestr("config.json", str(step))
+    return [str(folder / name) for name in names]
+
+
+def _read_step(path):
+    with zipfile.ZipFile(path) as archive:
+        return int(archive.read("config.json"))
+
+
+@pytest.mark.parametrize(
+    "where,error",
+    [
+        ("load", OSError(errno.EIO, os.strerror(errno.EIO))),
+        ("open", PermissionError(errno.EACCES, "Permission denied")),
+    ],
+)
+def test_a_checkpoint_that_cannot_be_read_stops_the_run_with_nothing_moved(tmp_path, monkeypatch, where, error):
+    files = _fake_checkpoints(tmp_path)
+    real_open = open
+
+    def load(path):
+        if where == "load" and path == files[0]:
+            raise error  # An I/O error while Keras reads the file: nothing says its content is bad.
+        return _read_step(path)
+
+    def fails_to_open(path, *args, **kwargs):
+        if where == "open" and str(path) == files[0]:
+            raise error
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", fails_to_open)
+    with pytest.raises(preemption.CheckpointError) as failed:
+        preemption.load_newest(str(tmp_path), load)
+    message = str(failed.value)
+    assert message.startswith(f"Could not read the checkpoint {files[0]}: {error.strerror}. Nothing was moved")
+    assert message.endswith(f"Received: {type(error).__name__} {errno.errorcode[error.errno]}")
+    assert checkpointing.checkpoint_files(str(tmp_path)) == files
+
+
+def test_running_out_of_memory_while_loading_moves_nothing(tmp_path):
+    files = _fake_checkpoints(tmp_path)
+
+    def load(path):
+        raise MemoryError()
+
+    with pytest.raises(MemoryError):
+        preemption.load_newest(str(tmp_path), load)
+    assert checkpointing.checkpoint_files(str(tmp_path)) == files
+
+
+def test_the_fallback_warning_says_what_happened_to_the_damaged_checkpoint(tmp_path, monkeypatch, caplog):
+    files = _fake_checkpoints(tmp_path)
+    _truncate(files[0])
+    caplog.set_level(logging.WARNING)
+    assert preemption.load_newest(str(tmp_path), _read_step, move_aside=False) == (4, files[1])  # Not the chief.
+    assert "the chief process moves it aside" in caplog.text and "moved aside to" not in caplog.text
+    assert checkpointing.checkpoint_files(str(tmp_path)) == files
+    real_replace = os.replace
+
+    def refused(src, dst):
+        if preemption.UNREADABLE in dst:
+            raise PermissionError(errno.EACCES, "Permission denied", src)
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", refused)
+    with pytest.raises(preemption.CheckpointError) as failed:  # Left in place, the next save would keep it.
+        preemption.load_newest(str(tmp_path), _read_step)
+    message = str(failed.value)
+    assert f"Checkpoint {files[0]} cannot be read (not a complete .keras zip file" in message
+    assert "moving it aside failed: Permission denied" in message and f"The one before, {files[1]}, reads" in message
+    assert checkpointing.checkpoint_files(str(tmp_path)) == files
+
+
+def _tiny_saver(workdir, keep=2):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    saver = checkpointing.Checkpointer(str(workdir), keep=keep)
+    saver.set_model(model)
+    os.makedirs(workdir / checkpointing.CHECKPOINTS, exist_ok=True)
+    return saver
+
+
+@pytest.mark.backend_agnostic
+def test_a_kill_between_keeping_the_newest_and_replacing_it_leaves_latest_keras(tmp_path, monkeypatch):
+    saver = _tiny_saver(tmp_path)
+    saver.step = 4
+    saver.save()
+    latest = tmp_path / checkpointing.CHECKPOINT
+    saved = latest.read_bytes()
+    real_replace = os.replace
+
+    def killed(src, dst):
+        if str(src).endswith(".tmp.keras") and str(dst) == str(latest):
+            raise KeyboardInterrupt("killed between the two steps")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed)
+    monkeypatch.setattr(checkpointing, "_remove", lambda path: None)  # A kill cleans nothing up.
+    saver.step = 8
+    with pytest.raises(KeyboardInterrupt):
+        saver.save()
+    monkeypatch.undo()
+    assert _files(tmp_path) == ["latest.keras", "latest.tmp.keras", "state.json", "step_4.keras"]
+    assert latest.read_bytes() == saved  # Still the newest saved checkpoint, step 4.
+    preemption.remove_partial_files(str(tmp_path))
+    assert preemption.load_newest(str(tmp_path), load_model)[1] == str(latest)
+
+    def no_hard_links(source, target):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    saver.step = 12  # On a file system without hard links, step_4.keras is a copy.
+    saver.save()
+    assert _files(tmp_path) == ["latest.keras", "state.json", "step_4.keras"]
+    assert (tmp_path / "checkpoints" / "step_4.keras").read_bytes() == saved
+    assert checkpointing.saved_state(str(tmp_path))["step"] == saver.latest_step == 12
+
+
+def test_state_json_describes_the_checkpoint_resumed_from(tiny_config, straight, tmp_path):
+    workdir = _copy_run(straight("pipeline"), tmp_path / "run")
+    state = checkpointing.saved_state(str(workdir))
+    stale = dict(state, step=(EPOCHS - 1) * STEPS, completed_epochs=EPOCHS - 1)  # A kill before state.json's write.
+    checkpointing.atomic_json(str(workdir / checkpointing.STATE), stale)
+    training.train_and_evaluate(_config(tiny_config), str(workdir))  # Resumes from latest.keras: finished.
+    assert checkpointing.saved_state(str(workdir)) == state
+
+
+def test_a_full_disk_before_the_first_checkpoint_says_a_rerun_starts_over(tmp_path, monkeypatch):
+    saver = _tiny_saver(tmp_path)
+
+    def full(self, path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+    monkeypatch.setattr(keras.Model, "save", full)
+    saver.step = 4
+    with pytest.raises(checkpointing.StorageError) as failed:
+        saver.save()
+    message = str(failed.value)
+    assert "Nothing partial was left; no checkpoint was saved yet. Free space" in message, message
+    assert "then rerun the same command: it starts over. Received: OSError ENOSPC" in message
+    assert "resume" not in message and _files(tmp_path) == []
+
+
+def test_the_space_needed_before_training_counts_every_kept_checkpoint(tmp_path):
+    model = _tiny_saver(tmp_path).model
+    one = 3 * 4 * sum(int(np.prod(v.shape)) for v in model.weights)
+    margin = 16 << 20
+    assert checkpointing.checkpoint_bytes(model, keep=2, folder=str(tmp_path)) == 3 * one + margin
+    assert checkpointing.checkpoint_bytes(model, keep=5) == 6 * one + margin
+    _fake_checkpoints(tmp_path / "resumed")  # Two written: a save needs room for one more.
+    assert checkpointing.checkpoint_bytes(model, keep=2, folder=str(tmp_path / "resumed")) == one + margin
+
+
+def test_a_file_system_that_cannot_fsync_still_saves_and_a_failed_flush_is_an_error(tmp_path, monkeypatch):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write("saved")
+
+    def fsync(error):
+        def fails(fd):
+            raise OSError(error, os.strerror(error))
+
+        return fails
+
+    for unsupported in (errno.EINVAL, errno.ENOTSUP):
+        monkeypatch.setattr(os, "fsync", fsync(unsupported))
+        checkpointing.write_atomically(str(tmp_path / "a.txt"), write)
+        checkpointing.atomic_json(str(tmp_path / "state.json"), {"step": 4})
+        assert (tmp_path / "a.txt").read_text() == "saved"
+    monkeypatch.setattr(os, "fsync", fsync(errno.EIO))
+    with pytest.raises(OSError, match="Input/output error"):
+        checkpointing.write_atomically(str(tmp_path / "b.txt"), write)
+    with pytest.raises(OSError, match="Input/output error"):  # state.json is flushed before its rename.
+        checkpointing.atomic_json(str(tmp_path / "state.json"), {"step": 8})
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["a.txt", "state.json"] and "4" in (tmp_path / "state.json").read_text()
+
+
+def test_what_a_killed_save_left_is_removed_and_no_checkpoint(tmp_path):
+    files = _fake_checkpoints(tmp_path)
+    folder = tmp_path / checkpointing.CHECKPOINTS
+    partial = ["latest.tmp.keras", "state.json.tmp", "tmpab_9x2kq", "step_4.tmp.keras"]
+    for name in partial:
+        (folder / name).write_bytes(b"part")
+    (folder / "tmpq1w2e3r4").mkdir()  # A temporary folder.
+    (folder / "notes.txt").write_text("the user's")
+    preemption.remove_partial_files(str(tmp_path))
+    assert checkpointing.checkpoint_files(str(tmp_path)) == files
+    assert sorted(os.listdir(folder)) == ["latest.keras", "notes.txt", "step_4.keras"]
 
 
 @pytest.mark.backend_agnostic
@@ -286,8 +590,8 @@ def _slurm_run(tmp_path, body):
 
 STOPS_ON_SIGNAL = f"""
 import os, signal, sys, time
-signal.signal(signal.SIGUSR1, lambda s, f: sys.exit({checkpointing.PREEMPTED_EXIT_STATUS}))
-signal.signal(signal.SIGTERM, lambda s, f: sys.exit({checkpointing.PREEMPTED_EXIT_STATUS}))
+signal.signal(signal.SIGUSR1, lambda s, f: sys.exit({errors.PREEMPTED_EXIT_STATUS}))
+signal.signal(signal.SIGTERM, lambda s, f: sys.exit({errors.PREEMPTED_EXIT_STATUS}))
 open(os.path.join(os.path.dirname(__file__), "started"), "w").close()
 time.sleep(60)
 """
@@ -299,19 +603,31 @@ def test_the_slurm_script_asks_for_the_signal_and_requeues(tmp_path):
     script = open(sweep.write_slurm([run], str(tmp_path / "sweep"))).read()
     assert f"#SBATCH --signal=B:USR1@{sweep.SLURM_SIGNAL_SECONDS}\n" in script and "#SBATCH --requeue\n" in script
     assert 'scontrol requeue "$SLURM_JOB_ID"' in script
-    assert sweep.PREEMPTED_EXIT_STATUS == checkpointing.PREEMPTED_EXIT_STATUS
+    assert sweep.PREEMPTED_EXIT_STATUS == errors.PREEMPTED_EXIT_STATUS == 75
     own = open(sweep.write_slurm([run], str(tmp_path / "own"), ["--signal=B:USR1@600"])).read()
     assert own.count("--signal") == 1 and "#SBATCH --signal=B:USR1@600" in own
 
 
 @pytest.mark.backend_agnostic
-@pytest.mark.parametrize("signum,requeued", [(signal.SIGUSR1, True), (signal.SIGTERM, False)])
-def test_the_slurm_script_passes_the_signal_on_and_requeues_after_usr1(tmp_path, signum, requeued):
+def test_a_signal_option_that_turns_the_requeue_off_is_warned_about():
+    for kept in ([], ["--gres=gpu:1"], ["--signal=B:USR1@600"], ["--signal=B:SIGUSR1@60"], ["--signal=B:10@60"]):
+        assert sweep.slurm_signal_warning(kept) is None, kept
+    for off in (["--signal=USR1@600"], ["--signal=B:TERM@60"], ["--signal=R:USR1@60"]):
+        warning = sweep.slurm_signal_warning(off)
+        assert warning.startswith(f"warning: {off[0]} replaces --signal=B:USR1@180") and "not requeued" in warning
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize(
+    "signum,requeued,scontrol",
+    [(signal.SIGUSR1, True, 0), (signal.SIGTERM, False, 0), (signal.SIGUSR1, True, 1)],  # 1: scontrol fails.
+)
+def test_the_slurm_script_passes_the_signal_on_and_requeues_after_usr1(tmp_path, signum, requeued, scontrol):
     run = _slurm_run(tmp_path, STOPS_ON_SIGNAL)
     script = sweep.write_slurm([run], str(tmp_path / "sweep"))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\nexit {scontrol}\n')
     (bin_dir / "scontrol").chmod(0o755)
     env = dict(os.environ, SLURM_ARRAY_TASK_ID="0", SLURM_JOB_ID="4242", PATH=f"{bin_dir}:{os.environ['PATH']}")
     batch = subprocess.Popen(["bash", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -320,6 +636,7 @@ def test_the_slurm_script_passes_the_signal_on_and_requeues_after_usr1(tmp_path,
         time.sleep(0.02)
     batch.send_signal(signum)  # B: SLURM signals the batch shell only.
     output, _ = batch.communicate(timeout=30)
-    assert batch.returncode == checkpointing.PREEMPTED_EXIT_STATUS, output
+    assert batch.returncode == errors.PREEMPTED_EXIT_STATUS, output
     log = tmp_path / "scontrol.log"
     assert (log.read_text() if log.exists() else "") == ("requeue 4242\n" if requeued else ""), output
+    assert ("scontrol requeue failed" in output) == bool(scontrol), output

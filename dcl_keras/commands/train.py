@@ -38,16 +38,17 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
-    from dcl_keras import checkpointing, training
+    from dcl_keras import preemption, training
     from dcl_keras.distribute import Cluster
+    from dcl_keras.errors import PREEMPTED_EXIT_STATUS
 
     logging.set_verbosity(logging.INFO)
     cluster = Cluster.from_env(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     try:
         result = training.train_and_evaluate(_CONFIG.value, _WORKDIR.value, cluster)
-    except checkpointing.Preempted as e:
+    except preemption.Preempted as e:
         print(f"{os.path.basename(sys.argv[0])}: {e}", file=sys.stderr, flush=True)
-        sys.exit(checkpointing.PREEMPTED_EXIT_STATUS)
+        sys.exit(PREEMPTED_EXIT_STATUS)
     evaluation = result.get("evaluation")
     if evaluation:
         logging.info(
