@@ -17,6 +17,8 @@ version of ImageNet pretraining): up to 96 classes of whole-object categories
 (shape x surface texture x colour family) drawn over the same clutter. A
 third, `typefaces` (`dcl_keras.data.typefaces`), is a fine-grained set of
 thin, high-contrast detail, meant to be rendered larger than the resize side.
+A fourth, `pretrain` (`dcl_keras.data.corpus`), is the pretraining corpus:
+glyph pages in fonts the typefaces do not use, and the coarse classes.
 """
 
 import dataclasses
@@ -31,23 +33,24 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from dcl_keras.data import typefaces
+from dcl_keras.data import corpus, typefaces
 from dcl_keras.errors import UserError
 
 CRESTS = ("none", "spike", "tuft", "double")
 WINGS = ("plain", "stripes", "dots")
 TAILS = ("fan", "fork")
 MAX_CLASSES = len(CRESTS) * len(WINGS) * len(TAILS)
-KINDS = ("birds", "coarse", "typefaces")
+KINDS = ("birds", "coarse", "typefaces", "pretrain")
 # Each kind's generator version, part of its cache folder's digest: bump a kind's own entry when its images
 # or files change, so that only its folder (and benchmarks/learning.py's history for it) starts anew.
 # birds 2: bounding_boxes.txt; 3: part_boxes.txt; 4: the double crest's box; 5: larger parts in a contrasting
 # colour. coarse and typefaces have not changed since version 4, the version all kinds shared until then.
-GENERATOR_VERSIONS = {"birds": 5, "coarse": 4, "typefaces": 4}
+GENERATOR_VERSIONS = {"birds": 5, "coarse": 4, "typefaces": 4, "pretrain": 1}
 SHAPES = ("ellipse", "triangle", "square", "pentagon", "star", "cross", "ring", "crescent")
 TEXTURES = ("plain", "stripes", "dots", "checker")
 COLOURS = ("warm", "cool", "grey")
 MAX_COARSE_CLASSES = len(SHAPES) * len(TEXTURES) * len(COLOURS)
+MAX_PRETRAIN_CLASSES = len(corpus.GLYPH_ATTRIBUTES) + MAX_COARSE_CLASSES
 
 
 def class_attributes(num_classes):
@@ -263,6 +266,12 @@ def render_with_parts(rng, attributes, size, kind="birds"):
     if kind == "typefaces":
         image, box = typefaces.render_with_box(rng, attributes, size)
         return image, box, {}
+    if kind == "pretrain":
+        family, *attributes = attributes
+        if family == "glyphs":
+            image, box = corpus.render_glyphs(rng, attributes, size)
+            return image, box, {}
+        kind = "coarse"
     image = _background(rng, size)
     side = int(size * rng.uniform(0.75, 0.95))
     if kind == "birds":
@@ -304,16 +313,18 @@ def generate(root, num_classes=20, train_per_class=40, test_per_class=20, image_
     """Writes the demo dataset to `root`: train/ and test/ class folders of JPEGs, and the objects' boxes."""
     if kind not in KINDS:
         raise UserError(f"The demo dataset kind must be one of {KINDS}. Received: kind={kind!r}")
-    if kind == "typefaces" and not 2 <= num_classes <= typefaces.NUM_CLASSES:
-        raise UserError(
-            f"The typefaces set has between 2 and {typefaces.NUM_CLASSES} classes. Received: num_classes={num_classes}"
-        )
+    limit = {"typefaces": typefaces.NUM_CLASSES, "pretrain": MAX_PRETRAIN_CLASSES}.get(kind)
+    if limit and not 2 <= num_classes <= limit:
+        raise UserError(f"The {kind} set has between 2 and {limit} classes. Received: num_classes={num_classes}")
     attributes = {
         "birds": class_attributes,
         "coarse": coarse_attributes,
         "typefaces": lambda n: typefaces.ATTRIBUTES[:n],
+        "pretrain": lambda n: corpus.attributes(n, coarse_attributes(MAX_COARSE_CLASSES)),
     }[kind](num_classes)
-    names = {"birds": class_name, "coarse": "-".join, "typefaces": typefaces.class_name}[kind]
+    names = {"birds": class_name, "coarse": "-".join, "typefaces": typefaces.class_name, "pretrain": corpus.class_name}[
+        kind
+    ]
     rng = np.random.default_rng(seed)
     lines, part_lines = [], []
     for split, count in (("train", train_per_class), ("test", test_per_class)):

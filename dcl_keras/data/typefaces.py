@@ -46,12 +46,24 @@ def font_path(attributes):
     return os.path.join(matplotlib.get_data_path(), "fonts", "ttf", f"{stem}.ttf")
 
 
-def _words(rng, count):
-    return " ".join("".join(rng.choice(list(LETTERS), size=int(rng.integers(3, 7)))) for _ in range(count))
+def _words(rng, count, letters=LETTERS):
+    return " ".join("".join(rng.choice(list(letters), size=int(rng.integers(3, 7)))) for _ in range(count))
 
 
 def render_with_box(rng, attributes, size):
     """(image, box): one size x size page of text in the class's typeface, and the text's box (x, y, w, h)."""
+    return render_page(rng, font_path(attributes), size)
+
+
+def render_page(rng, font_file, size, shear=0.0, thicken=0, letters=LETTERS):
+    """(image, box): a page of text in the font at `font_file`, and the text's box (x, y, w, h).
+
+    `shear` slants the text layer (the tangent of its angle, positive leaning
+    right) and `thicken` widens every stroke by that many pixels a side, so
+    that one font file gives oblique and heavier variants (the pretraining
+    corpus, `dcl_keras.data.corpus`). At their defaults the page is the
+    typefaces class's, drawn from the same random numbers.
+    """
     paper = tuple(int(v) for v in rng.integers(185, 256, size=3))
     image = Image.new("RGB", (size, size), paper)
     draw = ImageDraw.Draw(image)
@@ -65,12 +77,17 @@ def render_with_box(rng, attributes, size):
             r = rng.uniform(0.02, 0.1) * size
             draw.ellipse([x0 - r, y0 - r, x0 + r, y0 + r], fill=colour)
     image = image.filter(ImageFilter.GaussianBlur(size / 300))
-    font = ImageFont.truetype(font_path(attributes), int(size * rng.uniform(0.10, 0.15)))
-    lines = [_words(rng, 3) for _ in range(int(rng.integers(2, 4)))]
+    font = ImageFont.truetype(font_file, int(size * rng.uniform(0.10, 0.15)))
+    lines = [_words(rng, 3, letters) for _ in range(int(rng.integers(2, 4)))]
     text = "\n".join(lines)
-    # The text on its own layer, rotated a little, then pasted at a random place.
+    # The text on its own layer, slanted and thickened where asked, rotated a little, then pasted at a random place.
     layer = Image.new("L", (2 * size, 2 * size), 0)
     ImageDraw.Draw(layer).multiline_text((size // 2, size // 2), text, font=font, fill=255, spacing=size // 40)
+    if shear:
+        # Output (x, y) samples input (x + shear * (y - size), y): the text leans right about the layer's centre.
+        layer = layer.transform(layer.size, Image.AFFINE, (1, shear, -shear * size, 0, 1, 0), Image.BICUBIC)
+    if thicken:
+        layer = layer.filter(ImageFilter.MaxFilter(2 * thicken + 1))
     layer = layer.rotate(float(rng.uniform(-5, 5)), resample=Image.BICUBIC, center=(size, size))
     left, top, right, bottom = layer.getbbox() or (0, 0, 1, 1)
     layer = layer.crop((left, top, right, bottom))
