@@ -2,7 +2,10 @@
 
 Experiment files in configs/ start from `base_config()` (or `paper_config()`)
 and change what their dataset needs; they import nothing but this package, so
-they load from any folder. Every field is documented here, once.
+they load from any folder. Every field is documented here, once; the choices
+of its fields are `dcl_keras.contract`'s. Neither this module nor a config file
+imports TensorFlow, Keras or JAX, so loading a config, or planning a sweep of
+many, starts none of them.
 """
 
 import importlib.util
@@ -11,16 +14,9 @@ import os
 import ml_collections
 from ml_collections import config_dict
 
-from dcl_keras.data import augment, demo, pairing, pipeline, readers
+from dcl_keras import contract
+from dcl_keras.contract import DISTRIBUTIONS, JIT_COMPILE
 from dcl_keras.errors import UserError
-from dcl_keras.losses import ALIGNMENT_REDUCTIONS, CLASSIFICATION_LOSSES
-from dcl_keras.models import backbones
-
-DISTRIBUTIONS = ("none", "mirrored", "tpu", "data_parallel", "multi_worker_mirrored")
-RCM_PLACEMENTS = ("pipeline", "device")
-MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
-JIT_COMPILE = {"auto": "auto", "true": True, "false": False}
-DATA_SOURCES = ("demo", "image_folder", "annotation_lists", "cub200", "fgvc_aircraft", "tfds", "records")
 
 
 def base_config():
@@ -29,7 +25,7 @@ def base_config():
     c.seed = 0
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = "cub200"  # One of DATA_SOURCES.
+    c.data.source = "cub200"  # One of contract.DATA_SOURCES.
     c.data.root = ""  # Dataset folder (layout depends on the source; for "records", a bin/make_records folder).
     c.data.train_list = ""  # annotation_lists: train list, relative to root or absolute.
     c.data.test_list = ""  # annotation_lists: test list.
@@ -78,7 +74,7 @@ def base_config():
     c.rcm.placement = "pipeline"  # Where destruction runs: "pipeline" (tf.data) or "device" (in the train step).
 
     c.model = ml_collections.ConfigDict()
-    c.model.backbone = "resnet50"  # A key of dcl_keras.models.backbones.BACKBONES.
+    c.model.backbone = "resnet50"  # One of contract.BACKBONE_NAMES (dcl_keras.models.backbones).
     c.model.weights = "imagenet"  # "imagenet", "none" or a weights file path.
     c.model.width = 32  # tiny backbone only: channels of its first block.
     c.model.depth = 1  # tiny backbone only: 3x3 convolutions per stage.
@@ -212,158 +208,186 @@ def _fail(field, expected, value):
     raise ConfigError(f"Config field `{field}`: expected {expected}. Received: {field}={value!r}")
 
 
-def validate_config(c):
-    """Raises ConfigError naming the field for any setting that cannot work."""
-    if c.data.source not in DATA_SOURCES:
-        _fail("data.source", f"one of {DATA_SOURCES}", c.data.source)
-    if c.data.source in ("image_folder", "annotation_lists", "cub200", "fgvc_aircraft", "records"):
-        if not c.data.root:
-            _fail("data.root", f"the dataset folder for source {c.data.source!r}", c.data.root)
-        if not os.path.isdir(os.path.expanduser(c.data.root)):
-            _fail("data.root", "an existing directory", c.data.root)
-    if c.data.source == "annotation_lists" and not (c.data.train_list and c.data.test_list):
-        _fail(
-            "data.train_list/test_list", "both list files for annotation_lists", (c.data.train_list, c.data.test_list)
-        )
-    if c.data.source == "tfds" and not c.data.tfds_name:
-        _fail("data.tfds_name", "a TFDS builder name", c.data.tfds_name)
-    if c.data.source == "fgvc_aircraft":
-        if c.data.aircraft_level not in readers.AIRCRAFT_LEVELS:
-            _fail("data.aircraft_level", f"one of {readers.AIRCRAFT_LEVELS}", c.data.aircraft_level)
-        if c.data.aircraft_train_split not in ("train", "trainval"):
-            _fail("data.aircraft_train_split", "'train' or 'trainval'", c.data.aircraft_train_split)
-    if c.data.source == "demo" and c.data.demo.kind not in demo.KINDS:
-        _fail("data.demo.kind", f"one of {demo.KINDS}", c.data.demo.kind)
-    if c.data.bad_files not in pipeline.BAD_FILE_POLICIES:
-        _fail("data.bad_files", f"one of {pipeline.BAD_FILE_POLICIES}", c.data.bad_files)
-    if c.model.backbone not in backbones.BACKBONES:
-        _fail("model.backbone", f"one of {sorted(backbones.BACKBONES)}", c.model.backbone)
-    if c.data.source == "image_folder" and not 0.0 < c.data.test_fraction < 1.0:
-        _fail(
-            "data.test_fraction", "a fraction in (0, 1) (used when root has no train/ and test/)", c.data.test_fraction
-        )
-    if c.data.label_base not in (None, 0, 1):
-        _fail("data.label_base", "0, 1 or None (detect)", c.data.label_base)
-    if not 0.0 <= c.data.val_fraction < 1.0:
-        _fail("data.val_fraction", "a fraction in [0, 1) (0: no carved-out validation split)", c.data.val_fraction)
-    if c.data.tfds_shuffle_buffer < 1:
-        _fail("data.tfds_shuffle_buffer", "a positive number of records", c.data.tfds_shuffle_buffer)
-    if not isinstance(c.input.cache_mb, int) or isinstance(c.input.cache_mb, bool) or c.input.cache_mb < 0:
-        _fail("input.cache_mb", "an integer >= 0 (MiB; 0 reads every file every epoch)", c.input.cache_mb)
-    if c.input.jpeg_reducing_gap and c.input.jpeg_reducing_gap < 1.0:
-        _fail("input.jpeg_reducing_gap", "0 (decode every pixel) or a factor >= 1", c.input.jpeg_reducing_gap)
-    for field in ("image_size", "resize_size", "batch_size"):
-        if c.input[field] < 1:
-            _fail(f"input.{field}", "a positive integer", c.input[field])
-    if c.input.resampling not in augment.RESAMPLING:
-        _fail("input.resampling", f"one of {augment.RESAMPLING}", c.input.resampling)
-    if c.input.resize_size < c.input.image_size:
-        _fail("input.resize_size", f">= input.image_size ({c.input.image_size})", c.input.resize_size)
-    n, k = c.rcm.n, c.rcm.k
-    if not isinstance(n, int) or n < 1:
-        _fail("rcm.n", "an integer >= 1 (regions per side)", n)
-    if not isinstance(k, int) or k < 1 or (n > 1 and k >= n):
-        _fail("rcm.k", f"an integer with 1 <= k < rcm.n ({n})", k)
-    if c.input.image_size % n:
-        _fail("input.image_size", f"a multiple of rcm.n={n}, so that the regions are equal", c.input.image_size)
+def _choice(field, value, choices):
+    if value not in choices:
+        _fail(field, f"one of {tuple(choices)}", value)
+
+
+def _check(validate, fields, *args):
+    """Runs a `contract` validator on config values; its ArgumentError becomes a ConfigError naming the fields."""
     try:
-        pairing.validate_ratio(c.rcm.originals, c.rcm.destructed)
-    except ValueError as e:
-        raise ConfigError(f"Config field `rcm.originals/rcm.destructed`: {e}") from None
-    if c.rcm.placement not in RCM_PLACEMENTS:
-        _fail("rcm.placement", f"one of {RCM_PLACEMENTS}", c.rcm.placement)
-    if c.model.discriminator not in ("2way", "2c"):
-        _fail(
-            "model.discriminator",
-            "'2way' (paper) or '2c' (reference code); loss.beta=0 drops it",
-            c.model.discriminator,
-        )
-    if c.rcm.destructed == 0 and (c.loss.beta or c.loss.gamma):
+        validate(*args)
+    except contract.ArgumentError as e:
+        received = ", ".join(f"{fields[name]}={value!r}" for name, value in e.received.items())
+        raise ConfigError(f"Config field `{fields[e.argument]}`: expected {e.expected}. Received: {received}") from None
+
+
+def is_label_study(data):
+    """Whether a `data` section asks for noisy or long-tailed training labels (studies of robustness)."""
+    return bool(data.label_noise) or data.long_tail_ratio > 1
+
+
+def validate_label_study(data):
+    """Raises ConfigError where a label study is asked of a source whose labels cannot be changed (not files)."""
+    if is_label_study(data) and data.source not in contract.FILE_SOURCES:
         raise ConfigError(
-            "Config fields `loss.beta`/`loss.gamma`: with rcm.destructed=0 there is no destructed view, so the "
-            "discriminator would learn a single class and the alignment head an identity grid. The plain baseline "
-            f"is rcm.destructed=0, loss.beta=0, loss.gamma=0. Received: loss.beta={c.loss.beta}, "
-            f"loss.gamma={c.loss.gamma}"
+            "Config fields `data.label_noise` and `data.long_tail_ratio` (studies of noisy and long-tailed labels) "
+            f"need a file-based source; the file-based sources are {contract.FILE_SOURCES}. Received: "
+            f"data.source={data.source!r}, data.label_noise={data.label_noise}, "
+            f"data.long_tail_ratio={data.long_tail_ratio}"
         )
-    if c.rcm.originals == 0 and c.loss.beta:
-        raise ConfigError(
-            "Config field `loss.beta`: with rcm.originals=0 every view is destructed, so the discriminator would "
-            f"learn a single class; set loss.beta=0 for the 0:1 ratio. Received: loss.beta={c.loss.beta}"
-        )
+
+
+def _validate_source(data):
+    _choice("data.source", data.source, contract.DATA_SOURCES)
+    if data.source in ("image_folder", "annotation_lists", "cub200", "fgvc_aircraft", "records"):
+        if not data.root:
+            _fail("data.root", f"the dataset folder for source {data.source!r}", data.root)
+        if not os.path.isdir(os.path.expanduser(data.root)):
+            _fail("data.root", "an existing directory", data.root)
+    if data.source == "annotation_lists" and not (data.train_list and data.test_list):
+        _fail("data.train_list/test_list", "both list files for annotation_lists", (data.train_list, data.test_list))
+    if data.source == "tfds" and not data.tfds_name:
+        _fail("data.tfds_name", "a TFDS builder name", data.tfds_name)
+    if data.source == "fgvc_aircraft":
+        _choice("data.aircraft_level", data.aircraft_level, contract.AIRCRAFT_LEVELS)
+        _choice("data.aircraft_train_split", data.aircraft_train_split, contract.AIRCRAFT_TRAIN_SPLITS)
+    if data.source == "demo":
+        _choice("data.demo.kind", data.demo.kind, contract.DEMO_KINDS)
+    if data.source == "image_folder" and not 0.0 < data.test_fraction < 1.0:
+        _fail("data.test_fraction", "a fraction in (0, 1) (used when root has no train/ and test/)", data.test_fraction)
+
+
+def _validate_data(data):
+    _validate_source(data)
+    _choice("data.bad_files", data.bad_files, contract.BAD_FILE_POLICIES)
+    if data.label_base not in (None, 0, 1):
+        _fail("data.label_base", "0, 1 or None (detect)", data.label_base)
+    if not 0.0 <= data.val_fraction < 1.0:
+        _fail("data.val_fraction", "a fraction in [0, 1) (0: no carved-out validation split)", data.val_fraction)
+    if data.tfds_shuffle_buffer < 1:
+        _fail("data.tfds_shuffle_buffer", "a positive number of records", data.tfds_shuffle_buffer)
+    if not 0.0 <= data.label_noise < 1.0:
+        _fail("data.label_noise", "a share in [0, 1)", data.label_noise)
+    if data.long_tail_ratio < 1.0:
+        _fail("data.long_tail_ratio", "1 (off) or a largest/smallest class size ratio > 1", data.long_tail_ratio)
+    validate_label_study(data)
+
+
+def _validate_input(inputs):
+    if not isinstance(inputs.cache_mb, int) or isinstance(inputs.cache_mb, bool) or inputs.cache_mb < 0:
+        _fail("input.cache_mb", "an integer >= 0 (MiB; 0 reads every file every epoch)", inputs.cache_mb)
+    if inputs.jpeg_reducing_gap and inputs.jpeg_reducing_gap < 1.0:
+        _fail("input.jpeg_reducing_gap", "0 (decode every pixel) or a factor >= 1", inputs.jpeg_reducing_gap)
+    for field in ("image_size", "resize_size", "batch_size"):
+        if inputs[field] < 1:
+            _fail(f"input.{field}", "a positive integer", inputs[field])
+    _choice("input.resampling", inputs.resampling, contract.RESAMPLING)
+    if inputs.resize_size < inputs.image_size:
+        _fail("input.resize_size", f">= input.image_size ({inputs.image_size})", inputs.resize_size)
+
+
+def _validate_rcm(c):
+    fields = {"n": "rcm.n", "k": "rcm.k", "image_size": "input.image_size"}
+    _check(contract.validate_rcm_args, fields, c.rcm.n, c.rcm.k, c.input.image_size)
+    fields = {"originals": "rcm.originals", "destructed": "rcm.destructed"}
+    _check(contract.validate_ratio, fields, c.rcm.originals, c.rcm.destructed)
+    _choice("rcm.placement", c.rcm.placement, contract.RCM_PLACEMENTS)
     if c.rcm.n == 1 and c.rcm.destructed:
         raise ConfigError(
             "Config field `rcm.n`: N=1 leaves the image whole, so every destructed view would be a copy of its "
             "original (DCL at N=1 is the baseline: rcm.destructed=0, loss.beta=0, loss.gamma=0). "
             f"Received: rcm.n=1, rcm.destructed={c.rcm.destructed}"
         )
-    if c.loss.alpha <= 0:
-        _fail("loss.alpha", "a weight > 0 (the classifier is what is evaluated and exported)", c.loss.alpha)
-    if not c.loss.destructed_alpha >= 0:
-        _fail("loss.destructed_alpha", "a weight >= 0 (1 is the paper's DCL)", c.loss.destructed_alpha)
-    if c.rcm.originals == 0 and c.loss.destructed_alpha == 0:
-        _fail("loss.destructed_alpha", "> 0 with rcm.originals=0 (no view would be classified)", 0.0)
-    if c.train.epoch_batch_size < 0:
+
+
+def _validate_model(model):
+    _choice("model.backbone", model.backbone, contract.BACKBONE_NAMES)
+    if model.discriminator not in contract.DISCRIMINATORS:
         _fail(
-            "train.epoch_batch_size", "0 (input.batch_size) or a positive number of examples", c.train.epoch_batch_size
+            "model.discriminator", "'2way' (paper) or '2c' (reference code); loss.beta=0 drops it", model.discriminator
         )
-    if c.loss.alignment_reduction not in ALIGNMENT_REDUCTIONS:
-        _fail("loss.alignment_reduction", f"one of {ALIGNMENT_REDUCTIONS}", c.loss.alignment_reduction)
-    for field in ("alpha", "beta", "gamma"):
-        if c.loss[field] < 0:
-            _fail(f"loss.{field}", "a weight >= 0", c.loss[field])
-    if c.loss.classification not in CLASSIFICATION_LOSSES:
-        _fail("loss.classification", f"one of {CLASSIFICATION_LOSSES}", c.loss.classification)
-    if not 0.0 <= c.loss.label_smoothing < 1.0:
-        _fail("loss.label_smoothing", "a share in [0, 1)", c.loss.label_smoothing)
-    if c.loss.label_smoothing and c.loss.classification != "cross_entropy":
-        _fail("loss.label_smoothing", "0 unless loss.classification='cross_entropy'", c.loss.label_smoothing)
-    if not 0.0 < c.loss.gce_q <= 1.0:
-        _fail("loss.gce_q", "q in (0, 1]", c.loss.gce_q)
-    if not 0.0 <= c.loss.class_balance_beta < 1.0:
-        _fail("loss.class_balance_beta", "0 (off) or beta in (0, 1), e.g. 0.999", c.loss.class_balance_beta)
-    if not 0.0 <= c.data.label_noise < 1.0:
-        _fail("data.label_noise", "a share in [0, 1)", c.data.label_noise)
-    if c.data.long_tail_ratio < 1.0:
-        _fail("data.long_tail_ratio", "1 (off) or a largest/smallest class size ratio > 1", c.data.long_tail_ratio)
-    if (c.data.label_noise or c.data.long_tail_ratio > 1) and c.data.source in ("tfds", "records"):
+    if not isinstance(model.depth, int) or model.depth < 1:
+        _fail("model.depth", "a positive number of convolutions per stage", model.depth)
+    _choice("model.norm", model.norm, contract.TINY_NORMS)
+
+
+def _validate_heads(loss, rcm):
+    """The loss weights against the views: a head with nothing to learn is refused."""
+    if rcm.destructed == 0 and (loss.beta or loss.gamma):
         raise ConfigError(
-            "Config fields `data.label_noise` and `data.long_tail_ratio` (studies of noisy and long-tailed labels) "
-            "need a file-based source (demo, image_folder, annotation_lists, cub200, fgvc_aircraft). Received: "
-            f"data.source={c.data.source!r}, data.label_noise={c.data.label_noise}, "
-            f"data.long_tail_ratio={c.data.long_tail_ratio}"
+            "Config fields `loss.beta`/`loss.gamma`: with rcm.destructed=0 there is no destructed view, so the "
+            "discriminator would learn a single class and the alignment head an identity grid. The plain baseline "
+            f"is rcm.destructed=0, loss.beta=0, loss.gamma=0. Received: loss.beta={loss.beta}, "
+            f"loss.gamma={loss.gamma}"
         )
-    if c.train.epochs < 1:
-        _fail("train.epochs", "an integer >= 1", c.train.epochs)
-    if not 0.0 <= c.train.warmup_epochs < c.train.epochs:
+    if rcm.originals == 0 and loss.beta:
+        raise ConfigError(
+            "Config field `loss.beta`: with rcm.originals=0 every view is destructed, so the discriminator would "
+            f"learn a single class; set loss.beta=0 for the 0:1 ratio. Received: loss.beta={loss.beta}"
+        )
+    if loss.alpha <= 0:
+        _fail("loss.alpha", "a weight > 0 (the classifier is what is evaluated and exported)", loss.alpha)
+    if not loss.destructed_alpha >= 0:
+        _fail("loss.destructed_alpha", "a weight >= 0 (1 is the paper's DCL)", loss.destructed_alpha)
+    if rcm.originals == 0 and loss.destructed_alpha == 0:
+        _fail("loss.destructed_alpha", "> 0 with rcm.originals=0 (no view would be classified)", 0.0)
+    for field in ("alpha", "beta", "gamma"):
+        if loss[field] < 0:
+            _fail(f"loss.{field}", "a weight >= 0", loss[field])
+
+
+def _validate_loss(loss):
+    _choice("loss.alignment_reduction", loss.alignment_reduction, contract.ALIGNMENT_REDUCTIONS)
+    _choice("loss.classification", loss.classification, contract.CLASSIFICATION_LOSSES)
+    if not 0.0 <= loss.label_smoothing < 1.0:
+        _fail("loss.label_smoothing", "a share in [0, 1)", loss.label_smoothing)
+    if loss.label_smoothing and loss.classification != "cross_entropy":
+        _fail("loss.label_smoothing", "0 unless loss.classification='cross_entropy'", loss.label_smoothing)
+    if not 0.0 < loss.gce_q <= 1.0:
+        _fail("loss.gce_q", "q in (0, 1]", loss.gce_q)
+    if not 0.0 <= loss.class_balance_beta < 1.0:
+        _fail("loss.class_balance_beta", "0 (off) or beta in (0, 1), e.g. 0.999", loss.class_balance_beta)
+
+
+def _validate_train(train):
+    if train.epochs < 1:
+        _fail("train.epochs", "an integer >= 1", train.epochs)
+    if not 0.0 <= train.warmup_epochs < train.epochs:
         _fail(
             "train.warmup_epochs",
-            f"0 (off) or a number of epochs below train.epochs ({c.train.epochs})",
-            c.train.warmup_epochs,
+            f"0 (off) or a number of epochs below train.epochs ({train.epochs})",
+            train.warmup_epochs,
         )
-    if c.train.steps_per_epoch < 0:
-        _fail("train.steps_per_epoch", "0 (one pass) or a positive integer", c.train.steps_per_epoch)
-    if c.train.checkpoint_every_steps < 0:
+    if train.steps_per_epoch < 0:
+        _fail("train.steps_per_epoch", "0 (one pass) or a positive integer", train.steps_per_epoch)
+    if train.epoch_batch_size < 0:
+        _fail("train.epoch_batch_size", "0 (input.batch_size) or a positive number of examples", train.epoch_batch_size)
+    if train.checkpoint_every_steps < 0:
         _fail(
-            "train.checkpoint_every_steps",
-            "0 (per epoch) or a positive number of steps",
-            c.train.checkpoint_every_steps,
+            "train.checkpoint_every_steps", "0 (per epoch) or a positive number of steps", train.checkpoint_every_steps
         )
-    if not isinstance(c.train.keep_checkpoints, int) or c.train.keep_checkpoints < 1:
+    if not isinstance(train.keep_checkpoints, int) or train.keep_checkpoints < 1:
         _fail(
             "train.keep_checkpoints",
             "an integer >= 1 (2 or more leaves an older checkpoint to resume from if the newest cannot be read)",
-            c.train.keep_checkpoints,
+            train.keep_checkpoints,
         )
-    if str(c.train.jit_compile).lower() not in JIT_COMPILE:
-        _fail("train.jit_compile", f"one of {tuple(JIT_COMPILE)}", c.train.jit_compile)
-    if c.train.distribution not in DISTRIBUTIONS:
-        _fail("train.distribution", f"one of {DISTRIBUTIONS}", c.train.distribution)
-    if not isinstance(c.model.depth, int) or c.model.depth < 1:
-        _fail("model.depth", "a positive number of convolutions per stage", c.model.depth)
-    if c.model.norm not in ("batch", "group"):
-        _fail("model.norm", "'batch' or 'group'", c.model.norm)
-    if c.train.mixed_precision not in MIXED_PRECISION:
-        _fail("train.mixed_precision", f"one of {MIXED_PRECISION}", c.train.mixed_precision)
+    if str(train.jit_compile).lower() not in JIT_COMPILE:
+        _fail("train.jit_compile", f"one of {tuple(JIT_COMPILE)}", train.jit_compile)
+    _choice("train.distribution", train.distribution, DISTRIBUTIONS)
+    _choice("train.mixed_precision", train.mixed_precision, contract.MIXED_PRECISION)
+
+
+def validate_config(c):
+    """Raises ConfigError naming the field for any setting that cannot work, section by section."""
+    _validate_data(c.data)
+    _validate_input(c.input)
+    _validate_rcm(c)
+    _validate_model(c.model)
+    _validate_heads(c.loss, c.rcm)
+    _validate_loss(c.loss)
+    _validate_train(c.train)
     if c.eval.precise_bn_batches < 0:
         _fail("eval.precise_bn_batches", "0 (off) or a positive number of batches", c.eval.precise_bn_batches)
     if c.export.top_k < 1:

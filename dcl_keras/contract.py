@@ -7,7 +7,10 @@ here, as plain Python and NumPy, so that every side imports one definition:
 * the model's output names, which are also the keys of the targets;
 * the head layers (the new layers: their own learning rate);
 * the discriminator's labels and the alignment target's normalisation;
-* the counter hash's constants and the salts that separate its key streams.
+* the counter hash's constants and the salts that separate its key streams;
+* the choices of the config's fields and the checks of RCM and pairing
+  arguments, which the config, the input pipeline and the model share, so
+  that loading a config imports neither TensorFlow nor Keras.
 
 The two RCM implementations (`dcl_keras.data.rcm` in tf.data, and
 `dcl_keras.models.region_confusion` inside the train step) stay two, because
@@ -17,6 +20,21 @@ pair bit for bit.
 """
 
 import numpy as np
+
+
+class ArgumentError(ValueError):
+    """An argument that cannot work: its name, what was expected, and the values received ({name: value}).
+
+    The config re-raises it naming its own fields (`dcl_keras.config`).
+    """
+
+    def __init__(self, argument, expected, received):
+        self.argument = argument
+        self.expected = expected
+        self.received = received
+        values = ", ".join(f"{name}={value!r}" for name, value in received.items())
+        super().__init__(f"`{argument}`: expected {expected}. Received: {values}")
+
 
 # Model outputs, and the keys of every target dict (dcl_keras.data.pairing describes the batch).
 CLASSIFIER = "classifier"
@@ -29,6 +47,10 @@ CLASSIFIER_LAYER = CLASSIFIER
 DISCRIMINATOR_LAYER = DISCRIMINATOR
 ALIGNMENT_LAYER = "region_alignment_conv"
 HEAD_LAYERS = (CLASSIFIER_LAYER, DISCRIMINATOR_LAYER, ALIGNMENT_LAYER)
+
+# The two inputs of the device-RCM stream (dcl_keras.data.pipeline yields them, the DeviceRCMTrainer reads them).
+DEVICE_IMAGES = "images"
+DEVICE_KEYS = "rcm_keys"
 
 # Destruction discriminator labels (the 2-way head; the 2C variant's target is label + C * DESTRUCTED).
 ORIGINAL = 0
@@ -84,3 +106,46 @@ MIRRORS = {
     "dcl_keras.data.rcm.apply_region_permutation": "dcl_keras.models.region_confusion.apply_region_permutations",
     "dcl_keras.data.pairing.make_views": "dcl_keras.models.region_confusion.RegionConfusion.call",
 }
+
+
+# The choices of the config's fields (dcl_keras.config documents each field).
+DATA_SOURCES = ("demo", "image_folder", "annotation_lists", "cub200", "fgvc_aircraft", "tfds", "records")
+FILE_SOURCES = ("demo", "image_folder", "annotation_lists", "cub200", "fgvc_aircraft")  # Image files, one a path.
+DEMO_KINDS = ("birds", "coarse", "typefaces", "pretrain")  # dcl_keras.data.demo's generators.
+AIRCRAFT_LEVELS = ("variant", "family", "manufacturer")
+AIRCRAFT_TRAIN_SPLITS = ("train", "trainval")
+BAD_FILE_POLICIES = ("skip", "strict")
+RESAMPLING = ("pillow", "fused")  # dcl_keras.data.augment describes both.
+RCM_PLACEMENTS = ("pipeline", "device")
+BACKBONE_NAMES = ("tiny", "resnet50", "vgg16", "efficientnetv2_s", "convnext_tiny")  # Keys of backbones.BACKBONES.
+TINY_NORMS = ("batch", "group")
+DISCRIMINATORS = ("2way", "2c")  # The model also takes "none", which loss.beta=0 selects.
+ALIGNMENT_REDUCTIONS = ("mean", "sum")
+CLASSIFICATION_LOSSES = ("cross_entropy", "gce")
+MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
+JIT_COMPILE = {"auto": "auto", "true": True, "false": False}
+DISTRIBUTIONS = ("none", "mirrored", "tpu", "data_parallel", "multi_worker_mirrored")
+
+
+def validate_rcm_args(n, k, image_size=None):
+    """Raises ArgumentError for an RCM (N, k, image size) that cannot work; image_size may be (height, width)."""
+    if not isinstance(n, int) or n < 1:
+        raise ArgumentError("n", "an integer >= 1 (RCM regions per side)", {"n": n})
+    if not isinstance(k, int) or k < 1 or (n > 1 and k >= n):
+        raise ArgumentError("k", f"an integer with 1 <= k < n (RCM neighbourhood size; n={n})", {"k": k})
+    sides = image_size if isinstance(image_size, (tuple, list)) else (image_size,)
+    if image_size is not None and any(side % n for side in sides):
+        raise ArgumentError(
+            "image_size", f"a multiple of n={n}, so that the RCM regions are equal", {"image_size": image_size}
+        )
+
+
+def validate_ratio(originals, destructed):
+    """Raises ArgumentError for a pairing ratio (original and destructed views per example) that cannot work."""
+    for name, value in (("originals", originals), ("destructed", destructed)):
+        if not isinstance(value, int) or value < 0:
+            raise ArgumentError(name, "an integer >= 0 (views per example)", {name: value})
+    if originals + destructed == 0:
+        raise ArgumentError(
+            "destructed", "at least one view per example", {"originals": originals, "destructed": destructed}
+        )

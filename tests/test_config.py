@@ -1,11 +1,13 @@
 """Config validation: every setting that cannot work fails before training, naming the field."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
 from dcl_keras import config as config_lib
-from dcl_keras import sweep
+from dcl_keras import contract, sweep
 from dcl_keras.config import ConfigError, validate_config
 from dcl_keras.errors import UserError
 
@@ -91,3 +93,89 @@ def test_parse_arg_types_values_by_their_defaults():
     assert values == {"n": 3, "flag": True, "name": "x", "rate": 0.5}
     with pytest.raises(ValueError, match="n=seven"):
         config_lib.parse_arg("n=seven", n=7)
+
+
+def test_loading_and_validating_every_config_file_starts_neither_tensorflow_nor_keras_nor_jax():
+    probe = (
+        "import glob, os, sys\n"
+        "from dcl_keras import config\n"
+        "root = sys.argv[1]\n"
+        "for path in sorted(glob.glob(os.path.join(root, 'configs', '*.py'))):\n"
+        "    c = config.load_config_file(path)\n"
+        "    c.data.root = root  # An existing folder: the layout is checked when the data is read.\n"
+        "    config.validate_config(c)\n"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, ROOT], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_choice_lists_are_those_of_the_modules_that_take_the_values():
+    from dcl_keras import losses
+    from dcl_keras.data import augment, demo, pipeline, readers
+    from dcl_keras.models import backbones, dcl
+
+    assert contract.BACKBONE_NAMES == tuple(backbones.BACKBONES)
+    assert contract.DEMO_KINDS == demo.KINDS
+    assert contract.RESAMPLING == augment.RESAMPLING
+    assert (contract.ALIGNMENT_REDUCTIONS, contract.CLASSIFICATION_LOSSES) == (
+        losses.ALIGNMENT_REDUCTIONS,
+        losses.CLASSIFICATION_LOSSES,
+    )
+    assert set(contract.DISCRIMINATORS) < set(dcl.DISCRIMINATORS)
+    assert (pipeline.BAD_FILE_POLICIES, readers.AIRCRAFT_LEVELS) == (
+        contract.BAD_FILE_POLICIES,
+        contract.AIRCRAFT_LEVELS,
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            {"rcm.k": 0},
+            "Config field `rcm.k`: expected an integer with 1 <= k < n (RCM neighbourhood size; n=4). "
+            "Received: rcm.k=0",
+        ),
+        ({"rcm.n": 0}, "Config field `rcm.n`: expected an integer >= 1 (RCM regions per side). Received: rcm.n=0"),
+        (
+            {"input.image_size": 30, "input.resize_size": 40},
+            "Config field `input.image_size`: expected a multiple "
+            "of n=4, so that the RCM regions are equal. Received: input.image_size=30",
+        ),
+        (
+            {"rcm.originals": -1},
+            "Config field `rcm.originals`: expected an integer >= 0 (views per example). Received: rcm.originals=-1",
+        ),
+        (
+            {"rcm.originals": 0, "rcm.destructed": 0},
+            "Config field `rcm.destructed`: expected at least one view per "
+            "example. Received: rcm.originals=0, rcm.destructed=0",
+        ),
+        (
+            {"model.norm": "layer"},
+            "Config field `model.norm`: expected one of ('batch', 'group'). Received: model.norm='layer'",
+        ),
+    ],
+)
+def test_checks_shared_with_the_modules_name_the_config_field_what_was_expected_and_received(
+    tiny_config, overrides, message
+):
+    with pytest.raises(ConfigError) as error:
+        validate_config(sweep.apply_overrides(tiny_config, overrides))
+    assert str(error.value) == message
+
+
+def test_the_label_study_rule_is_one_for_the_config_and_the_splits(tiny_config):
+    from dcl_keras.data import datasets
+
+    config = tiny_config.copy_and_resolve_references()
+    config.data.source, config.data.root, config.data.long_tail_ratio = "records", ROOT, 4.0
+    assert config_lib.is_label_study(config.data)
+    with pytest.raises(ConfigError, match=r"data.long_tail_ratio.*Received: data.source='records'") as checked:
+        validate_config(config)
+    with pytest.raises(ConfigError) as loaded:
+        datasets.load_splits(config.data)
+    assert str(loaded.value) == str(checked.value)
+    assert not config_lib.is_label_study(tiny_config.data)

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from dcl_keras.config import is_label_study, validate_label_study
 from dcl_keras.data import demo, pipeline, readers, records
 from dcl_keras.errors import UserError
 
@@ -142,19 +143,13 @@ def load_splits(data):
     is only read by the final evaluation. File splits are checked once for
     undecodable images under `data.bad_files` when `data.check_files` is set.
     """
-    study = data.label_noise or data.long_tail_ratio > 1
-    if study and data.source in ("tfds", "records"):
-        raise UserError(
-            "data.label_noise and data.long_tail_ratio (studies of noisy and long-tailed labels) work on "
-            f"file-based sources (demo, image_folder, annotation_lists, cub200, fgvc_aircraft). Received: "
-            f"data.source={data.source!r}"
-        )
+    validate_label_study(data)
     train, val, test = _source_splits(data)
     if val is None and data.val_fraction:
         train, val = carve_validation(train, data.val_fraction, data.split_seed)
     elif val is not None:
         logging.info("Validation split: %s (the source's own).", val.name)
-    if study:
+    if is_label_study(data):
         if data.long_tail_ratio > 1:
             train = long_tail(train, data.long_tail_ratio, data.split_seed)
         if data.label_noise:  # Training labels only: validation and test stay clean.

@@ -18,10 +18,10 @@ import numpy as np
 import tensorflow as tf
 
 from dcl_keras import contract
+from dcl_keras.contract import BAD_FILE_POLICIES, DEVICE_IMAGES, DEVICE_KEYS
 from dcl_keras.data import augment, keyed_hash, pairing, rcm
 from dcl_keras.errors import UserError
 
-BAD_FILE_POLICIES = ("skip", "strict")
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -451,8 +451,8 @@ def train_batches(
         so nothing is lost; 4x less to batch and to copy to the device, where
         the model casts them to float32), float32 otherwise.
     """
-    rcm.validate_rcm_args(n, k, image_size)
-    pairing.validate_ratio(originals, destructed)
+    contract.validate_rcm_args(n, k, image_size)
+    contract.validate_ratio(originals, destructed)
     if resize_size < image_size:
         raise ValueError(
             f"`resize_size` must be >= `image_size` ({image_size}) so the crop fits. "
@@ -530,10 +530,6 @@ def train_batches(
     options = tf.data.Options()
     options.threading.max_intra_op_parallelism = 1
     return ds.prefetch(AUTOTUNE).with_options(options)
-
-
-DEVICE_IMAGES = "images"
-DEVICE_KEYS = "rcm_keys"
 
 
 def steps_per_epoch(source, batch_size, process_count=1):

@@ -13,6 +13,9 @@ Drawing and applying the permutation are separate steps:
   cell (r, c); keys [B] give [B, N, N, 2], each key's own map.
 * `apply_region_permutation(image, source)` moves the pixels (a pure gather).
 
+Which (N, k, image size) can work is `dcl_keras.contract.validate_rcm_args`,
+which the input pipeline and the config share (the config without TensorFlow).
+
 The jitter comes from the keyed counter hash (`dcl_keras.data.keyed_hash`), not
 from `tf.random`: TF's stateless generators give different streams with and without
 XLA, while this hash gives bit-identical draws in eager mode, inside `tf.data`,
@@ -24,24 +27,6 @@ import tensorflow as tf
 
 from dcl_keras import contract
 from dcl_keras.data.keyed_hash import hash_uniform
-
-
-def validate_rcm_args(n, k, image_size=None):
-    """Raises ValueError for an invalid (N, k, image size); called when a pipeline is built."""
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"RCM `n` (regions per side) must be an integer >= 1. Received: n={n!r}")
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"RCM `k` (neighbourhood size) must be an integer >= 1. Received: k={k!r}")
-    if n > 1 and k >= n:
-        raise ValueError(f"RCM `k` must satisfy 1 <= k < n (n={n}). Received: k={k}")
-    if image_size is not None:
-        sizes = image_size if isinstance(image_size, (tuple, list)) else (image_size, image_size)
-        for side in sizes:
-            if side % n:
-                raise ValueError(
-                    f"The image side must be divisible by RCM `n`={n} so that regions are "
-                    f"equal. Received: image_size={image_size!r}"
-                )
 
 
 def _local_shuffle_orders(jitter, n):

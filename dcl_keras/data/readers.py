@@ -20,6 +20,7 @@ import os
 
 import numpy as np
 
+from dcl_keras.contract import AIRCRAFT_LEVELS
 from dcl_keras.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
@@ -331,7 +332,6 @@ def cub200(root, split="train"):
 
 
 AIRCRAFT_SPLITS = ("train", "val", "trainval", "test")
-AIRCRAFT_LEVELS = ("variant", "family", "manufacturer")
 AIRCRAFT_CLASS_LISTS = {"variant": "variants.txt", "family": "families.txt", "manufacturer": "manufacturers.txt"}
 AIRCRAFT_BANNER_ROWS = 20  # The copyright banner at the bottom of every FGVC-Aircraft image.
 

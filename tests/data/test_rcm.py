@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from dcl_keras import contract
 from dcl_keras.data import keyed_hash, rcm
 
 CASES = [(n, k) for n in (1, 2, 3, 7) for k in (range(1, n) if n > 1 else [1])]
@@ -120,7 +121,7 @@ def test_runs_inside_tf_data_with_the_same_result():
 )
 def test_invalid_arguments_name_the_argument(n, k, size, field):
     with pytest.raises(ValueError, match=field):
-        rcm.validate_rcm_args(n, k, size)
+        contract.validate_rcm_args(n, k, size)
 
 
 def test_alignment_target_is_cell_centres():
