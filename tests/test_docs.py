@@ -190,9 +190,7 @@ print(json.dumps(spec))
 @functools.cache
 def absl_flags(module, root):
     """{flag name: {"boolean", "choices", "config"}} of a command module, as its absl parser knows them."""
-    env = dict(
-        os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])
-    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run(
         [sys.executable, "-c", _PROBE, module], capture_output=True, text=True, cwd=root, env=env, timeout=120
     )
