@@ -23,6 +23,12 @@ Testbeds:
   demo       configs/demo_study.py: the demo's birds, the short study recipe.
   typefaces  configs/typefaces.py: 16 typefaces in 224-px JPEGs, shrunk to
              144 and cropped to 128 (thin, high-contrast detail).
+  typefaces_pretrained, demo_pretrained
+             configs/typefaces_pretrained.py, configs/demo_pretrained.py: the
+             same data fine-tuned for 10 epochs from the backbone that
+             bin/pretrain trains on the generated corpus (configs/pretrain.py;
+             run first when its weights are missing, about 20 minutes, then
+             cached). A new pretraining recipe or corpus starts a new history.
 """
 
 import argparse
@@ -32,7 +38,7 @@ import os
 import subprocess
 import sys
 
-from dcl_keras import sweep
+from dcl_keras import pretraining, sweep
 from dcl_keras.data import demo
 
 from common import ROOT, machine
@@ -40,7 +46,10 @@ from common import ROOT, machine
 TESTBEDS = {
     "demo": "configs/demo_study.py",
     "typefaces": "configs/typefaces.py",
+    "typefaces_pretrained": "configs/typefaces_pretrained.py",
+    "demo_pretrained": "configs/demo_pretrained.py",
 }
+PRETRAIN = "configs/pretrain.py"  # What the *_pretrained testbeds' model.weights comes from.
 ARMS = ("dcl", "baseline_equal_compute")
 HISTORY = os.path.join(ROOT, "benchmarks", "learning_history.csv")
 COLUMNS = ("commit", "date", "machine", "testbed", "recipe", "arm", "seeds", "per_seed", "mean", "std")
@@ -99,14 +108,30 @@ def last_recorded(history, row):
 
 
 def recipe(spec):
-    """The config file and the generated dataset it reads: rows compare only when both are the same."""
+    """The config file, the generated dataset it reads and its pretraining run: rows compare only when all agree."""
     config = sweep.load_config(os.path.join(ROOT, spec))
-    return f"{spec}@{os.path.basename(demo.dataset_root(config.data.demo))}"
+    name = f"{spec}@{os.path.basename(demo.dataset_root(config.data.demo))}"
+    weights = str(config.model.weights)
+    if os.path.basename(weights) == pretraining.WEIGHTS_FILE:
+        name += f"+{os.path.basename(os.path.dirname(weights))}"  # pretrain-<digest of its recipe and corpus>
+    return name
+
+
+def ensure_pretrained(spec, log):
+    """Runs bin/pretrain when the testbed `spec` starts from its backbone and the weights are missing."""
+    weights = str(sweep.load_config(os.path.join(ROOT, spec)).model.weights)
+    if os.path.basename(weights) != pretraining.WEIGHTS_FILE or os.path.isfile(weights):
+        return
+    log(f"{spec} fine-tunes {weights}, not there yet: bin/pretrain --config={PRETRAIN} (about 20 minutes)")
+    command = [sys.executable, os.path.join(ROOT, "bin", "pretrain"), f"--config={os.path.join(ROOT, PRETRAIN)}"]
+    if subprocess.run(command, cwd=ROOT).returncode or not os.path.isfile(weights):
+        sys.exit(f"bin/pretrain --config={PRETRAIN} did not write {weights}")
 
 
 def run_testbed(testbed, arms, seeds, work_dir, log):
     """History rows (without commit/date/machine) of one testbed's arms over the seeds."""
     spec = TESTBEDS[testbed]
+    ensure_pretrained(spec, log)
     runs = sweep.plan(
         os.path.join(ROOT, spec),
         "ablation",

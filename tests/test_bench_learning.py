@@ -144,3 +144,32 @@ def test_the_recipe_names_the_config_and_the_generated_dataset(learning, tmp_pat
         specs.append(learning.recipe(str(path)))
     assert all(spec.split("@")[1].startswith("demo-") for spec in specs)
     assert specs[0].split("@")[1] != specs[1].split("@")[1]
+
+
+def test_a_pretrained_testbeds_recipe_names_its_pretraining_run(learning, tmp_path, monkeypatch):
+    monkeypatch.setenv("DCL_KERAS_CACHE", str(tmp_path))
+    monkeypatch.setattr(learning.demo, "dataset_root", lambda d: str(tmp_path / "demo-0123456789"))
+    name = learning.recipe("configs/typefaces_pretrained.py")
+    digest = learning.pretraining.digest(learning.sweep.load_config(os.path.join(ROOT, "configs", "pretrain.py")))
+    assert name == f"configs/typefaces_pretrained.py@demo-0123456789+pretrain-{digest}"
+    assert learning.recipe("configs/typefaces.py") == "configs/typefaces.py@demo-0123456789"
+
+
+def test_a_pretrained_testbed_runs_bin_pretrain_only_when_its_weights_are_missing(learning, tmp_path, monkeypatch):
+    monkeypatch.setenv("DCL_KERAS_CACHE", str(tmp_path))
+    weights = learning.pretraining.weights_path(os.path.join(ROOT, "configs", "pretrain.py"))
+    calls = []
+
+    def fake_run(command, cwd):
+        calls.append(command)
+        os.makedirs(os.path.dirname(weights), exist_ok=True)
+        open(weights, "w").close()
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(learning.subprocess, "run", fake_run)
+    learning.ensure_pretrained("configs/typefaces.py", log=print)
+    assert calls == []  # From scratch: nothing to pretrain.
+    learning.ensure_pretrained("configs/demo_pretrained.py", log=print)
+    assert len(calls) == 1 and calls[0][1].endswith("bin/pretrain") and calls[0][2].endswith("configs/pretrain.py")
+    learning.ensure_pretrained("configs/typefaces_pretrained.py", log=print)
+    assert len(calls) == 1  # Cached.
