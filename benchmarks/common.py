@@ -1,5 +1,6 @@
 """Shared helpers for the benchmark scripts (not part of the library)."""
 
+import collections
 import os
 import subprocess
 import sys
@@ -10,41 +11,11 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_test_module(name):
-    """Imports tests/<name> (a module or package of the test suite) by its path, e.g. the toy TFDS builder."""
-    import importlib.util
-
-    path = os.path.join(ROOT, "tests", name)
-    path = os.path.join(path, "__init__.py") if os.path.isdir(path) else path + ".py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def photo_like(rng, height, width):
     """uint8 [height, width, 3]: smooth waves plus noise, like a photo (not white noise)."""
     yy, xx = np.mgrid[0:height, 0:width]
     base = np.stack([np.sin(xx / rng.uniform(10, 60) + c) * np.cos(yy / rng.uniform(10, 60) - c) for c in range(3)], -1)
     return np.clip(127 + 90 * base + rng.normal(0, 12, (height, width, 3)), 0, 255).astype(np.uint8)
-
-
-def timed_rounds(sides, rounds):
-    """CPU seconds of each side's round, {name: [seconds per round]}: `sides` maps names to one round's work.
-
-    The order of the sides rotates from round to round, so each side runs
-    early and late under the same load. Process CPU time, which a core the
-    shared machine takes away does not inflate.
-    """
-    names = list(sides)
-    times = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.process_time()
-            sides[name]()
-            times[name].append(time.process_time() - start)
-    return times
 
 
 def write_jpegs(folder, count, size=(500, 375), classes=4, seed=0):
@@ -125,9 +96,46 @@ def machine():
 
 
 class Timer:
+    """Times the block it wraps: `seconds` of wall time (what a user waits) and `cpu_seconds` of this process.
+
+    Process CPU time is not inflated by a core that the shared machine takes
+    away, but counts the work of every thread.
+    """
+
     def __enter__(self):
-        self.start = time.perf_counter()
+        self.start, self.cpu_start = time.perf_counter(), time.process_time()
         return self
 
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self.start
+        self.cpu_seconds = time.process_time() - self.cpu_start
+
+
+Round = collections.namedtuple("Round", ["wall", "cpu"])  # Seconds of one side's round (see Timer).
+
+
+def timed_rounds(sides, rounds):
+    """Each side's rounds, {name: [Round(wall, cpu)]}: `sides` maps names to one round's work.
+
+    The order of the sides rotates from round to round, so each side runs
+    early and late under the same load. With one side, it times that side
+    `rounds` times.
+    """
+    names = list(sides)
+    times = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            with Timer() as timer:
+                sides[name]()
+            times[name].append(Round(timer.seconds, timer.cpu_seconds))
+    return times
+
+
+def repeated(work, times):
+    """One round's work: `work()` called `times` times."""
+
+    def round_of_work():
+        for _ in range(times):
+            work()
+
+    return round_of_work

@@ -20,11 +20,10 @@ input_pipeline.py. Prints the CPU model and its vector extensions.
 
 import argparse
 import os
-import time
 
 import numpy as np
 
-from common import ISA_CHOICES, ROOT, cap_isa, machine
+from common import ISA_CHOICES, ROOT, cap_isa, machine, timed_rounds
 
 
 def main():
@@ -66,17 +65,10 @@ def main():
     # cores each side got (a side that ran on one core of two shows it).
     sides = {"input": input_only, "model": lambda: fit(memory), "fit": lambda: fit(stream)}
     names = list(sides)
-    rates = {side: [] for side in names}
-    cores = {side: [] for side in names}
-    cpu_ms = {side: [] for side in names}
-    for r in range(args.rounds):
-        for side in names[r % 3 :] + names[: r % 3]:
-            wall, cpu = time.perf_counter(), time.process_time()
-            sides[side]()
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            rates[side].append(args.steps / wall)
-            cores[side].append(cpu / wall)
-            cpu_ms[side].append(1000.0 * cpu / args.steps)
+    times = timed_rounds(sides, args.rounds)
+    rates = {side: [args.steps / r.wall for r in times[side]] for side in names}
+    cores = {side: [r.cpu / r.wall for r in times[side]] for side in names}
+    cpu_ms = {side: [1000.0 * r.cpu / args.steps for r in times[side]] for side in names}
     ratios = [f / min(i, m) for f, i, m in zip(rates["fit"], rates["input"], rates["model"], strict=True)]
     print(f"machine: {machine()}{capped}")
     print(

@@ -29,6 +29,8 @@ import time
 
 import numpy as np
 
+from common import Timer
+
 
 def render_views(count, seed):
     """uint8 images [2 * count, 64, 64, 3] (whole) and [2 * count, 32, 32, 3] (tail), labels [2 * count]."""
@@ -67,25 +69,24 @@ def train_view(name, x_train, y_train, x_test, y_test, args):
     else:
         optimizer = keras.optimizers.SGD(args.learning_rate or 0.1, momentum=0.9)
     model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    start = time.perf_counter()
-    progress = keras.callbacks.LambdaCallback(  # Printed as it goes: a long run shows when (if) it takes off.
-        on_epoch_end=lambda epoch, logs: print(
-            f"{name:>5} epoch {epoch + 1:2d}: training {logs['accuracy']:.3f}  test {logs['val_accuracy']:.3f}"
-            f"  ({time.perf_counter() - start:.0f} s)",
-            flush=True,
+    with Timer() as timer:
+        progress = keras.callbacks.LambdaCallback(  # Printed as it goes: a long run shows when (if) it takes off.
+            on_epoch_end=lambda epoch, logs: print(
+                f"{name:>5} epoch {epoch + 1:2d}: training {logs['accuracy']:.3f}  test {logs['val_accuracy']:.3f}"
+                f"  ({time.perf_counter() - timer.start:.0f} s)",
+                flush=True,
+            )
         )
-    )
-    history = model.fit(
-        x_train.astype("float32"),
-        y_train,
-        batch_size=32,
-        epochs=args.epochs,
-        validation_data=(x_test.astype("float32"), y_test),
-        callbacks=[progress],
-        verbose=0,
-    ).history
-    seconds = time.perf_counter() - start
-    return history["accuracy"][-1], history["val_accuracy"][-1], seconds
+        history = model.fit(
+            x_train.astype("float32"),
+            y_train,
+            batch_size=32,
+            epochs=args.epochs,
+            validation_data=(x_test.astype("float32"), y_test),
+            callbacks=[progress],
+            verbose=0,
+        ).history
+    return history["accuracy"][-1], history["val_accuracy"][-1], timer.seconds
 
 
 def main():

@@ -15,19 +15,16 @@ median is used, so that drift on a shared machine hits both alike.
 import argparse
 import os
 import tempfile
-import time
 
 import numpy as np
 
-from common import write_jpegs
+from common import repeated, timed_rounds, write_jpegs
 
 
-def step_time(run_step, steps):
-    """Mean seconds per call of `run_step` over `steps` calls."""
-    start = time.perf_counter()
-    for _ in range(steps):
-        run_step()
-    return (time.perf_counter() - start) / steps
+def median_step_time(calls, steps, rounds):
+    """{name: median over rounds of the wall seconds per call}: `calls` maps names to one step's call."""
+    times = timed_rounds({name: repeated(call, steps) for name, call in calls.items()}, rounds)
+    return {name: float(np.median([r.wall / steps for r in values])) for name, values in times.items()}
 
 
 def main():
@@ -78,11 +75,9 @@ def main():
     )
     model.train_on_batch(x, targets)
     plain.train_on_batch(x, y_cls)
-    dcl_times, plain_times = [], []
-    for _ in range(args.rounds):
-        plain_times.append(step_time(lambda: plain.train_on_batch(x, y_cls), args.steps))
-        dcl_times.append(step_time(lambda: model.train_on_batch(x, targets), args.steps))
-    t_dcl, t_plain = np.median(dcl_times), np.median(plain_times)
+    steps = {"plain": lambda: plain.train_on_batch(x, y_cls), "dcl": lambda: model.train_on_batch(x, targets)}
+    medians = median_step_time(steps, args.steps, args.rounds)
+    t_dcl, t_plain = medians["dcl"], medians["plain"]
     print(
         f"(a) train step: DCL {t_dcl * 1000:.1f} ms, plain {t_plain * 1000:.1f} ms, ratio DCL/plain = {t_dcl / t_plain:.3f} (target <= 1.02)"
     )
@@ -103,11 +98,12 @@ def main():
         serve_ref = tf.saved_model.load(ref_path).signatures["serve_pixels"]
         serve_dcl(pixels=x)
         serve_ref(pixels=x)
-        d_times, r_times = [], []
-        for _ in range(args.rounds):
-            r_times.append(step_time(lambda: serve_ref(pixels=x)["logits"].numpy(), args.steps))
-            d_times.append(step_time(lambda: serve_dcl(pixels=x)["logits"].numpy(), args.steps))
-        thr_dcl, thr_ref = b / np.median(d_times), b / np.median(r_times)
+        calls = {
+            "plain": lambda: serve_ref(pixels=x)["logits"].numpy(),
+            "dcl": lambda: serve_dcl(pixels=x)["logits"].numpy(),
+        }
+        medians = median_step_time(calls, args.steps, args.rounds)
+        thr_dcl, thr_ref = b / medians["dcl"], b / medians["plain"]
         print(
             f"(b) export throughput: DCL {thr_dcl:.1f} img/s, plain {thr_ref:.1f} img/s, ratio = {thr_dcl / thr_ref:.3f} (target >= 0.98)"
         )
@@ -121,16 +117,15 @@ def main():
         memory = tf.data.Dataset.from_tensors((x, targets)).repeat()
         model.fit(pipe, steps_per_epoch=2, epochs=1, verbose=0)
         model.fit(memory, steps_per_epoch=2, epochs=1, verbose=0)
-        p_times, m_times = [], []
-        for _ in range(args.rounds):
-            for ds, times in ((memory, m_times), (pipe, p_times)):
-                start = time.perf_counter()
-                model.fit(ds, steps_per_epoch=args.steps, epochs=1, verbose=0)
-                times.append(time.perf_counter() - start)
-        ratio = np.median(m_times) / np.median(p_times)
+
+        def fit(ds):
+            return lambda: model.fit(ds, steps_per_epoch=args.steps, epochs=1, verbose=0)
+
+        medians = median_step_time({"memory": fit(memory), "pipeline": fit(pipe)}, 1, args.rounds)
+        ratio = medians["memory"] / medians["pipeline"]
         print(
-            f"(c) fit: pipeline {b * args.steps / np.median(p_times):.1f} img/s, in-memory "
-            f"{b * args.steps / np.median(m_times):.1f} img/s, ratio pipeline/memory = {ratio:.3f} (target >= 0.95)"
+            f"(c) fit: pipeline {b * args.steps / medians['pipeline']:.1f} img/s, in-memory "
+            f"{b * args.steps / medians['memory']:.1f} img/s, ratio pipeline/memory = {ratio:.3f} (target >= 0.95)"
         )
 
 

@@ -72,7 +72,7 @@ def measure(size, crop, rounds, batches_per_round):
         return pull
 
     seconds = timed_rounds({name: one_round(iterator) for name, iterator in iterators.items()}, rounds)
-    times = {name: [1000.0 * t / (batches_per_round * BATCH) for t in values] for name, values in seconds.items()}
+    times = {name: [1000.0 * t.cpu / (batches_per_round * BATCH) for t in values] for name, values in seconds.items()}
     return n, {name: statistics.median(values) for name, values in times.items()}, times
 
 

@@ -25,11 +25,10 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
-from common import write_jpegs
+from common import Timer, write_jpegs
 
 GLOBAL_BATCH, STEPS = 16, 40
 
@@ -46,10 +45,10 @@ def process_worker(folder, index, count, keras_sharding):
         ds = pipeline.train_batches(split, **args, process_index=index, process_count=count)
     iterator = iter(ds)
     next(iterator)  # Warm-up: tracing and the first batch.
-    start = time.perf_counter()
-    for _ in range(STEPS):
-        next(iterator)
-    seconds = time.perf_counter() - start
+    with Timer() as timer:
+        for _ in range(STEPS):
+            next(iterator)
+    seconds = timer.seconds
     share = GLOBAL_BATCH if keras_sharding else GLOBAL_BATCH // count
     print(json.dumps({"examples_per_s": STEPS * share / seconds, "s_per_global_batch": seconds / STEPS}))
 
@@ -147,10 +146,10 @@ def records_worker(folder):
     split = records.records(folder, "train")
     ds = pipeline.train_batches(split, seed=0, batch_size=64, image_size=32, resize_size=40, n=4, k=2)
     steps = split.num_examples // 64
-    start = time.perf_counter()
-    for _ in ds.take(steps):
-        pass
-    seconds = time.perf_counter() - start
+    with Timer() as timer:
+        for _ in ds.take(steps):
+            pass
+    seconds = timer.seconds
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"peak_mib": peak, "examples_per_s": steps * 64 / seconds}))
 

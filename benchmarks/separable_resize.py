@@ -175,7 +175,7 @@ def main():
         for _ in ds.take(2):  # Compiles.
             pass
     seconds = timed_rounds({name: one_round(ds) for name, ds in streams.items()}, args.rounds)
-    times = {name: [t / args.examples * 1e3 for t in values] for name, values in seconds.items()}
+    times = {name: [t.cpu / args.examples * 1e3 for t in values] for name, values in seconds.items()}
     medians = {name: statistics.median(t) for name, t in times.items()}
     for name, t in times.items():
         print(f"{name}: {medians[name]:.3f} ms CPU per example (median of {args.rounds}; {min(t):.3f}-{max(t):.3f})")

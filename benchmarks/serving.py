@@ -18,9 +18,10 @@ speed does not depend on them.
 import argparse
 import os
 import tempfile
-import time
 
 import numpy as np
+
+from common import repeated, timed_rounds
 
 
 def main():
@@ -71,14 +72,9 @@ def main():
         for call in calls.values():  # Trace and warm up.
             call()
             call()
-        times = {name: [] for name in calls}
         repeats = 5 if batch == 1 else 1
-        for _ in range(args.rounds):
-            for name, call in calls.items():
-                start = time.perf_counter()
-                for _ in range(repeats):
-                    call()
-                times[name].append((time.perf_counter() - start) / repeats)
+        rounds = timed_rounds({name: repeated(call, repeats) for name, call in calls.items()}, args.rounds)
+        times = {name: [r.wall / repeats for r in values] for name, values in rounds.items()}
         keras_time = float(np.median(times["keras (crops)"]))
         for name, values in times.items():
             t = float(np.median(values))
