@@ -7,7 +7,7 @@ longer pair new weights with an old epoch count. The data stream is rebuilt
 from that step (`pipeline.train_batches(start_step=...)`), and so are the RCM
 keys of `rcm.placement=device`, which come with the stream.
 
-This module owns `<workdir>/checkpoints/`: the newest checkpoint is
+This module keeps `<workdir>/checkpoints/` (named in dcl_keras.workdir): the newest checkpoint is
 `latest.keras`, the `train.keep_checkpoints - 1` before it are
 `step_<step>.keras`, and `state.json` describes the newest. Resuming takes the
 newest one that loads (`dcl_keras.preemption`, with the stop signals that
@@ -34,14 +34,9 @@ import keras
 import numpy as np
 
 from dcl_keras.errors import UserError
+from dcl_keras.workdir import CHECKPOINT, CHECKPOINTS, LOCK, STATE, atomic_path, write_file, write_json
 
-CHECKPOINTS = "checkpoints"
-CHECKPOINT = os.path.join(CHECKPOINTS, "latest.keras")
-STATE = os.path.join(CHECKPOINTS, "state.json")
-LOCK = "lock"
 OLDER = re.compile(r"step_(\d+)\.keras")  # checkpoints/step_<step>.keras: the kept checkpoints before latest.keras.
-# What fsync raises where a file system cannot flush (FUSE, some network file systems): nothing to wait for.
-FSYNC_UNSUPPORTED = (errno.EINVAL, errno.ENOTSUP)
 NO_HARD_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK)
 
 
@@ -55,55 +50,6 @@ class TrainingDivergedError(UserError):
 
 class StorageError(UserError):
     """A file could not be written (no space, read-only, a lost mount); nothing partial was left behind."""
-
-
-def atomic_json(path, payload):
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
-
-
-def _remove(path):
-    with contextlib.suppress(OSError):
-        os.remove(path)
-
-
-def _fsync(path):
-    """Flushes a file (or a folder's entries) to the disk: a full or lost disk reports here, not after a rename."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as e:
-        if e.errno not in FSYNC_UNSUPPORTED and (e.errno != errno.EBADF or not os.path.isdir(path)):
-            raise  # A flush that failed (EIO, ENOSPC) is an error; one the file system does not offer is not.
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path, write):
-    """`write(tmp)` to a temporary file beside `path`, flushed to disk, then renamed over `path`.
-
-    On any error the temporary file is removed and the error is raised: `path`
-    is either its old content or its new one, never a part.
-    """
-    folder, name = os.path.split(path)
-    stem, dot, suffixes = name.partition(".")
-    tmp = os.path.join(folder, f"{stem}.tmp{dot}{suffixes}")  # Keeps the suffixes Keras checks (.weights.h5).
-    try:
-        write(tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        _fsync(os.path.dirname(path) or ".")
 
 
 def os_reason(error):
@@ -242,25 +188,20 @@ class Checkpointer(_StepCallback):
                 f"the last good checkpoint {path}; rerun the same command with a lower "
                 "--config.train.learning_rate to resume from it."
             )
-        tmp, written = path.replace(".keras", ".tmp.keras"), False
+        written = False
         try:
-            self.model.save(tmp)
-            _fsync(tmp)
-            self._rotate(path)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                self.model.save(tmp)
+                self._rotate(path)
             written = True
             self.latest_step = self.step
             self._prune()
             state = {"step": self.step, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "stream": self.stream}
             if self.steps_per_epoch and self.step % self.steps_per_epoch == 0:
                 state["completed_epochs"] = self.step // self.steps_per_epoch
-            atomic_json(os.path.join(self.workdir, STATE), state)
+            write_json(os.path.join(self.workdir, STATE), state)
         except OSError as e:
-            _remove(tmp)
             raise self._storage_error(e, written) from None
-        except BaseException:
-            _remove(tmp)
-            raise
 
     def _rotate(self, path):
         """Keeps the current latest.keras also as step_<its step>.keras when more than one checkpoint is kept.
@@ -271,13 +212,14 @@ class Checkpointer(_StepCallback):
         """
         if self.keep > 1 and self.latest_step is not None and os.path.isfile(path):
             older = os.path.join(self.workdir, CHECKPOINTS, f"step_{self.latest_step}.keras")
-            _remove(older)  # A link a kill left, or a run that resumed from this step before.
+            with contextlib.suppress(OSError):  # A link a kill left, or a run that resumed from this step before.
+                os.remove(older)
             try:
                 os.link(path, older)
             except OSError as e:
                 if e.errno not in NO_HARD_LINKS:
                     raise
-                write_atomically(older, lambda tmp: shutil.copyfile(path, tmp))
+                write_file(older, lambda tmp: shutil.copyfile(path, tmp))
 
     def _prune(self):
         for old in checkpoint_files(self.workdir)[self.keep :]:
@@ -310,7 +252,7 @@ def intact_checkpoint(workdir):
 def write_after_training(what, path, write, workdir):
     """Writes `path` atomically with `write(tmp)`; a storage error is one line naming the intact checkpoint."""
     try:
-        write_atomically(path, write)
+        write_file(path, write)
     except OSError as e:
         raise storage_error(
             f"{what} ({path})",

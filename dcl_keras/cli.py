@@ -1,9 +1,9 @@
-"""Helpers shared by the absl mains in dcl_keras/commands: backend choice, user-facing errors."""
+"""Helpers shared by the absl mains in dcl_keras/commands: backend choice, user-facing errors, how to run a tool."""
 
 import importlib.util
-import json
 import logging
 import os
+import shlex
 import sys
 
 BACKENDS = ("tensorflow", "jax")
@@ -63,27 +63,22 @@ def run_command(main, module_name):
     app.run(lambda argv: run_main(main, argv))
 
 
-def load_workdir_config(workdir):
-    """The resolved config that bin/train wrote into a workdir, over today's defaults.
-
-    Fields added since the run was started take their default values.
-    """
-    from dcl_keras.config import base_config
-
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No config.json in the workdir: expected {path} (written by bin/train)")
-    with open(path) as f:
-        saved = json.load(f)
-    config = base_config()
-    with config.unlocked():
-        config.update(saved)
-    return config
+def tool(name):
+    """How to start another tool: bin/<name> beside the running bin/ script of a clone, else `dcl-<name>`."""
+    script = sys.argv[0] if sys.argv else ""
+    sibling = os.path.join(os.path.dirname(script), name)
+    if os.path.basename(os.path.dirname(os.path.abspath(script))) == "bin" and os.path.isfile(sibling):
+        return sibling
+    return "dcl-" + name.replace("_", "-")
 
 
-def model_path(workdir, model):
-    """The .keras file to use: --model if given, else <workdir>/model.keras."""
-    path = model or os.path.join(workdir or "", "model.keras")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Model file not found: expected a .keras file at {path!r} (set --model or --workdir)")
-    return path
+def serving_commands(export_dir, image="IMAGE.jpg"):
+    """Shell lines for an export folder (of versions): predict on a file, serve with TF Serving, query it over REST."""
+    export_dir, image = shlex.quote(os.path.abspath(export_dir)), shlex.quote(image)
+    return [
+        f"{tool('predict')} --model={export_dir} {image}",
+        f"docker run -p 8501:8501 -v {export_dir}:/models/dcl -e MODEL_NAME=dcl tensorflow/serving",
+        "curl -X POST localhost:8501/v1/models/dcl:predict -d "
+        '"{\\"signature_name\\": \\"serving_default\\", \\"inputs\\": {\\"images\\": '
+        f'[{{\\"b64\\": \\"$(base64 -w0 {image})\\"}}]}}}}"',
+    ]

@@ -13,9 +13,11 @@ import os
 import keras
 import numpy as np
 
-from dcl_keras import checkpointing, contract
+from dcl_keras import contract
+from dcl_keras import workdir as run_folder
 from dcl_keras.data import keyed_hash, pipeline
 from dcl_keras.errors import UserError
+from dcl_keras.viz import figures
 
 
 def predict_logits(
@@ -142,16 +144,12 @@ def attribute_accuracy(confusion, class_names):
 
 
 def plot_confusion_matrix(confusion, class_names, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """A PNG of the row-normalised confusion matrix; `path`, a file path or a binary file object."""
     confusion = np.asarray(confusion, np.float64)
     rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
     n = len(class_names)
     size = min(4 + 0.25 * n, 40)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig, ax = figures.figure(size, size)
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     if n <= 60:
         ax.set_xticks(range(n), class_names, rotation=90, fontsize=6)
@@ -159,9 +157,7 @@ def plot_confusion_matrix(confusion, class_names, path):
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("Confusion matrix (row-normalised)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    figures.save_png(fig, path)
 
 
 def confused_pairs(confusion, class_names, top=6):
@@ -185,13 +181,8 @@ def plot_confused_pairs(pairs, class_names, examples, path, per_side=3):
     no mistake shows correctly classified images of its class, so every row
     shows what both classes look like.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = max(len(pairs), 1)
-    fig, axes = plt.subplots(rows, 2 * per_side, figsize=(2 * per_side * 1.6, rows * 1.9), squeeze=False)
+    fig, axes = figures.figure(2 * per_side * 1.6, rows * 1.9, rows, 2 * per_side)
     for ax in axes.ravel():
         ax.axis("off")
     for row, (a, b, a_as_b, b_as_a) in enumerate(pairs):
@@ -208,9 +199,7 @@ def plot_confused_pairs(pairs, class_names, examples, path, per_side=3):
     if not pairs:
         axes[0, 0].set_title("No confused pairs", fontsize=8, loc="left")
     fig.suptitle("Most-confused class pairs (test images)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    figures.save_png(fig, path)
 
 
 def pair_examples(
@@ -355,9 +344,9 @@ def evaluate(
         report["attribute_accuracy"] = attributes
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
-        report["report_path"] = os.path.join(out_dir, "evaluation.json")
-        report["confusion_matrix_png"] = os.path.join(out_dir, "confusion_matrix.png")
-        report["confused_pairs_png"] = os.path.join(out_dir, "confused_pairs.png")
+        report["report_path"] = os.path.join(out_dir, run_folder.EVALUATION)
+        report["confusion_matrix_png"] = os.path.join(out_dir, run_folder.CONFUSION_MATRIX_PNG)
+        report["confused_pairs_png"] = os.path.join(out_dir, run_folder.CONFUSED_PAIRS_PNG)
         plot_confusion_matrix(confusion, class_names, report["confusion_matrix_png"])
         examples = pair_examples(
             split,
@@ -370,5 +359,5 @@ def evaluate(
         )
         plot_confused_pairs(pairs, class_names, examples, report["confused_pairs_png"])
         # Last and atomic: bin/sweep takes a complete evaluation.json for a finished run.
-        checkpointing.atomic_json(report["report_path"], report)
+        run_folder.write_json(report["report_path"], report)
     return report

@@ -41,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from dcl_keras import checkpointing, saving
+from dcl_keras import workdir as run_folder
 from dcl_keras.data import augment, pipeline
 from dcl_keras.errors import UserError
 from dcl_keras.models import dcl
@@ -154,21 +155,16 @@ def _write_version(archive, export_dir, version, resize_size):
     target = os.path.join(export_dir, str(version))
     if os.path.exists(target):
         raise FileExistsError(f"Export version folder already exists: {target}. Received: version={version}")
-    tmp = None
     try:
-        tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_dir)
-        archive.write_out(tmp, verbose=False)
-        _set_method_name(tmp, "classify", CLASSIFY_METHOD)
-        write_warmup_requests(tmp, resize_size)
-        os.replace(tmp, target)
-    except BaseException as e:
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, WRITE_ERRORS):
-            raise checkpointing.storage_error(
-                f"the export {target}", e, f"every earlier version in {export_dir}", RETRY
-            ) from None
-        raise
+        # A hidden folder: TF Serving loads only integer-named versions, and never this one half-written.
+        with run_folder.atomic_path(target, tmp=tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_dir)) as tmp:
+            archive.write_out(tmp, verbose=False)
+            _set_method_name(tmp, "classify", CLASSIFY_METHOD)
+            write_warmup_requests(tmp, resize_size)
+    except WRITE_ERRORS as e:
+        raise checkpointing.storage_error(
+            f"the export {target}", e, f"every earlier version in {export_dir}", RETRY
+        ) from None
     return target
 
 
@@ -251,7 +247,7 @@ def _write_atomically(path, data):
 
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        checkpointing.write_atomically(path, write)
+        run_folder.write_file(path, write)
     except OSError as e:
         raise checkpointing.storage_error(f"the converted model {path}", e, "the model it came from", RETRY) from None
     return path
@@ -425,11 +421,10 @@ def export_model_file(model_path, export_dir, *, top_k=5, version=None, model=No
 
 
 def _converted_from_file(model_path, output, fmt, quantization, workdir, num_images):
-    from dcl_keras import cli
     from dcl_keras.data import datasets
 
     model = saving.load_model(model_path)
-    config = cli.load_workdir_config(workdir)
+    config = run_folder.load_config(workdir)
     splits = datasets.load_splits(config.data)
 
     def crops(split):

@@ -30,12 +30,14 @@ import numpy as np
 
 from dcl_keras import checkpointing
 from dcl_keras.errors import PREEMPTED_EXIT_STATUS, UserError
+from dcl_keras.workdir import CHECKPOINTS, STATE, write_json
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 UNREADABLE = ".unreadable"  # A checkpoint that failed to load is renamed <name>.unreadable-<time>.
-# What a killed save leaves in checkpoints/: our temporary files, and the temporary file Keras writes a large
-# model's weights to beside the .keras file (tempfile's names: "tmp" and 8 characters).
-PARTIAL = re.compile(r".*\.tmp\.keras|.*\.json\.tmp|tmp[a-z0-9_]{8}")
+# What a killed save leaves in checkpoints/: our temporary files (workdir.temporary_path's names, and
+# <name>.json.tmp of earlier versions), and the temporary file Keras writes a large model's weights to beside
+# the .keras file (tempfile's names: "tmp" and 8 characters).
+PARTIAL = re.compile(r".*\.tmp\.(keras|json)|.*\.json\.tmp|tmp[a-z0-9_]{8}")
 
 
 class Preempted(Exception):
@@ -181,7 +183,7 @@ def load_newest(workdir, load, move_aside=True, steps=None):
         return model, path
     if damaged:
         raise CheckpointError(
-            f"No checkpoint in {os.path.join(workdir, checkpointing.CHECKPOINTS)} can be read: "
+            f"No checkpoint in {os.path.join(workdir, CHECKPOINTS)} can be read: "
             + "; ".join(f"{path} ({why})" for path, why in damaged)
             + ". Restore them (from a copy or a backup), or start a new --workdir. Received: --workdir="
             + workdir
@@ -240,12 +242,12 @@ def sync_state(workdir, step, steps_per_epoch):
     state["step"] = step
     if step % steps_per_epoch == 0:
         state["completed_epochs"] = step // steps_per_epoch
-    checkpointing.atomic_json(os.path.join(workdir, checkpointing.STATE), state)
+    write_json(os.path.join(workdir, STATE), state)
 
 
 def remove_partial_files(folder):
     """Removes the temporary files a killed save left in `<folder>/checkpoints/` (never a whole checkpoint)."""
-    directory = os.path.join(folder, checkpointing.CHECKPOINTS)
+    directory = os.path.join(folder, CHECKPOINTS)
     for name in os.listdir(directory) if os.path.isdir(directory) else []:
         if PARTIAL.fullmatch(name):
             path = os.path.join(directory, name)

@@ -11,9 +11,10 @@ a sweep is resumable whichever way it runs:
   parallel (`commands`);
 * as a SLURM array job over that file (`slurm`).
 
-`collect` reads every finished run into `results.csv` (one row per run),
-`results.md` (mean +- sample std over seeds per grid point) and `report.html`
-(the same with each seed plotted, and links to the runs' own reports).
+`collect` reads every finished run (through `dcl_keras.workdir`) into
+`results.csv` (one row per run) and `results.md` (mean +- sample std over
+seeds per grid point); bin/sweep and bin/report then draw its rows as the
+sweep's `report.html` (`dcl_keras.report.write_sweep_report`).
 """
 
 import copy
@@ -31,6 +32,7 @@ from absl import flags
 
 from dcl_keras import config as config_lib
 from dcl_keras import experiments
+from dcl_keras import workdir as run_folder
 from dcl_keras.config import ConfigError, validate_config
 from dcl_keras.errors import PREEMPTED_EXIT_STATUS, UserError
 
@@ -41,12 +43,11 @@ COMMANDS = "commands.txt"
 SLURM = "sweep.sbatch"
 RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
-FINISHED = "evaluation.json"
-POINTING = "pointing.json"  # Written by `bin/analyze pointing`, collected when present.
 SLURM_SIGNAL_SECONDS = 180  # USR1 this long before the time limit: a step and a checkpoint fit in it.
 # An --sbatch=--signal=... that still asks for USR1 sent to the batch shell (the script's trap), as number or name.
 REQUEUE_SIGNAL = re.compile(r"--signal[= ]B:(SIG)?(USR1|10)(@\d+)?")
 METRICS = ("top1", "mean_class_accuracy", "pointing_hit_rate", "part_hit_rate")  # Markdown columns (those with values).
+REWRITE = "Rerun that run (or delete the file)."
 
 
 def load_config(spec):
@@ -233,23 +234,12 @@ def _absolute_if_path(value):
     return value
 
 
-def _flat(tree, prefix=""):
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _check_not_stale(workdir, config, name, seed):
     """Refuses a workdir that bin/train started with other settings (its config.json differs)."""
-    saved_path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(saved_path):
+    if not os.path.isfile(os.path.join(workdir, run_folder.CONFIG)):
         return
-    saved = _flat(_read_json(saved_path))
-    wanted = _flat(json.loads(json.dumps(config.to_dict())))
+    saved = run_folder.flatten(run_folder.read_config(workdir))
+    wanted = run_folder.flatten(json.loads(json.dumps(config.to_dict())))
     changed = [f"{k}: {saved[k]!r} -> {v!r}" for k, v in wanted.items() if k in saved and saved[k] != v]
     if changed:
         raise UserError(
@@ -259,7 +249,7 @@ def _check_not_stale(workdir, config, name, seed):
 
 
 def finished(run):
-    return os.path.isfile(os.path.join(run["workdir"], FINISHED))
+    return run_folder.is_finished(run["workdir"])
 
 
 def shell_line(run):
@@ -268,7 +258,8 @@ def shell_line(run):
     `exec` makes bin/train the shell's own process, so a signal sent to the
     line's process (the SLURM script forwards USR1 and TERM) reaches it.
     """
-    return f"test -f {shlex.quote(os.path.join(run['workdir'], FINISHED))} || exec {shlex.join(run['command'])}"
+    finished_file = os.path.join(run["workdir"], run_folder.EVALUATION)
+    return f"test -f {shlex.quote(finished_file)} || exec {shlex.join(run['command'])}"
 
 
 def save_plan(runs, sweep_dir, invocation):
@@ -283,17 +274,14 @@ def save_plan(runs, sweep_dir, invocation):
     merged.update({run["workdir"]: run for run in runs})
     if invocation not in invocations:
         invocations.append(invocation)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"invocations": invocations, "runs": list(merged.values())}, f, indent=2)
-    os.replace(tmp, path)
+    run_folder.write_json(path, {"invocations": invocations, "runs": list(merged.values())}, sort_keys=False)
 
 
 def load_plan(sweep_dir):
     path = os.path.join(sweep_dir, PLAN)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No sweep plan in {sweep_dir}: expected {path} (written by bin/sweep)")
-    return _read_json(path)
+    return run_folder.read_json(path, "Plan the sweep again with bin/sweep (its runs are kept).")
 
 
 def write_commands(runs, sweep_dir):
@@ -372,7 +360,7 @@ def run_all(runs, log=print):
             continue
         os.makedirs(run["workdir"], exist_ok=True)
         log(f"{label}: training in {run['workdir']}")
-        with open(os.path.join(run["workdir"], "train.log"), "a") as out:
+        with open(os.path.join(run["workdir"], run_folder.TRAIN_LOG), "a") as out:
             code = subprocess.call(run["command"], stdout=out, stderr=subprocess.STDOUT)
         if code == PREEMPTED_EXIT_STATUS:
             log(f"{label}: stopped by a signal after saving its checkpoint; running the sweep again resumes it")
@@ -391,14 +379,6 @@ def _metrics(report):
     return values
 
 
-def _read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: cannot be read as JSON ({e}); rerun that run or delete the file") from None
-
-
 def mean_std(values):
     """(mean, sample std or None for one value) of a list of floats."""
     mean = sum(values) / len(values)
@@ -408,16 +388,19 @@ def mean_std(values):
 
 
 def collect(sweep_dir):
-    """Writes results.csv, results.md and report.html from the finished runs; returns (rows, summary)."""
+    """Writes results.csv and results.md from the finished runs; returns (rows, summary).
+
+    The rows and summary are what `dcl_keras.report.write_sweep_report` draws.
+    """
     saved = load_plan(sweep_dir)
     rows = []
     for run in saved["runs"]:
         row = {"point": run["point"], "seed": run["seed"], "status": "missing", "workdir": run["workdir"]}
         if finished(run):
-            row.update(status="finished", **_metrics(_read_json(os.path.join(run["workdir"], FINISHED))))
-            pointing = os.path.join(run["workdir"], POINTING)
+            row.update(status="finished", **_metrics(run_folder.read_evaluation(run["workdir"], REWRITE)))
+            pointing = os.path.join(run["workdir"], run_folder.POINTING)
             if os.path.isfile(pointing):
-                report = _read_json(pointing)
+                report = run_folder.read_json(pointing, REWRITE)
                 for key, column in (
                     ("hit_rate", "pointing_hit_rate"),
                     ("centre_hit_rate", "pointing_centre_hit_rate"),
@@ -437,9 +420,6 @@ def collect(sweep_dir):
     summary = summarize(rows)
     with open(os.path.join(sweep_dir, RESULTS_MD), "w") as f:
         f.write(markdown_table(summary, saved["invocations"]))
-    from dcl_keras import report  # It reads this module's METRICS: imported here, not at the top.
-
-    report.write_sweep_report(sweep_dir, rows, summary, saved["invocations"])
     return rows, summary
 
 

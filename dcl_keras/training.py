@@ -17,6 +17,7 @@ import os
 import keras
 
 from dcl_keras import checkpointing, contract, losses, optim, preemption, saving
+from dcl_keras import workdir as run_folder
 from dcl_keras.config import JIT_COMPILE, ConfigError, validate_config
 from dcl_keras.data import datasets, pipeline, readers
 from dcl_keras.errors import UserError
@@ -24,8 +25,6 @@ from dcl_keras.models import dcl
 from dcl_keras.models.backbones import build_backbone, get_spec
 from dcl_keras.models.region_confusion import RegionConfusion
 
-FINAL_MODEL = "model.keras"
-BACKBONE_WEIGHTS = "backbone.weights.h5"  # export.backbone_weights: what model.weights=<path> loads.
 EXPORT_FOLDER = "The export folder (export.dir)"
 STREAM_FIELDS = (
     "seed",
@@ -273,7 +272,7 @@ def _check_same_stream(workdir, fingerprint):
         raise ConfigError(
             "The checkpoint in the workdir was trained on another data stream; resuming would not continue it. "
             f"Changed since: {', '.join(changed)}. Resume with the original values, or use a new --workdir. "
-            f"Received: {checkpointing.CHECKPOINT} in {workdir}"
+            f"Received: {run_folder.CHECKPOINT} in {workdir}"
         )
 
 
@@ -363,8 +362,8 @@ def train(config, workdir, train_split, val_split=None, process_dir=None, export
     ]
     if process_dir is None:
         callbacks += [
-            keras.callbacks.CSVLogger(os.path.join(workdir, "metrics.csv"), append=True),
-            keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
+            keras.callbacks.CSVLogger(os.path.join(workdir, run_folder.METRICS), append=True),
+            keras.callbacks.TensorBoard(os.path.join(workdir, run_folder.TENSORBOARD)),
         ]
     fit = dict(callbacks=callbacks, shuffle=False, verbose=config.train.verbose, **validation)
     try:
@@ -415,17 +414,17 @@ def train_and_evaluate(config, workdir, cluster=None):
     validate_config(config)
     cluster = cluster or distribute.Cluster()
     workdir = os.path.abspath(os.path.expanduser(workdir))
-    export_dir = config.export.dir or os.path.join(workdir, "export")
+    export_dir = run_folder.export_dir(workdir, config.export.dir)
     lock = contextlib.nullcontext()
     if cluster.is_chief:  # Before the processes connect, so a refusal never leaves the others waiting.
-        checkpointing.check_writable(os.path.join(workdir, "checkpoints"), "The workdir")
+        checkpointing.check_writable(os.path.join(workdir, run_folder.CHECKPOINTS), "The workdir")
         if config.export.enabled:
             checkpointing.check_writable(export_dir, EXPORT_FOLDER)
         lock = checkpointing.WorkdirLock(workdir)
     with lock:
         scope = distribute.setup(config.train.distribution, cluster, config.train.tpu)
         if cluster.is_chief:
-            checkpointing.atomic_json(os.path.join(workdir, "config.json"), config.to_dict())
+            run_folder.write_json(os.path.join(workdir, run_folder.CONFIG), config.to_dict())
         with preemption.StopSignals() as stop:
             return _train_stages(config, workdir, cluster, scope, export_dir, stop)
 
@@ -438,9 +437,9 @@ def _train_stages(config, workdir, cluster, scope, export_dir, stop):
     splits = datasets.load_splits(config.data)
     train_split = splits.train
     # Model and training.
-    process_dir = None if cluster.is_chief else os.path.join(workdir, f"process_{cluster.process_id}")
+    process_dir = None if cluster.is_chief else run_folder.process_dir(workdir, cluster.process_id)
     if process_dir:
-        os.makedirs(os.path.join(process_dir, "checkpoints"), exist_ok=True)
+        os.makedirs(os.path.join(process_dir, run_folder.CHECKPOINTS), exist_ok=True)
     with scope:
         model = train(
             config,
@@ -461,13 +460,13 @@ def _train_stages(config, workdir, cluster, scope, export_dir, stop):
         layers = evaluation.precise_bn_for_config(dcl.classifier_model(model), train_split, config)
         logging.info("Precise BN: re-estimated %d BatchNormalization layers.", layers)
         before_precise_bn["batchnorm_layers"] = layers
-    final = os.path.join(process_dir or workdir, FINAL_MODEL)
+    final = os.path.join(process_dir or workdir, run_folder.FINAL_MODEL)
     checkpointing.write_after_training("the final model", final, model.save, workdir)
     if process_dir:
         return {"model": final}
     result = {"model": final}
     if config.export.backbone_weights:
-        result["backbone_weights"] = os.path.join(workdir, BACKBONE_WEIGHTS)
+        result["backbone_weights"] = os.path.join(workdir, run_folder.BACKBONE_WEIGHTS)
         checkpointing.write_after_training(
             "the backbone weights", result["backbone_weights"], model.backbone.save_weights, workdir
         )

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from dcl_keras import experiments, sweep, training
+from dcl_keras import workdir as run_folder
 from dcl_keras.config import ConfigError, validate_config
 from dcl_keras.data import datasets
 from dcl_keras.errors import UserError
@@ -156,7 +157,7 @@ def test_commands_and_slurm_files_skip_finished_runs(tiny_config, tmp_path, tiny
     assert len(lines) == 2
     # A finished run's line does nothing: its command is never executed.
     os.makedirs(runs[0]["workdir"])
-    open(os.path.join(runs[0]["workdir"], sweep.FINISHED), "w").write("{}")
+    open(os.path.join(runs[0]["workdir"], run_folder.EVALUATION), "w").write("{}")
     import subprocess
 
     line = lines[0].replace(sys.executable, "false")
@@ -192,7 +193,7 @@ def test_run_all_skips_finished_runs_reports_failures_and_collect_tables_mean_an
     for run in runs[:2]:
         run["command"] = [sys.executable, "-c", "import sys; sys.exit(1)"]
     assert [(r["point"], r["seed"]) for r in sweep.run_all(runs, log=lambda line: None)] == [("b", 0)]
-    with open(os.path.join(runs[0]["workdir"], sweep.POINTING), "w") as f:
+    with open(os.path.join(runs[0]["workdir"], run_folder.POINTING), "w") as f:
         json.dump({"hit_rate": 0.9, "centre_hit_rate": 0.95, "part_hit_rate": 0.8}, f)
     rows, summary = sweep.collect(sweep_dir)
     assert [row["status"] for row in rows] == ["finished", "finished", "missing"]

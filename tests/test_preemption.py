@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from dcl_keras import checkpointing, cli, errors, export, preemption, sweep, training
+from dcl_keras import workdir as run_folder
 from dcl_keras.config import ConfigError, validate_config
 from dcl_keras.saving import load_model
 
@@ -67,7 +68,7 @@ def straight(tiny_config, tmp_path_factory):
 
 def _copy_run(source, target):
     shutil.copytree(source, target)
-    os.remove(os.path.join(target, training.FINAL_MODEL))
+    os.remove(os.path.join(target, run_folder.FINAL_MODEL))
     return target
 
 
@@ -116,7 +117,7 @@ def test_a_stop_signal_saves_its_step_and_the_rerun_ends_as_an_uninterrupted_run
     assert checkpointing.saved_state(str(workdir))["step"] == step
     kept_epoch = step // STEPS * STEPS  # The last epoch checkpoint before the signal, kept as the one before.
     assert _files(workdir) == ["latest.keras", "state.json", f"step_{kept_epoch}.keras"]
-    assert not (workdir / training.FINAL_MODEL).exists()
+    assert not (workdir / run_folder.FINAL_MODEL).exists()
 
     monkeypatch.undo()
     training.train_and_evaluate(config, str(workdir))  # The same command.
@@ -478,7 +479,7 @@ def test_a_kill_between_keeping_the_newest_and_replacing_it_leaves_latest_keras(
         return real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", killed)
-    monkeypatch.setattr(checkpointing, "_remove", lambda path: None)  # A kill cleans nothing up.
+    monkeypatch.setattr(run_folder, "_remove", lambda path: None)  # A kill cleans nothing up.
     saver.step = 8
     with pytest.raises(KeyboardInterrupt):
         saver.save()
@@ -503,7 +504,7 @@ def test_state_json_describes_the_checkpoint_resumed_from(tiny_config, straight,
     workdir = _copy_run(straight("pipeline"), tmp_path / "run")
     state = checkpointing.saved_state(str(workdir))
     stale = dict(state, step=(EPOCHS - 1) * STEPS, completed_epochs=EPOCHS - 1)  # A kill before state.json's write.
-    checkpointing.atomic_json(str(workdir / checkpointing.STATE), stale)
+    run_folder.write_json(str(workdir / checkpointing.STATE), stale)
     training.train_and_evaluate(_config(tiny_config), str(workdir))  # Resumes from latest.keras: finished.
     assert checkpointing.saved_state(str(workdir)) == state
 
@@ -547,14 +548,14 @@ def test_a_file_system_that_cannot_fsync_still_saves_and_a_failed_flush_is_an_er
 
     for unsupported in (errno.EINVAL, errno.ENOTSUP):
         monkeypatch.setattr(os, "fsync", fsync(unsupported))
-        checkpointing.write_atomically(str(tmp_path / "a.txt"), write)
-        checkpointing.atomic_json(str(tmp_path / "state.json"), {"step": 4})
+        run_folder.write_file(str(tmp_path / "a.txt"), write)
+        run_folder.write_json(str(tmp_path / "state.json"), {"step": 4})
         assert (tmp_path / "a.txt").read_text() == "saved"
     monkeypatch.setattr(os, "fsync", fsync(errno.EIO))
     with pytest.raises(OSError, match="Input/output error"):
-        checkpointing.write_atomically(str(tmp_path / "b.txt"), write)
+        run_folder.write_file(str(tmp_path / "b.txt"), write)
     with pytest.raises(OSError, match="Input/output error"):  # state.json is flushed before its rename.
-        checkpointing.atomic_json(str(tmp_path / "state.json"), {"step": 8})
+        run_folder.write_json(str(tmp_path / "state.json"), {"step": 8})
     monkeypatch.undo()
     assert sorted(os.listdir(tmp_path)) == ["a.txt", "state.json"] and "4" in (tmp_path / "state.json").read_text()
 

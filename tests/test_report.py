@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dcl_keras import checkpointing, report, sweep
+from dcl_keras import commands, report, sweep
+from dcl_keras import workdir as run_folder
 from dcl_keras.errors import UserError
 
 from helpers import ROOT, run_bin, tiny_dcl_model
@@ -82,12 +83,12 @@ def sweep_dir(tmp_path_factory):
         for seed, value in enumerate(values):
             workdir = folder / sweep.slug(point) / f"seed_{seed}"
             workdir.mkdir(parents=True)
-            (workdir / sweep.FINISHED).write_text(json.dumps({"top1": value, "mean_class_accuracy": value - 0.01}))
+            (workdir / run_folder.EVALUATION).write_text(json.dumps({"top1": value, "mean_class_accuracy": value - 0.01}))
             if (point, seed) != ("arm=dcl", 1):
                 (workdir / report.REPORT).write_text("<!DOCTYPE html><title>run</title>")
             runs.append(dict(point=point, seed=seed, workdir=str(workdir), config="x", overrides={}, command=[]))
     sweep.save_plan(runs, str(folder), "bin/sweep --grid=ablation --seeds=0,1")
-    sweep.collect(str(folder))
+    commands.collect_sweep(str(folder))
     return folder
 
 
@@ -217,7 +218,7 @@ def test_bin_report_rebuilds_the_report_of_a_run_killed_before_its_evaluation(fi
 def _started_workdir(config, folder, metrics=None):
     """A workdir as bin/train leaves it when stopped early: its config.json and, optionally, metrics.csv."""
     folder.mkdir()
-    checkpointing.atomic_json(str(folder / "config.json"), config.to_dict())
+    run_folder.write_json(str(folder / "config.json"), config.to_dict())
     if metrics is not None:
         (folder / "metrics.csv").write_text(metrics)
     return folder
@@ -242,7 +243,7 @@ def test_a_run_stopped_mid_way_gets_a_report_that_says_what_is_missing(tiny_conf
     assert "(6 steps per epoch)" in page  # 24 training images, batch 4.
     assert "from checkpoints/latest.keras" in page and "No evaluation.json in" in page
     assert len(_images(page)) == 5  # Loss, accuracy, learning rate, RCM, CAMs.
-    columns, skipped = report.read_metrics(str(workdir / "metrics.csv"))
+    columns, skipped = run_folder.read_metrics_file(str(workdir / "metrics.csv"))
     assert skipped == 1 and list(columns["epoch"]) == [1.0] and np.isnan(columns["val_loss"][0])
 
 

@@ -20,6 +20,8 @@ cli.select_backend()
 
 from absl import flags  # noqa: E402
 
+from dcl_keras import workdir as run_folder  # noqa: E402
+
 COMMANDS = ("cam", "responses", "pointing", "seams")
 _WORKDIRS = flags.DEFINE_multi_string("workdir", None, "bin/train workdir(s) to analyze.")
 _COMPARE = flags.DEFINE_string("compare", None, "cam: a second workdir (e.g. the baseline) drawn before --workdir.")
@@ -35,10 +37,10 @@ def _load(workdir):
     from dcl_keras.errors import UserError
     from dcl_keras.models import dcl
 
-    config = cli.load_workdir_config(workdir)
-    model = saving.load_model(cli.model_path(workdir, None))
+    config = run_folder.load_config(workdir)
+    model = saving.load_model(run_folder.model_file(workdir))
     if not isinstance(model, dcl.DCLModel):
-        raise UserError(f"{workdir}/model.keras: expected a DCLModel (written by bin/train)")
+        raise UserError(f"{workdir}/{run_folder.FINAL_MODEL}: expected a DCLModel (written by bin/train)")
     return config, model, datasets.load_splits(config.data).test
 
 
@@ -129,8 +131,6 @@ def _responses(out_dir):
 
 
 def _pointing():
-    import json
-
     from dcl_keras import analysis
     from dcl_keras.data import demo
 
@@ -151,10 +151,9 @@ def _pointing():
         folder = _OUT.value or workdir
         if _OUT.value and len(_WORKDIRS.value) > 1:  # One report per run, not one overwritten.
             folder = os.path.join(_OUT.value, _run_name(workdir).replace("/", "_"))
-        path = os.path.join(folder, "pointing.json")
+        path = os.path.join(folder, run_folder.POINTING)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(report, f, indent=2)
+        run_folder.write_json(path, report, sort_keys=False)
         print(
             f"{workdir}: pointing hit rate {report['hit_rate']:.4f} over {report['num_images']} images "
             f"(always the centre: {report['centre_hit_rate']:.4f}) -> {path}"

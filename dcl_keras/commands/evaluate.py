@@ -22,6 +22,7 @@ cli.select_backend()
 
 from absl import flags  # noqa: E402
 
+from dcl_keras import workdir as run_folder  # noqa: E402
 from dcl_keras.errors import UserError  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The bin/train workdir (config.json, model.keras).")
@@ -49,8 +50,8 @@ def main(argv):
     from dcl_keras.data import datasets
     from dcl_keras.models import dcl
 
-    config = cli.load_workdir_config(_WORKDIR.value)
-    model = saving.load_model(cli.model_path(_WORKDIR.value, _MODEL.value))
+    config = run_folder.load_config(_WORKDIR.value)
+    model = saving.load_model(run_folder.model_file(_WORKDIR.value, _MODEL.value))
     splits = datasets.load_splits(config.data)
     split = getattr(splits, _SPLIT.value)
     if split is None:

@@ -25,6 +25,7 @@ cli.select_backend()
 
 from absl import flags  # noqa: E402
 
+from dcl_keras import workdir as run_folder  # noqa: E402
 from dcl_keras.errors import UserError  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The bin/train workdir (its model.keras is exported).")
@@ -66,7 +67,7 @@ def main(argv):
         name = f"classifier_{_QUANTIZATION.value}.tflite" if fmt == "tflite" else "classifier.onnx"
         output = _OUTPUT.value or os.path.join(_WORKDIR.value, fmt, name)
         report = export.export_converted_file(
-            cli.model_path(_WORKDIR.value, _MODEL.value),
+            run_folder.model_file(_WORKDIR.value, _MODEL.value),
             output,
             fmt=fmt,
             workdir=_WORKDIR.value,
@@ -82,9 +83,9 @@ def main(argv):
             f"({report['max_rel_logit_difference']:.2e} of the largest logit)"
         )
         return
-    export_dir = _EXPORT_DIR.value or os.path.join(_WORKDIR.value or ".", "export")
+    export_dir = run_folder.export_dir(_WORKDIR.value or ".", _EXPORT_DIR.value)
     path = export.export_model_file(
-        cli.model_path(_WORKDIR.value, _MODEL.value), export_dir, top_k=_TOP_K.value, version=_VERSION.value
+        run_folder.model_file(_WORKDIR.value, _MODEL.value), export_dir, top_k=_TOP_K.value, version=_VERSION.value
     )
     print(f"export: {path}")
 

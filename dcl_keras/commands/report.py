@@ -15,7 +15,7 @@ is missing). Images are inlined: the file can be copied or mailed alone.
 
 import os
 
-from dcl_keras import cli
+from dcl_keras import cli, commands
 
 cli.select_backend()
 
@@ -28,7 +28,7 @@ flags.DEFINE_enum("backend", os.environ.get("KERAS_BACKEND", "tensorflow"), cli.
 
 
 def main(argv):
-    from dcl_keras import report, sweep
+    from dcl_keras import report
     from dcl_keras.errors import UserError
 
     if len(argv) > 1 or (_WORKDIR.value is None) == (_SWEEP_DIR.value is None):
@@ -37,8 +37,8 @@ def main(argv):
             f"Received: --workdir={_WORKDIR.value}, --sweep_dir={_SWEEP_DIR.value}, arguments {argv[1:]}"
         )
     if _SWEEP_DIR.value:
-        sweep.collect(_SWEEP_DIR.value)
-        print(f"report: {os.path.join(os.path.abspath(_SWEEP_DIR.value), report.REPORT)}")
+        _, _, page = commands.collect_sweep(_SWEEP_DIR.value)
+        print(f"report: {page}")
         return
     path, missing = report.write_report(_WORKDIR.value, _NUM.value)
     for line in missing:

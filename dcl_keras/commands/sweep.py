@@ -18,7 +18,7 @@ import os
 import shlex
 import sys
 
-from dcl_keras import cli
+from dcl_keras import cli, commands
 
 cli.select_backend()
 
@@ -42,7 +42,7 @@ flags.mark_flags_as_required(["sweep_dir"])
 
 def main(argv):
     del argv
-    from dcl_keras import report, sweep
+    from dcl_keras import sweep
     from dcl_keras.errors import UserError
 
     sweep_dir = os.path.abspath(_SWEEP_DIR.value)
@@ -87,10 +87,10 @@ def main(argv):
         failed = sweep.run_all(runs)
     else:
         failed = []
-    rows, summary = sweep.collect(sweep_dir)
+    _, _, page = commands.collect_sweep(sweep_dir)
     print(open(os.path.join(sweep_dir, sweep.RESULTS_MD)).read())
     print(f"results: {os.path.join(sweep_dir, sweep.RESULTS_CSV)}")
-    print(f"report: {os.path.join(sweep_dir, report.REPORT)}")
+    print(f"report: {page}")
     if failed:
         print(f"{len(failed)} run(s) failed: " + ", ".join(f"{r['point']} seed {r['seed']}" for r in failed))
         sys.exit(1)

@@ -86,7 +86,7 @@ def _write_report(workdir):
     try:
         path, missing = report.write_report(workdir)
     except Exception:  # Never fail a finished run over its report; the traceback goes to the log.
-        logging.exception("report.html not written; `%s --workdir=%s` rebuilds it.", report.tool("report"), workdir)
+        logging.exception("report.html not written; `%s --workdir=%s` rebuilds it.", cli.tool("report"), workdir)
         return None
     for line in missing:
         logging.info("report.html: %s", line)
@@ -95,8 +95,6 @@ def _write_report(workdir):
 
 def _summary(result, page):
     """What the run gave and what to do next: predict on a file, serve with TF Serving, open the report (`page`)."""
-    from dcl_keras import report
-
     evaluation, version = result["evaluation"], os.path.abspath(result["export"])
     export_dir = os.path.dirname(version)
     image = "IMAGE.jpg"
@@ -105,7 +103,7 @@ def _summary(result, page):
 
         image = demo.first_test_image(os.path.dirname(result["model"]))
     opener = "open" if sys.platform == "darwin" else "xdg-open"
-    predict, docker, curl = report.serving_commands(export_dir, image)
+    predict, docker, curl = cli.serving_commands(export_dir, image)
     lines = [
         "",
         f"Done: test top-1 {evaluation['top1']:.4f}, mean per-class accuracy "

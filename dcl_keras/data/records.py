@@ -17,6 +17,7 @@ reads its own contiguous run of the records, equal shares whatever the shard
 count (`encoded_dataset(process_index, process_count)`).
 """
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -27,6 +28,7 @@ import tensorflow as tf
 
 from dcl_keras.data import keyed_hash
 from dcl_keras.errors import UserError
+from dcl_keras.workdir import atomic_path, write_json
 
 MANIFEST = "manifest.json"
 FORMAT = "dcl_keras.records"
@@ -106,29 +108,24 @@ def write_split(split, out_dir, name, num_shards, seed=0):
     counts = np.zeros(split.num_classes, np.int64)
     files = [shard_name(name, s, num_shards) for s in range(num_shards)]
     os.makedirs(out_dir, exist_ok=True)
-    writers = [tf.io.TFRecordWriter(os.path.join(out_dir, f + ".tmp")) for f in files]
     sizes = [0] * num_shards
     written = 0
-    complete = False
-    try:
-        for index, data, label, key in stream:
-            seen[index] = True
-            box = None if boxes is None else boxes[index]
-            shard = written % num_shards
-            writers[shard].write(serialize(data, label, box, key))
-            sizes[shard] += 1
-            counts[label] += 1
-            written += 1
-        complete = True
-    finally:
-        for writer in writers:
-            writer.close()
-        if not complete:  # Interrupted (a file vanished between the check and the copy): no partial shards left.
-            for f in files:
-                if os.path.exists(os.path.join(out_dir, f + ".tmp")):
-                    os.remove(os.path.join(out_dir, f + ".tmp"))
-    for f in files:
-        os.replace(os.path.join(out_dir, f + ".tmp"), os.path.join(out_dir, f))
+    # Interrupted (a file vanished between the check and the copy): no partial shard is left.
+    with contextlib.ExitStack() as shards:
+        tmps = [shards.enter_context(atomic_path(os.path.join(out_dir, f))) for f in files]
+        writers = [tf.io.TFRecordWriter(tmp) for tmp in tmps]
+        try:
+            for index, data, label, key in stream:
+                seen[index] = True
+                box = None if boxes is None else boxes[index]
+                shard = written % num_shards
+                writers[shard].write(serialize(data, label, box, key))
+                sizes[shard] += 1
+                counts[label] += 1
+                written += 1
+        finally:
+            for writer in writers:
+                writer.close()
     missing = np.flatnonzero(~seen)
     left_out = [split.paths[i] for i in missing] if hasattr(split, "paths") else [str(i) for i in missing]
     if left_out:
@@ -155,10 +152,7 @@ def write_records(splits, out_dir, num_shards, seed=0):
         shards = num_shards if name == "train" else max(1, min(num_shards, split.num_examples // 1000 or 1))
         manifest["splits"][name] = write_split(split, out_dir, name, shards, seed)
         logging.info("%s: %d examples in %d shard(s).", name, manifest["splits"][name]["examples"], shards)
-    tmp = os.path.join(out_dir, MANIFEST + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1)
-    os.replace(tmp, os.path.join(out_dir, MANIFEST))
+    write_json(os.path.join(out_dir, MANIFEST), manifest, indent=1, sort_keys=False)
     return manifest
 
 

@@ -2,14 +2,7 @@
 
 import numpy as np
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from dcl_keras.viz import figures
 
 
 def plot_cam_grid(images, titles, cams, path):
@@ -19,11 +12,10 @@ def plot_cam_grid(images, titles, cams, path):
         images: uint8 [R, S, S, 3].
         titles: list of R row labels (e.g. the true class).
         cams: {model name: ([R, S, S] maps, [R] captions)}, in column order.
-        path: the PNG to write.
+        path: the PNG to write (a file path or a binary file object).
     """
-    plt = _pyplot()
     columns = 1 + len(cams)
-    fig, axes = plt.subplots(len(images), columns, figsize=(2.4 * columns, 2.5 * len(images)), squeeze=False)
+    fig, axes = figures.figure(2.4 * columns, 2.5 * len(images), len(images), columns)
     for row, image in enumerate(images):
         axes[row, 0].imshow(image)
         axes[row, 0].set_title(titles[row], fontsize=7)
@@ -38,15 +30,12 @@ def plot_cam_grid(images, titles, cams, path):
     for ax in axes.ravel():
         ax.axis("off")
     fig.suptitle("Class activation maps of the true class (+: peak)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    figures.save_png(fig, path)
 
 
 def plot_responses(responses, titles, path):
     """One scatter per image: r(I, c) against r(phi(I), c) per filter, coloured by delta_k when known."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(responses), figsize=(4 * len(responses), 3.8), squeeze=False)
+    fig, axes = figures.figure(4 * len(responses), 3.8, 1, len(responses))
     for ax, response, title in zip(axes[0], responses, titles, strict=True):
         x, y, delta = response["r_original"], response["r_destructed"], response["delta"]
         if delta is None:
@@ -60,6 +49,4 @@ def plot_responses(responses, titles, path):
         ax.set_xlabel("r(I, c)")
         ax.set_ylabel("r(phi(I), c)")
         ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    figures.save_png(fig, path)
