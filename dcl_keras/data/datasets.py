@@ -24,7 +24,7 @@ def carve_validation(split, fraction, seed):
     """
     if not 0.0 < fraction < 1.0:
         raise UserError(f"`val_fraction` must be in (0, 1). Received: val_fraction={fraction!r}")
-    labels = np.asarray(split.labels if isinstance(split, readers.FileSplit) else split.labels())
+    labels = np.asarray(split.labels)
     rng = np.random.default_rng(seed)
     classes, sizes = np.unique(labels, return_counts=True)
     quota = sizes * fraction
@@ -73,7 +73,7 @@ def long_tail(split, ratio, seed):
     one). The examples kept are a seeded random choice within each class.
     """
     rng = np.random.default_rng([seed, 0x7A11])
-    labels = np.asarray(split.labels if isinstance(split, readers.FileSplit) else split.labels(), np.int64)
+    labels = np.asarray(split.labels, np.int64)
     sizes = np.bincount(labels, minlength=split.num_classes)
     if not sizes.any():
         raise UserError(f"{split.name}: no training examples to subsample. Received: data.long_tail_ratio={ratio!r}")

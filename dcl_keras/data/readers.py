@@ -15,6 +15,7 @@ labels out of range, empty classes) are collected and raised together as one
 """
 
 import dataclasses
+import functools
 import logging
 import os
 
@@ -426,6 +427,8 @@ class TfdsSplit:
         indices: optional sorted int64 positions of the records kept from the
             TFDS split (a carved-out validation set or its complement); None
             keeps all.
+        labels (read-only): the int label of each example, a list as on every
+            split type, read on first use.
     """
 
     builder: object
@@ -462,10 +465,11 @@ class TfdsSplit:
         ds = ds.enumerate().take(len(keep))
         return ds.filter(lambda i, ex: table[i]).map(lambda i, ex: ex)
 
+    @functools.cached_property
     def labels(self):
-        """int64 [num_examples] labels, read without decoding any image."""
+        """The int label of each example, a list as a FileSplit's: read once, without decoding any image."""
         labels = np.fromiter((int(label) for _, label in self._records().as_numpy_iterator()), np.int64)
-        return labels if self.indices is None else labels[self.indices]
+        return (labels if self.indices is None else labels[self.indices]).tolist()
 
     def subset(self, indices, name=None):
         """The records at `indices` (positions within this split)."""

@@ -307,7 +307,7 @@ def test_tfds_records_are_shuffled_encoded_and_decoded_after(toy_tfds):
     encoded, _ = next(iter(split.encoded_dataset()))
     assert encoded.dtype.name == "string"  # Bytes: nothing is decoded before shuffling.
     stored = [int(y) for _, y in split.encoded_dataset()]
-    np.testing.assert_array_equal(split.labels(), stored)
+    assert split.labels == stored
     np.testing.assert_array_equal(np.bincount(stored), [4, 4, 4])
     import tensorflow as tf
 
@@ -344,10 +344,10 @@ def test_tfds_validation_carve_out_is_stratified_and_streams_only_its_records(to
     split = readers.tfds(name, "train", data_dir=data_dir)
     train, val = datasets.carve_validation(split, 0.25, seed=3)
     assert (train.num_examples, val.num_examples) == (9, 3)
-    np.testing.assert_array_equal(np.bincount(val.labels()), [1, 1, 1])
+    np.testing.assert_array_equal(np.bincount(val.labels), [1, 1, 1])
     assert not set(train.indices) & set(val.indices)
     streamed = sorted(int(y) for _, y in pipeline.examples(val))
-    assert streamed == sorted(val.labels().tolist()) and len(streamed) == 3
+    assert streamed == sorted(val.labels) and len(streamed) == 3
     again = datasets.carve_validation(split, 0.25, seed=3)[1]
     np.testing.assert_array_equal(again.indices, val.indices)
 
