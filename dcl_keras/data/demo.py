@@ -33,6 +33,7 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from dcl_keras.contract import DEMO_KINDS
 from dcl_keras.data import corpus, typefaces
 from dcl_keras.errors import UserError
 
@@ -40,7 +41,7 @@ CRESTS = ("none", "spike", "tuft", "double")
 WINGS = ("plain", "stripes", "dots")
 TAILS = ("fan", "fork")
 MAX_CLASSES = len(CRESTS) * len(WINGS) * len(TAILS)
-KINDS = ("birds", "coarse", "typefaces", "pretrain")
+KINDS = DEMO_KINDS  # The kinds of generated data, in dcl_keras.contract so that configs load light.
 # Each kind's generator version, part of its cache folder's digest: bump a kind's own entry when its images
 # or files change, so that only its folder (and benchmarks/learning.py's history for it) starts anew.
 # birds 2: bounding_boxes.txt; 3: part_boxes.txt; 4: the double crest's box; 5: larger parts in a contrasting
