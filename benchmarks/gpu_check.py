@@ -4,9 +4,10 @@
     KERAS_BACKEND=jax python benchmarks/gpu_check.py --quick                     # CPU smoke run, well under a minute
 
 Two training steps with the same backbone and the paper's compile recipe
-(`dcl_keras.training.compile_model` with `dcl_keras.config.base_config()`'s
-values, rebuilt here from the same library calls, because training.py and
-config.py import TensorFlow and the GPU machine has none):
+(`dcl_keras.models.recipe.compile_model` with `dcl_keras.config.base_config()`'s
+values, rebuilt here from the same library calls; the dtype policy is
+`recipe.dtype_policy`, and nothing imported here needs TensorFlow, which the
+GPU machine does not have):
 
 * DCL: `DeviceRCMTrainer` around the three-head `DCLModel`, RCM on the device
   (`RegionConfusion`, N = 7, k = 2), E examples in, 2E views through the
@@ -34,7 +35,6 @@ HLO and profile are "n/a"). The last line printed is one JSON object.
 
 import argparse
 import collections
-import contextlib
 import gc
 import glob
 import gzip
@@ -51,7 +51,7 @@ import keras
 import numpy as np
 
 from dcl_keras import contract, losses, optim
-from dcl_keras.models import backbones, dcl
+from dcl_keras.models import backbones, dcl, recipe
 from dcl_keras.models.region_confusion import RegionConfusion
 
 import common
@@ -76,20 +76,9 @@ OOM_SIGNS = ("resource_exhausted", "resourceexhausted", "out of memory", "oom wh
 RATIO_DEFINITION = "plain images/s / DCL images/s, images = backbone images per step (DCL: 2 views x examples)"
 
 
-@contextlib.contextmanager
-def dtype_policy(name):
-    """As dcl_keras.training.dtype_policy: build under a Keras dtype policy, then restore the previous one."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
 def build_trainer(kind, args):
-    """The compiled trainer of one step kind, "dcl" or "plain", as training.build_model + compile_model make it."""
-    with dtype_policy(args.policy):
+    """The compiled trainer of one step kind, "dcl" or "plain", as recipe.build_model + compile_model make it."""
+    with recipe.dtype_policy(args.policy):
         backbone = backbones.build_backbone(args.backbone, args.image_size, "none")
         if kind == "dcl":
             model = dcl.DCLModel(backbone, args.classes, args.n, discriminator=RECIPE["discriminator"])

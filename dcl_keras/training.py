@@ -1,4 +1,4 @@
-"""Training: compile with the three weighted losses, fit, checkpoint and resume.
+"""Training: fit the model of `dcl_keras.models.recipe` (its compile recipe), checkpoint and resume.
 
 `train_and_evaluate(config, workdir)` runs the stages of `bin/train`: setup,
 data, model, training, evaluation, export. Rerunning it on the same workdir
@@ -16,13 +16,13 @@ import os
 
 import keras
 
-from dcl_keras import checkpointing, contract, losses, optim, preemption, saving
+from dcl_keras import checkpointing, preemption, saving
 from dcl_keras import workdir as run_folder
-from dcl_keras.config import JIT_COMPILE, ConfigError, validate_config
+from dcl_keras.config import ConfigError, validate_config
 from dcl_keras.data import datasets, pipeline, readers
 from dcl_keras.errors import UserError
 from dcl_keras.models import dcl
-from dcl_keras.models.backbones import build_backbone, get_spec
+from dcl_keras.models.recipe import build_model, compile_model
 from dcl_keras.models.region_confusion import RegionConfusion
 
 EXPORT_FOLDER = "The export folder (export.dir)"
@@ -65,43 +65,6 @@ class LearningRateLogger(keras.callbacks.Callback):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
-@contextlib.contextmanager
-def dtype_policy(name):
-    """Builds layers under a Keras dtype policy ("none" keeps float32), then restores the previous one."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32" if name == "none" else name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-def build_model(config, num_classes, class_names=None, steps=1, compile=True):
-    """The DCL model of a config, compiled (unless `compile=False`) with its losses, metrics and optimizer."""
-    with dtype_policy(config.train.mixed_precision):
-        backbone = build_backbone(
-            config.model.backbone,
-            config.input.image_size,
-            config.model.weights,
-            **{option: config.model[option] for option in get_spec(config.model.backbone).options},
-        )
-        model = dcl.DCLModel(
-            backbone,
-            num_classes,
-            config.rcm.n,
-            dropout=config.model.dropout,
-            class_names=class_names,
-            resize_size=config.input.resize_size,
-            resampling=config.input.resampling,
-            discriminator=config.model.discriminator if config.loss.beta > 0 else "none",
-            alignment=config.loss.gamma > 0,
-            destructed_alpha=config.loss.destructed_alpha,
-        )
-    if compile:
-        compile_model(model, config, steps)
-    return model
-
-
 def steps_per_epoch(config, split, cluster=None):
     """Steps of one Keras epoch: `train.steps_per_epoch`, else one pass at `train.epoch_batch_size` examples a step.
 
@@ -119,25 +82,6 @@ def steps_per_epoch(config, split, cluster=None):
         raise ConfigError(f"Config field `{field}`: {e}") from None
 
 
-def classification_loss(config, class_counts=None):
-    """The classification loss of a config: None (plain cross entropy) or a losses.ClassificationLoss.
-
-    `class_counts` (training examples per class) is needed when
-    loss.class_balance_beta > 0.
-    """
-    loss = config.loss
-    if loss.classification == "cross_entropy" and not loss.label_smoothing and not loss.class_balance_beta:
-        return None
-    weights = None
-    if loss.class_balance_beta:
-        if class_counts is None:
-            raise ValueError("loss.class_balance_beta needs the training split's class counts.")
-        weights = losses.class_balanced_weights(class_counts, loss.class_balance_beta)
-    return losses.ClassificationLoss(
-        loss.classification, loss.label_smoothing, loss.gce_q, class_weights=weights, name="classification_loss"
-    )
-
-
 def split_class_counts(split):
     """Training examples per class of a split (labels read without decoding any image; a manifest's counts)."""
     import numpy as np
@@ -146,35 +90,6 @@ def split_class_counts(split):
         return list(split.class_counts)
     labels = split.labels if isinstance(split.labels, list) else split.labels()
     return np.bincount(np.asarray(labels, np.int64), minlength=split.num_classes).tolist()
-
-
-def compile_model(model, config, steps, class_counts=None):
-    heads = (model.dcl_model if isinstance(model, dcl.DeviceRCMTrainer) else model).heads
-    optimizer = optim.make_optimizer(
-        config.train.learning_rate,
-        steps,
-        head_multiplier=config.train.head_multiplier,
-        momentum=config.train.momentum,
-        weight_decay=config.train.weight_decay,
-        decay_epochs=config.train.decay_epochs,
-        decay_factor=config.train.decay_factor,
-        total_epochs=config.train.epochs,
-        head_layers=contract.HEAD_LAYERS,
-        warmup_epochs=config.train.warmup_epochs,
-    )
-    model.compile(
-        optimizer=optimizer,
-        loss=_only(
-            heads, losses.dcl_losses(config.loss.alignment_reduction, classification_loss(config, class_counts))
-        ),
-        loss_weights=_only(heads, losses.loss_weights(config.loss.alpha, config.loss.beta, config.loss.gamma)),
-        weighted_metrics=_only(heads, losses.dcl_metrics(model.num_classes)),
-        jit_compile=JIT_COMPILE[str(config.train.jit_compile).lower()],
-    )
-
-
-def _only(heads, per_output):
-    return {name: value for name, value in per_output.items() if name in heads}
 
 
 def train_batches(config, split, start_step=0, cluster=None):

@@ -104,10 +104,9 @@ def test_quick_run_under_tensorflow():
 
 
 def test_the_steps_use_the_training_recipe(gpu_check):
-    """What training.build_model + compile_model make of base_config(), gpu_check makes without importing them."""
-    from dcl_keras import training
+    """What recipe.build_model + compile_model make of base_config(), gpu_check makes from the same library calls."""
     from dcl_keras.config import base_config
-    from dcl_keras.models import dcl
+    from dcl_keras.models import dcl, recipe
     from dcl_keras.models.region_confusion import RegionConfusion
 
     args = gpu_check.parse_args(["--quick"])
@@ -131,9 +130,9 @@ def test_the_steps_use_the_training_recipe(gpu_check):
     }
 
     ours = gpu_check.build_trainer("dcl", args)
-    model = training.build_model(config, args.classes, compile=False)
+    model = recipe.build_model(config, args.classes, compile=False)
     theirs = dcl.DeviceRCMTrainer(model, RegionConfusion(config.rcm.n, config.rcm.k, seed=0))
-    training.compile_model(theirs, config, gpu_check.STEPS_PER_EPOCH)
+    recipe.compile_model(theirs, config, gpu_check.STEPS_PER_EPOCH)
     assert unnamed(ours.optimizer.get_config()) == unnamed(theirs.optimizer.get_config())
     ours_compiled, theirs_compiled = ours.get_compile_config(), theirs.get_compile_config()
     assert ours_compiled.pop("jit_compile") is True  # training's "auto" is XLA on a GPU too.
@@ -146,7 +145,7 @@ def test_the_steps_use_the_training_recipe(gpu_check):
     config.loss.beta = config.loss.gamma = 0.0
     config.rcm.destructed = 0
     plain = gpu_check.build_trainer("plain", args)
-    baseline = training.build_model(config, args.classes, steps=gpu_check.STEPS_PER_EPOCH)
+    baseline = recipe.build_model(config, args.classes, steps=gpu_check.STEPS_PER_EPOCH)
     assert plain.heads == baseline.heads == ("classifier",)
     plain_compiled, baseline_compiled = plain.get_compile_config(), baseline.get_compile_config()
     plain_compiled.pop("jit_compile")
