@@ -157,21 +157,7 @@ def plan(
     """
     config_spec = absolute_spec(config_spec)
     base = apply_overrides(load_config(config_spec), overrides or {})
-    grid_points = experiments.grid_points(grid, base, data_roots=data_roots)
-    if points:
-        unknown = sorted(set(points) - {name for name, _, _ in grid_points})
-        if unknown:
-            raise UserError(
-                f"--points: {unknown} not in grid {grid!r}: expected some of {[n for n, _, _ in grid_points]}"
-            )
-        grid_points = [p for p in grid_points if p[0] in points]
-    points = grid_points
-    for field, values in (vary or {}).items():
-        points = [
-            (f"{name},{field.split('.')[-1]}={value}", spec, {**point, field: value})
-            for name, spec, point in points
-            for value in values
-        ]
+    points = _points(grid, base, data_roots, points, vary)
     if not seeds:
         raise UserError("--seeds: expected at least one integer seed. Received: --seeds=")
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
@@ -219,6 +205,23 @@ def plan(
     if clash:
         raise UserError(f"Grid points share a workdir (their names differ only in punctuation): {clash[:3]}")
     return runs
+
+
+def _points(grid, base, data_roots, names, vary):
+    """The grid's (name, config spec, overrides), only those `names` if given, crossed with `vary`."""
+    points = experiments.grid_points(grid, base, data_roots=data_roots)
+    if names:
+        unknown = sorted(set(names) - {name for name, _, _ in points})
+        if unknown:
+            raise UserError(f"--points: {unknown} not in grid {grid!r}: expected some of {[n for n, _, _ in points]}")
+        points = [p for p in points if p[0] in names]
+    for field, values in (vary or {}).items():
+        points = [
+            (f"{name},{field.split('.')[-1]}={value}", spec, {**point, field: value})
+            for name, spec, point in points
+            for value in values
+        ]
+    return points
 
 
 def _get(config, field):
