@@ -3,10 +3,7 @@
 import keras
 from keras import ops
 
-from dcl_keras.contract import ALIGNMENT, CLASSIFIER, DISCRIMINATOR
-
-ALIGNMENT_REDUCTIONS = ("mean", "sum")
-CLASSIFICATION_LOSSES = ("cross_entropy", "gce")
+from dcl_keras.contract import ALIGNMENT, ALIGNMENT_REDUCTIONS, CLASSIFICATION_LOSSES, CLASSIFIER, DISCRIMINATOR
 
 
 @keras.saving.register_keras_serializable(package="dcl_keras")

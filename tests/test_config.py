@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from dcl_keras import config as config_lib
-from dcl_keras import contract, sweep
+from dcl_keras import sweep
 from dcl_keras.config import ConfigError, validate_config
 from dcl_keras.errors import UserError
 
@@ -109,25 +109,6 @@ def test_loading_and_validating_every_config_file_starts_neither_tensorflow_nor_
     done = subprocess.run([sys.executable, "-c", probe, ROOT], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "[]"
-
-
-def test_the_choice_lists_are_those_of_the_modules_that_take_the_values():
-    from dcl_keras import losses
-    from dcl_keras.data import augment, demo, pipeline, readers
-    from dcl_keras.models import backbones, dcl
-
-    assert contract.BACKBONE_NAMES == tuple(backbones.BACKBONES)
-    assert contract.DEMO_KINDS == demo.KINDS
-    assert contract.RESAMPLING == augment.RESAMPLING
-    assert (contract.ALIGNMENT_REDUCTIONS, contract.CLASSIFICATION_LOSSES) == (
-        losses.ALIGNMENT_REDUCTIONS,
-        losses.CLASSIFICATION_LOSSES,
-    )
-    assert set(contract.DISCRIMINATORS) < set(dcl.DISCRIMINATORS)
-    assert (pipeline.BAD_FILE_POLICIES, readers.AIRCRAFT_LEVELS) == (
-        contract.BAD_FILE_POLICIES,
-        contract.AIRCRAFT_LEVELS,
-    )
 
 
 @pytest.mark.parametrize(

@@ -50,9 +50,8 @@ import math
 import tensorflow as tf
 
 from dcl_keras import contract
+from dcl_keras.contract import RESAMPLING
 from dcl_keras.data import keyed_hash
-
-RESAMPLING = ("pillow", "fused")
 
 
 def resize(image, size, antialias=True):

@@ -28,17 +28,6 @@ from dcl_keras.contract import ALIGNMENT, CLASSIFIER, DISCRIMINATOR
 from dcl_keras.data import keyed_hash, rcm
 
 
-def validate_ratio(originals, destructed):
-    for name, value in (("originals", originals), ("destructed", destructed)):
-        if not isinstance(value, int) or value < 0:
-            raise ValueError(f"The pairing ratio `{name}` must be an integer >= 0. Received: {name}={value!r}")
-    if originals + destructed == 0:
-        raise ValueError(
-            "The pairing ratio needs at least one image per example. "
-            f"Received: originals={originals}, destructed={destructed}"
-        )
-
-
 def make_views(image, label, key, *, n, k, originals=1, destructed=1):
     """Turns one augmented image, or a batch of them, into original and destructed views.
 

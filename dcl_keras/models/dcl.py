@@ -31,10 +31,10 @@ import keras
 from keras import ops
 
 from dcl_keras import contract
-from dcl_keras.contract import ALIGNMENT, CLASSIFIER, DISCRIMINATOR, OUTPUTS
+from dcl_keras.contract import ALIGNMENT, CLASSIFIER, DEVICE_IMAGES, DEVICE_KEYS, DISCRIMINATOR, OUTPUTS
 from dcl_keras.models.layers import AdaptiveAveragePooling2D
 
-DISCRIMINATORS = ("2way", "2c", "none")
+DISCRIMINATORS = (*contract.DISCRIMINATORS, "none")  # "none": no discriminator head (the config's loss.beta=0).
 
 
 @keras.saving.register_keras_serializable(package="dcl_keras")
@@ -218,10 +218,6 @@ def destructed_views_weights(y, destructed_alpha, sample_weight=None, heads=OUTP
         others = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
         classify = classify * others
     return {name: classify if name == CLASSIFIER else others for name in heads}
-
-
-DEVICE_IMAGES = "images"  # The keys of the device-RCM stream (dcl_keras.data.pipeline, same strings).
-DEVICE_KEYS = "rcm_keys"
 
 
 @keras.saving.register_keras_serializable(package="dcl_keras")

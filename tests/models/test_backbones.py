@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+from dcl_keras import contract
 from dcl_keras.errors import UserError
 from dcl_keras.models import backbones
 
@@ -95,6 +96,10 @@ def test_imagenet_offline_without_cache_fails_fast_naming_the_file(tmp_path, mon
 def test_missing_weights_path_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.weights.h5"):
         backbones.build_backbone("tiny", 32, weights=str(tmp_path / "nothing.weights.h5"))
+
+
+def test_every_spec_is_registered_under_a_backbone_name_of_the_contract():
+    assert sorted(backbones._SPECS) == sorted(contract.BACKBONE_NAMES)
 
 
 def test_every_backbone_is_built_through_the_registry_with_its_declared_options(tmp_path):
