@@ -229,28 +229,7 @@ def train(config, workdir, train_split, val_split=None, process_dir=None, export
         checkpointing.check_writable(workdir, "The workdir", need)
         if export_dir:
             checkpointing.check_writable(export_dir, EXPORT_FOLDER, checkpointing.export_bytes(model))
-    validation = {}
-    if config.train.validation_freq:
-        if val_split is None:
-            raise ConfigError(
-                "Config field `train.validation_freq`: needs a validation split; set data.val_fraction "
-                "(or use a source with its own). Received: "
-                f"train.validation_freq={config.train.validation_freq}, data.val_fraction={config.data.val_fraction}"
-            )
-        validation = dict(
-            validation_data=pipeline.eval_batches(
-                val_split,
-                batch_size=config.eval.batch_size,
-                image_size=config.input.image_size,
-                resize_size=config.input.resize_size,
-                resampling=config.input.resampling,
-                n=None if config.rcm.placement == "device" else config.rcm.n,
-                bad_files=config.data.bad_files,
-                process_index=cluster.process_id if cluster else 0,
-                process_count=cluster.num_processes if cluster else 1,
-            ),
-            validation_freq=config.train.validation_freq,
-        )
+    validation = _validation(config, val_split, cluster)
     if cluster and cluster.num_processes > 1:
         logging.info(
             "Process %d of %d builds %d of the %d examples of every global batch (%s).",
@@ -260,26 +239,7 @@ def train(config, workdir, train_split, val_split=None, process_dir=None, export
             config.input.batch_size,
             "its own run of the records" if pipeline.is_file_sharded(train_split) else "its slice of each batch",
         )
-    save_dir = process_dir or workdir
-    callbacks = [
-        checkpointing.DivergenceGuard(workdir),
-        AlignmentHeadMonitor(),
-        LearningRateLogger(),
-        checkpointing.Checkpointer(
-            save_dir,
-            config.train.checkpoint_every_steps,
-            stream=fingerprint,
-            keep=config.train.keep_checkpoints,
-            steps_per_epoch=steps,
-            stop=stop,
-            num_processes=cluster.num_processes if cluster else 1,
-        ),
-    ]
-    if process_dir is None:
-        callbacks += [
-            keras.callbacks.CSVLogger(os.path.join(workdir, run_folder.METRICS), append=True),
-            keras.callbacks.TensorBoard(os.path.join(workdir, run_folder.TENSORBOARD)),
-        ]
+    callbacks = _callbacks(config, workdir, process_dir, fingerprint, steps, stop, cluster)
     fit = dict(callbacks=callbacks, shuffle=False, verbose=config.train.verbose, **validation)
     try:
         if done_in_epoch:  # Killed between two step checkpoints: finish that epoch first.
@@ -307,6 +267,56 @@ def train(config, workdir, train_split, val_split=None, process_dir=None, export
             raise
         raise _empty_stream_error(train_split) from None
     return model
+
+
+def _validation(config, val_split, cluster):
+    """fit's validation arguments: every `train.validation_freq` epochs on the validation split, or none."""
+    if not config.train.validation_freq:
+        return {}
+    if val_split is None:
+        raise ConfigError(
+            "Config field `train.validation_freq`: needs a validation split; set data.val_fraction "
+            "(or use a source with its own). Received: "
+            f"train.validation_freq={config.train.validation_freq}, data.val_fraction={config.data.val_fraction}"
+        )
+    return dict(
+        validation_data=pipeline.eval_batches(
+            val_split,
+            batch_size=config.eval.batch_size,
+            image_size=config.input.image_size,
+            resize_size=config.input.resize_size,
+            resampling=config.input.resampling,
+            n=None if config.rcm.placement == "device" else config.rcm.n,
+            bad_files=config.data.bad_files,
+            process_index=cluster.process_id if cluster else 0,
+            process_count=cluster.num_processes if cluster else 1,
+        ),
+        validation_freq=config.train.validation_freq,
+    )
+
+
+def _callbacks(config, workdir, process_dir, fingerprint, steps, stop, cluster):
+    """The divergence guard, head monitor, learning-rate log and checkpointer; the chief also logs metrics."""
+    callbacks = [
+        checkpointing.DivergenceGuard(workdir),
+        AlignmentHeadMonitor(),
+        LearningRateLogger(),
+        checkpointing.Checkpointer(
+            process_dir or workdir,
+            config.train.checkpoint_every_steps,
+            stream=fingerprint,
+            keep=config.train.keep_checkpoints,
+            steps_per_epoch=steps,
+            stop=stop,
+            num_processes=cluster.num_processes if cluster else 1,
+        ),
+    ]
+    if process_dir is None:
+        callbacks += [
+            keras.callbacks.CSVLogger(os.path.join(workdir, run_folder.METRICS), append=True),
+            keras.callbacks.TensorBoard(os.path.join(workdir, run_folder.TENSORBOARD)),
+        ]
+    return callbacks
 
 
 def tf_errors():
