@@ -88,8 +88,7 @@ def split_class_counts(split):
 
     if getattr(split, "class_counts", None) is not None:
         return list(split.class_counts)
-    labels = split.labels if isinstance(split.labels, list) else split.labels()
-    return np.bincount(np.asarray(labels, np.int64), minlength=split.num_classes).tolist()
+    return np.bincount(np.asarray(split.labels, np.int64), minlength=split.num_classes).tolist()
 
 
 def train_batches(config, split, start_step=0, cluster=None):

@@ -34,6 +34,7 @@ def main(argv):
     del argv
     import os
 
+    from dcl_keras import config
     from dcl_keras.data import datasets, records
     from dcl_keras.errors import UserError
 
@@ -42,7 +43,7 @@ def main(argv):
     if os.path.exists(os.path.join(out, records.MANIFEST)):
         raise FileExistsError(f"--out already holds a records folder ({records.MANIFEST}): {out}")
     data = _CONFIG.value.data
-    if data.label_noise or data.long_tail_ratio > 1:
+    if config.is_label_study(data):
         raise UserError(
             "bin/make_records writes the dataset as it is: drop --config.data.label_noise and "
             "--config.data.long_tail_ratio (set them when training from a file-based source). Received: "
