@@ -13,9 +13,10 @@ import hashlib
 import json
 import os
 
+from dcl_keras import workdir as run_folder
 from dcl_keras.data import demo
 
-WEIGHTS_FILE = "backbone.weights.h5"  # What export.backbone_weights writes, and model.weights=<path> loads.
+WEIGHTS_FILE = run_folder.BACKBONE_WEIGHTS  # What export.backbone_weights writes; model.weights=<path> loads.
 # Fields that do not change the weights: how much the run prints.
 _NOT_RECIPE = (("train", "verbose"),)
 

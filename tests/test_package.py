@@ -31,6 +31,7 @@ def test_every_console_command_is_installed_and_is_the_bin_script():
         "dcl-sweep",
         "dcl-make-records",
         "dcl-report",
+        "dcl-pretrain",
     }
     for command, target in scripts.items():
         module, _, function = target.partition(":")

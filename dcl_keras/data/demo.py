@@ -27,12 +27,12 @@ import itertools
 import json
 import math
 import os
-import shutil
 import tempfile
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from dcl_keras import workdir as run_folder
 from dcl_keras.contract import DEMO_KINDS
 from dcl_keras.data import corpus, typefaces
 from dcl_keras.errors import UserError
@@ -407,19 +407,14 @@ def ensure_demo_dataset(
     if os.path.isdir(root):
         return root
     os.makedirs(cache_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".demo-", dir=cache_dir)
     try:
-        generate(tmp, **{k: v for k, v in params.items() if k != "version"})
-        with open(os.path.join(tmp, "demo.json"), "w") as f:
-            json.dump(params, f, indent=2)
-        os.replace(tmp, root)
+        with run_folder.atomic_path(root, tmp=tempfile.mkdtemp(prefix=".demo-", dir=cache_dir)) as tmp:
+            generate(tmp, **{k: v for k, v in params.items() if k != "version"})
+            with open(os.path.join(tmp, "demo.json"), "w") as f:
+                json.dump(params, f, indent=2)
     except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
         if not os.path.isfile(os.path.join(root, "demo.json")):  # Not another process's finished copy.
             raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return root
 
 
@@ -438,8 +433,7 @@ def global_statistics(image):
 
 def first_test_image(workdir):
     """The first test image of the demo dataset that a bin/train workdir used."""
-    with open(os.path.join(workdir, "config.json")) as f:
-        d = json.load(f)["data"]["demo"]
+    d = run_folder.read_config(workdir)["data"]["demo"]
     root = ensure_demo_dataset(
         d["cache_dir"] or None,
         d["num_classes"],
