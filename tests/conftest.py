@@ -8,7 +8,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from helpers import config_file  # noqa: E402
+from helpers import ROOT, config_file  # noqa: E402
 
 
 def write_image(path, size=(40, 30), mode="RGB", fmt=None, seed=0):
@@ -41,3 +41,18 @@ def tiny_config(demo_root):
     c.data.demo.test_per_class = 3
     c.train.verbose = 0
     return c
+
+
+@pytest.fixture
+def tiny_config_file(tiny_config, tmp_path):
+    """A config file equal to the session's tiny config (bin/train runs read config files)."""
+    path = tmp_path / "tiny_test.py"
+    path.write_text(
+        f"from dcl_keras.config import load_config_file\n\n\ndef get_config(arg=None):\n"
+        f"    c = load_config_file({os.path.join(ROOT, 'configs', 'tiny.py')!r})\n"
+        f"    c.data.demo.cache_dir = {tiny_config.data.demo.cache_dir!r}\n"
+        f"    c.data.demo.train_per_class = {tiny_config.data.demo.train_per_class}\n"
+        f"    c.data.demo.test_per_class = {tiny_config.data.demo.test_per_class}\n"
+        "    c.train.epochs = 1\n    c.train.verbose = 0\n    c.export.enabled = False\n    return c\n"
+    )
+    return str(path)
