@@ -19,7 +19,7 @@ import keras
 from dcl_keras import checkpointing, preemption, saving
 from dcl_keras import workdir as run_folder
 from dcl_keras.config import ConfigError, validate_config
-from dcl_keras.data import datasets, pipeline, readers
+from dcl_keras.data import datasets, pipeline, readers, specs
 from dcl_keras.errors import UserError
 from dcl_keras.models import dcl
 from dcl_keras.models.recipe import build_model, compile_model
@@ -95,24 +95,10 @@ def train_batches(config, split, start_step=0, cluster=None):
     """The training stream of a config; with several processes, this process's share of it."""
     return pipeline.train_batches(
         split,
-        seed=config.seed,
-        batch_size=config.input.batch_size,
-        image_size=config.input.image_size,
-        resize_size=config.input.resize_size,
-        rotation=config.input.rotation,
-        resampling=config.input.resampling,
-        n=config.rcm.n,
-        k=config.rcm.k,
-        originals=config.rcm.originals,
-        destructed=config.rcm.destructed,
+        specs.TrainSpec.from_config(config),
         start_step=start_step,
-        bad_files=config.data.bad_files,
-        rcm_in_pipeline=config.rcm.placement == "pipeline",
-        reducing_gap=config.input.jpeg_reducing_gap,
-        shuffle_buffer=config.data.tfds_shuffle_buffer,
         process_index=cluster.process_id if cluster else 0,
         process_count=cluster.num_processes if cluster else 1,
-        cache_mb=config.input.cache_mb,
     )
 
 

@@ -12,6 +12,7 @@ reports undecodable ones all at once (policy "skip": logged and dropped;
 dropped under "skip", so one corrupt file never stops an epoch.
 """
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -19,7 +20,7 @@ import tensorflow as tf
 
 from dcl_keras import contract
 from dcl_keras.contract import BAD_FILE_POLICIES, DEVICE_IMAGES, DEVICE_KEYS
-from dcl_keras.data import augment, keyed_hash, pairing, rcm
+from dcl_keras.data import augment, keyed_hash, pairing, rcm, specs
 from dcl_keras.errors import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -375,28 +376,7 @@ def _fail_if_empty(batches, epoch):
     return checked.filter(lambda real, x: real).map(lambda real, x: x)
 
 
-def train_batches(
-    source,
-    *,
-    seed,
-    batch_size,
-    image_size,
-    resize_size,
-    rotation=15.0,
-    resampling="pillow",
-    n=7,
-    k=2,
-    originals=1,
-    destructed=1,
-    start_step=0,
-    bad_files="skip",
-    rcm_in_pipeline=True,
-    reducing_gap=0.0,
-    shuffle_buffer=4096,
-    process_index=0,
-    process_count=1,
-    cache_mb=0,
-):
+def train_batches(source, spec=None, *, start_step=0, process_index=0, process_count=1, **fields):
     """The endless DCL training stream (see the module and `pairing` docstrings).
 
     Each epoch is batched on its own: it yields `steps_per_epoch(source,
@@ -405,29 +385,16 @@ def train_batches(
     epoch of Keras `fit` whatever the split size, and a run resumed at any
     step sees exactly the batches an uninterrupted run would have seen.
 
+        stream = train_batches(split, TrainSpec.from_config(config), start_step=step)
+        stream = train_batches(split, seed=0, batch_size=2, image_size=32, resize_size=40, n=4, k=2)
+
     Args:
-        source: a FileSplit or TfdsSplit.
-        seed: int, the run's seed.
-        batch_size: int, examples per batch (images per batch is
-            batch_size * (originals + destructed)).
-        image_size, resize_size: crop side and resize side, pixels.
-        rotation: float, max absolute rotation in degrees (0 disables).
-        resampling: how the augmentation resamples, one of
-            `augment.RESAMPLING` ("pillow": the reference code's steps).
-        n, k: RCM grid and neighbourhood.
-        originals, destructed: views per example (1:1 by default).
+        source: a FileSplit, TfdsSplit or RecordsSplit.
+        spec: a `specs.TrainSpec`, the stream's content; or None, and its
+            fields given as keywords (`**fields`).
         start_step: int, batches already consumed (for resuming): the stream
             starts in epoch `start_step // steps_per_epoch`, that many
             batches into it.
-        bad_files: "skip" or "strict".
-        rcm_in_pipeline: False leaves destruction and pairing to the device
-            (`dcl_keras.models.region_confusion`): the stream then yields the
-            augmented originals with their uint32 example keys, and the
-            labels.
-        reducing_gap: JPEG draft decoding (see `decode_image`); 0 decodes
-            every pixel.
-        shuffle_buffer: encoded records in the shuffle buffer of TFDS and
-            record splits.
         process_index, process_count: with several processes (JAX data
             parallel across hosts), this process builds only its
             `batch_size / process_count` examples of every global batch,
@@ -437,11 +404,6 @@ def train_batches(
             own contiguous run of the records instead (equal shares; no
             process reads another's), so the batches depend on the process
             count.
-        cache_mb: with the pillow resampling, a file split's images are
-            decoded once and held in memory when they fit in this many MiB
-            (`decode_in_memory`), and augmented, destructed and paired a
-            whole batch at a time (the same batches, a fraction of the
-            work); 0 reads every file every epoch.
 
     Returns:
         tf.data.Dataset of (images [M, H, W, 3], targets dict), or of
@@ -451,85 +413,161 @@ def train_batches(
         so nothing is lost; 4x less to batch and to copy to the device, where
         the model casts them to float32), float32 otherwise.
     """
-    contract.validate_rcm_args(n, k, image_size)
-    contract.validate_ratio(originals, destructed)
-    if resize_size < image_size:
-        raise ValueError(
-            f"`resize_size` must be >= `image_size` ({image_size}) so the crop fits. "
-            f"Received: resize_size={resize_size}"
-        )
-    if bad_files not in BAD_FILE_POLICIES:
-        raise ValueError(f"`bad_files` must be one of {BAD_FILE_POLICIES}. Received: bad_files={bad_files!r}")
-    augment.check_resampling(resampling)
-    check_process_batch(batch_size, process_index, process_count)
-    local_batch = batch_size // process_count
-    by_file = process_count > 1 and is_file_sharded(source)
-    per_epoch = steps_per_epoch(source, batch_size, process_count)
-    first_epoch, skip = divmod(int(start_step), per_epoch)
-    decoded = None
-    if resampling == "pillow":
-        decoded = decode_in_memory(source, resize_size=resize_size, reducing_gap=reducing_gap, limit_mb=cache_mb)
-    decoded_labels = None if decoded is None else tf.constant(source.labels, tf.int32)
-    if by_file:
-        share = dict(process=(process_index, process_count))
-        skipped = skip * local_batch
-    else:
-        share = dict(keep=process_share(batch_size, process_index, process_count) if process_count > 1 else None)
-        skipped = skip * batch_size
-
-    def views(images, labels, keys):
-        if not rcm_in_pipeline:
-            return {DEVICE_IMAGES: tf.cast(images, tf.float32), DEVICE_KEYS: keys}, labels
-        return pairing.make_views(images, labels, keys, n=n, k=k, originals=originals, destructed=destructed)
-
-    def prepare(position, image, label, epoch):
-        key = keyed_hash.combine_keys(seed, epoch, position)
-        image = augment.train_augment(image, key, resize_size, image_size, rotation, resampling, keep_uint8=True)
-        return views(image, label, key)
-
-    def prepare_held(positions, indices, epoch):  # A whole batch of images held in memory.
-        keys = keyed_hash.combine_keys(seed, epoch, positions)
-        images = decoded.train_augment(indices, keys, resize_size, image_size, rotation)
-        return views(images, tf.gather(decoded_labels, indices), keys)
-
-    def one_epoch(epoch):
-        # A second pass over the epoch's order fills the batches of files that failed to decode, so an epoch
-        # always yields `per_epoch` batches and stays a Keras epoch; it is read only when needed. A resumed
-        # epoch skips the examples already consumed before reading them (exact when none of them failed).
-        order_key = keyed_hash.combine_keys(seed, epoch, contract.ORDER_POSITION)
-        start = tf.where(epoch == first_epoch, tf.constant(skipped, tf.int64), 0)
-        batches = tf.where(epoch == first_epoch, tf.constant(per_epoch - skip, tf.int64), per_epoch)
-        if decoded is not None:
-            # Nothing left to decode, so nothing fails: a batch's positions first, then the whole batch is
-            # augmented in one op and destructed in a few (the same batches, a fraction of the per-op cost).
-            ds = positioned_indices(source, order_key, start=start, **share)
-            ds = ds.batch(local_batch, drop_remainder=True)
-            ds = ds.map(lambda positions, indices: prepare_held(positions, indices, epoch), num_parallel_calls=AUTOTUNE)
-            return ds.take(batches)
-        ds = positioned_examples(
-            source,
-            order_key,
-            resize_size=resize_size,
-            reducing_gap=reducing_gap,
-            shuffle_buffer=shuffle_buffer,
-            start=start,
-            passes=2,
-            **share,
-        )
-        ds = ds.map(lambda i, image, label: prepare(i, image, label, epoch), num_parallel_calls=AUTOTUNE)
-        if bad_files == "skip":
-            ds = ds.ignore_errors(log_warning=True)
-        ds = ds.batch(local_batch, drop_remainder=True, num_parallel_calls=AUTOTUNE)
-        return _fail_if_empty(ds.take(batches), epoch)
-
-    ds = tf.data.Dataset.range(first_epoch, 1 << 40).flat_map(one_epoch)
-    if rcm_in_pipeline:
+    if spec is None:
+        spec = specs.TrainSpec(**fields)
+    elif fields:
+        raise TypeError(f"Give the stream a TrainSpec or its fields, not both. Received: {sorted(fields)}")
+    plan = plan_stream(source, spec, start_step, process_index, process_count)
+    ds = tf.data.Dataset.range(plan.first_epoch, 1 << 40).flat_map(lambda epoch: epoch_batches(plan, epoch))
+    if spec.rcm_in_pipeline:
         ds = ds.map(pairing.flatten_views, num_parallel_calls=AUTOTUNE)
     # One thread inside each op: the parallel maps already use the cores, and ops that split themselves
     # over threads fight the model's own ops for them (demo fit at 0.5x of model-only on 2 cores without it).
     options = tf.data.Options()
     options.threading.max_intra_op_parallelism = 1
     return ds.prefetch(AUTOTUNE).with_options(options)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamPlan:
+    """One process's training stream: its spec, where it starts, and its share of every batch.
+
+    Attributes:
+        source, spec: the split and the `specs.TrainSpec`.
+        per_epoch: int, batches in an epoch (`steps_per_epoch`).
+        first_epoch, skip: the epoch the stream starts in, and its batches
+            already consumed.
+        local_batch: int, examples this process builds of every batch.
+        skipped: int, positions of the first epoch skipped before reading
+            (this process's own positions for a source sharded by file).
+        share: the keywords of `positioned_examples` that pick this
+            process's examples (`keep` or `process`).
+        decoded, decoded_labels: the images held in memory
+            (`decode_in_memory`) and their int32 labels, or None.
+    """
+
+    source: object
+    spec: specs.TrainSpec
+    per_epoch: int
+    first_epoch: int
+    skip: int
+    local_batch: int
+    skipped: int
+    share: dict
+    decoded: object = None
+    decoded_labels: object = None
+
+
+def plan_stream(source, spec, start_step=0, process_index=0, process_count=1):
+    """The StreamPlan of process `process_index` of `process_count`, resumed at `start_step`."""
+    check_process_batch(spec.batch_size, process_index, process_count)
+    per_epoch = steps_per_epoch(source, spec.batch_size, process_count)
+    first_epoch, skip = divmod(int(start_step), per_epoch)
+    local_batch = spec.batch_size // process_count
+    decoded = None
+    if spec.resampling == "pillow":
+        decoded = decode_in_memory(
+            source, resize_size=spec.resize_size, reducing_gap=spec.reducing_gap, limit_mb=spec.cache_mb
+        )
+    if process_count > 1 and is_file_sharded(source):
+        share, skipped = dict(process=(process_index, process_count)), skip * local_batch
+    else:
+        keep = process_share(spec.batch_size, process_index, process_count) if process_count > 1 else None
+        share, skipped = dict(keep=keep), skip * spec.batch_size
+    return StreamPlan(
+        source,
+        spec,
+        per_epoch,
+        first_epoch,
+        skip,
+        local_batch,
+        skipped,
+        share,
+        decoded,
+        None if decoded is None else tf.constant(source.labels, tf.int32),
+    )
+
+
+def epoch_batches(plan, epoch):
+    """The batches of epoch `epoch` (int64 tensor) of the plan's stream, before the views are flattened.
+
+    A resumed epoch skips the examples already consumed before reading them
+    (exact when none of them failed to decode).
+    """
+    order_key = keyed_hash.combine_keys(plan.spec.seed, epoch, contract.ORDER_POSITION)
+    start = tf.where(epoch == plan.first_epoch, tf.constant(plan.skipped, tf.int64), 0)
+    batches = tf.where(epoch == plan.first_epoch, tf.constant(plan.per_epoch - plan.skip, tf.int64), plan.per_epoch)
+    if plan.decoded is not None:
+        return held_epoch(plan, epoch, order_key, start).take(batches)
+    return _fail_if_empty(read_epoch(plan, epoch, order_key, start).take(batches), epoch)
+
+
+def held_epoch(plan, epoch, order_key, start):
+    """An epoch of the images held in memory, from position `start`: nothing is decoded, so nothing fails.
+
+    A batch's positions first, then the whole batch is augmented in one op
+    and destructed in a few (the same batches as `read_epoch`'s, a fraction
+    of the per-op cost).
+    """
+    ds = positioned_indices(plan.source, order_key, start=start, **plan.share)
+    ds = ds.batch(plan.local_batch, drop_remainder=True)
+    return ds.map(
+        lambda positions, indices: prepare_held_batch(plan, epoch, positions, indices), num_parallel_calls=AUTOTUNE
+    )
+
+
+def read_epoch(plan, epoch, order_key, start):
+    """An epoch read from the files or records, from position `start`, endless past its end until taken.
+
+    A second pass over the epoch's order fills the batches of files that
+    failed to decode (dropped under the skip policy), so an epoch always
+    yields `per_epoch` batches and stays a Keras epoch; it is read only when
+    needed.
+    """
+    spec = plan.spec
+    ds = positioned_examples(
+        plan.source,
+        order_key,
+        resize_size=spec.resize_size,
+        reducing_gap=spec.reducing_gap,
+        shuffle_buffer=spec.shuffle_buffer,
+        start=start,
+        passes=2,
+        **plan.share,
+    )
+    ds = ds.map(lambda i, image, label: prepare_example(spec, epoch, i, image, label), num_parallel_calls=AUTOTUNE)
+    if spec.bad_files == "skip":
+        ds = ds.ignore_errors(log_warning=True)
+    return ds.batch(plan.local_batch, drop_remainder=True, num_parallel_calls=AUTOTUNE)
+
+
+def prepare_example(spec, epoch, position, image, label):
+    """The views of one decoded example at `position` of epoch `epoch`, augmented with its key."""
+    key = keyed_hash.combine_keys(spec.seed, epoch, position)
+    image = augment.train_augment(
+        image, key, spec.resize_size, spec.image_size, spec.rotation, spec.resampling, keep_uint8=True
+    )
+    return train_views(spec, image, label, key)
+
+
+def prepare_held_batch(plan, epoch, positions, indices):
+    """The views of a batch of held images (`indices`) at `positions` of epoch `epoch`."""
+    spec = plan.spec
+    keys = keyed_hash.combine_keys(spec.seed, epoch, positions)
+    images = plan.decoded.train_augment(indices, keys, spec.resize_size, spec.image_size, spec.rotation)
+    return train_views(spec, images, tf.gather(plan.decoded_labels, indices), keys)
+
+
+def train_views(spec, images, labels, keys):
+    """The pipeline's RCM views and DCL targets (`pairing.make_views`), or the device's inputs.
+
+    With `spec.rcm_in_pipeline` False, destruction and pairing are left to the
+    device: the augmented originals as float32 with their uint32 keys.
+    """
+    if not spec.rcm_in_pipeline:
+        return {DEVICE_IMAGES: tf.cast(images, tf.float32), DEVICE_KEYS: keys}, labels
+    views = dict(n=spec.n, k=spec.k, originals=spec.originals, destructed=spec.destructed)
+    return pairing.make_views(images, labels, keys, **views)
 
 
 def steps_per_epoch(source, batch_size, process_count=1):
