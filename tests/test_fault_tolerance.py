@@ -1,5 +1,6 @@
 """Runs that survive faults: exact resume after SIGKILL or a stop signal, mid-epoch checkpoints, a full disk, clean
-stops with the cause (in-process preemption and storage tests: tests/test_preemption.py)."""
+stops with the cause (in-process preemption and storage tests: tests/test_preemption.py; checkpointing's divergence
+stop, workdir lock and writable checks: tests/test_checkpointing.py)."""
 
 import json
 import os
@@ -17,10 +18,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dcl_keras import checkpointing, cli, errors, training
+from dcl_keras import checkpointing, errors, training
 from dcl_keras.config import ConfigError
 from dcl_keras.data import pipeline, readers
-from dcl_keras.errors import UserError
 from dcl_keras.saving import load_model
 
 from distribution_config import overrides
@@ -369,27 +369,6 @@ def test_a_disk_that_fills_while_checkpointing_costs_nothing(tiny_config, tmp_pa
         subprocess.run(["umount", "-l", str(folder)], check=True)
 
 
-def test_a_diverging_run_stops_naming_step_and_term_and_resumes_with_a_lower_rate(tiny_config, tmp_path):
-    config = tiny_config.copy_and_resolve_references()
-    config.eval.enabled = config.export.enabled = False
-    config.train.epochs = 1
-    training.train_and_evaluate(config, str(tmp_path))
-    good = load_model(str(tmp_path / checkpointing.CHECKPOINT))
-    config.train.epochs = 3
-    config.train.learning_rate = 1e12
-    with pytest.raises(checkpointing.TrainingDivergedError, match=r"diverged at step \d+.*classifier_loss"):
-        training.train_and_evaluate(config, str(tmp_path))
-    kept = load_model(str(tmp_path / checkpointing.CHECKPOINT))
-    assert checkpointing.completed_steps(kept) == 6  # Still the last good checkpoint, epoch 1.
-    for a, b in zip(good.weights, kept.weights, strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    config.train.learning_rate = 0.01  # The same command with a lower rate resumes from it.
-    result = training.train_and_evaluate(config, str(tmp_path))
-    final = load_model(result["model"])
-    assert all(np.all(np.isfinite(np.asarray(w))) for w in final.weights)
-    assert checkpointing.completed_steps(load_model(str(tmp_path / checkpointing.CHECKPOINT))) == 18
-
-
 def test_resuming_with_another_data_stream_is_refused(tiny_config, tmp_path):
     config = tiny_config.copy_and_resolve_references()
     config.eval.enabled = config.export.enabled = False
@@ -399,47 +378,3 @@ def test_resuming_with_another_data_stream_is_refused(tiny_config, tmp_path):
     config.input.batch_size = 3
     with pytest.raises(ConfigError, match=r"input.batch_size 4 -> 3"):
         training.train_and_evaluate(config, str(tmp_path))
-
-
-def test_a_second_run_on_a_held_workdir_is_refused(tiny_config, tmp_path):
-    config = tiny_config.copy_and_resolve_references()
-    os.makedirs(tmp_path / "checkpoints")
-    with checkpointing.WorkdirLock(str(tmp_path)):
-        with pytest.raises(checkpointing.WorkdirError, match=rf"in use by a live run \(pid {os.getpid()} on"):
-            training.train_and_evaluate(config, str(tmp_path))
-    assert not (tmp_path / "config.json").exists()
-
-
-def test_unwritable_or_full_workdir_and_export_folder_are_reported_before_training(tiny_config, tmp_path, monkeypatch):
-    config = tiny_config.copy_and_resolve_references()
-    blocker = tmp_path / "a_file"
-    blocker.write_text("not a folder")
-    with pytest.raises(checkpointing.WorkdirError, match="The workdir is not writable"):
-        training.train_and_evaluate(config, str(blocker / "run"))
-    config.export.dir = str(blocker / "export")
-    with pytest.raises(checkpointing.WorkdirError, match=r"export folder \(export.dir\) is not writable"):
-        training.train_and_evaluate(config, str(tmp_path / "run"))
-    config.export.dir = ""
-
-    class Full:
-        free = 1 << 20
-
-    monkeypatch.setattr(checkpointing.shutil, "disk_usage", lambda path: Full)
-    with pytest.raises(checkpointing.WorkdirError, match="1 MiB free"):
-        training.train_and_evaluate(config, str(tmp_path / "run"))
-    assert not (tmp_path / "run" / checkpointing.CHECKPOINT).exists()
-
-
-def test_user_errors_are_one_line_and_other_errors_keep_their_traceback(capsys):
-    def user(argv):
-        raise UserError("Config field `x`: expected y. Received: x=1")
-
-    with pytest.raises(SystemExit) as stop:
-        cli.run_main(user, [])
-    assert stop.value.code == 2 and "Received: x=1" in capsys.readouterr().err
-
-    def bug(argv):
-        raise ValueError("a bug deep inside")
-
-    with pytest.raises(ValueError, match="a bug deep inside"):
-        cli.run_main(bug, [])
