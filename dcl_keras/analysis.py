@@ -50,8 +50,9 @@ def upsample(maps, size):
     )
 
 
-def crop_box(box, file_size, *, crop_bottom, resize_size, image_size):
-    """A file box (x, y, width, height) in evaluation-crop pixels (x0, y0, x1, y1), clipped to the crop."""
+def crop_box(box, file_size, spec, *, crop_bottom=0):
+    """A file box (x, y, width, height) in the crop of `spec` (a `specs.EvalSpec`): (x0, y0, x1, y1), clipped."""
+    resize_size, image_size = spec.resize_size, spec.image_size
     width, height = file_size
     height -= crop_bottom
     x, y, w, h = box
@@ -89,10 +90,10 @@ def _inside(row, col, box):
     return x0 <= col + 0.5 <= x1 and y0 <= row + 0.5 <= y1
 
 
-def pointing_game(
-    model, split, *, image_size, resize_size, batch_size=32, parts=None, part_names=(), resampling="pillow"
-):
+def pointing_game(model, split, spec, *, batch_size=32, parts=None, part_names=()):
     """Pointing-game figures of a DCLModel on a split with boxes (see the module docstring).
+
+    `spec` (a `specs.EvalSpec`) is the evaluation preprocessing the boxes go through too.
 
     `parts` (optional, float [E, P, 4] file boxes of the P `part_names` per
     example of `split`, NaN where absent) adds where the peaks fall: the
@@ -103,7 +104,7 @@ def pointing_game(
     crop_bottom = getattr(split, "crop_bottom", 0)
 
     def to_crop(box, size):
-        return crop_box(box, size, crop_bottom=crop_bottom, resize_size=resize_size, image_size=image_size)
+        return crop_box(box, size, spec, crop_bottom=crop_bottom)
 
     boxes = [to_crop(b, s) for b, s in zip(split.boxes, sizes, strict=True)]
     part_boxes = None
@@ -112,14 +113,8 @@ def pointing_game(
             [to_crop(b, s) if np.isfinite(b).all() else None for b in parts[i]]
             for i, s in zip(keep, sizes, strict=True)
         ]
-    ds = pipeline.eval_batches(
-        split,
-        batch_size=batch_size,
-        image_size=image_size,
-        resize_size=resize_size,
-        bad_files="strict",
-        resampling=resampling,
-    )
+    ds = pipeline.eval_batches(split, spec, batch_size=batch_size, bad_files="strict")
+    image_size = spec.image_size
     hits, correct, on_part, index = [], [], [], 0
     for images, labels in ds:
         labels = labels.numpy()

@@ -15,26 +15,17 @@ import numpy as np
 
 from dcl_keras import contract
 from dcl_keras import workdir as run_folder
-from dcl_keras.data import keyed_hash, pipeline
+from dcl_keras.data import keyed_hash, pipeline, specs
 from dcl_keras.errors import UserError
 from dcl_keras.viz import figures
 
 
-def predict_logits(
-    classifier, split, *, image_size, resize_size, batch_size=32, bad_files="skip", flip=False, resampling="pillow"
-):
-    """(logits [E, C], labels [E]) over a split with the evaluation preprocessing.
+def predict_logits(classifier, split, spec, *, batch_size=32, bad_files="skip", flip=False):
+    """(logits [E, C], labels [E]) over a split with the evaluation preprocessing of `spec` (a `specs.EvalSpec`).
 
     `flip` averages the logits of each image and its horizontal mirror.
     """
-    ds = pipeline.eval_batches(
-        split,
-        batch_size=batch_size,
-        image_size=image_size,
-        resize_size=resize_size,
-        bad_files=bad_files,
-        resampling=resampling,
-    )
+    ds = pipeline.eval_batches(split, spec, batch_size=batch_size, bad_files=bad_files)
     logits, labels = [], []
     for images, batch_labels in ds:
         images = images.numpy()
@@ -202,17 +193,13 @@ def plot_confused_pairs(pairs, class_names, examples, path, per_side=3):
     figures.save_png(fig, path)
 
 
-def pair_examples(
-    split, pairs, predictions, *, image_size, resize_size, bad_files="skip", per_side=3, resampling="pillow"
-):
+def pair_examples(split, pairs, predictions, spec, *, bad_files="skip", per_side=3):
     """Images for `plot_confused_pairs`, from a second pass in the order `predictions` were made."""
     wanted = {}
     for a, b, _, _ in pairs:
         for key in ((a, b), (b, a), (a, a), (b, b)):
             wanted[key] = []
-    ds = pipeline.eval_batches(
-        split, batch_size=64, image_size=image_size, resize_size=resize_size, bad_files=bad_files, resampling=resampling
-    )
+    ds = pipeline.eval_batches(split, spec, batch_size=64, bad_files=bad_files)
     index = 0
     for images, labels in ds:
         for image, label in zip(images.numpy(), labels.numpy(), strict=True):
@@ -258,28 +245,22 @@ def precise_bn_for_config(classifier, train_split, config, num_batches=None):
         classifier,
         precise_bn_batches(
             train_split,
+            specs.EvalSpec.from_config(config),
             seed=config.seed,
             num_batches=num_batches or config.eval.precise_bn_batches,
             batch_size=config.eval.batch_size,
-            image_size=config.input.image_size,
-            resize_size=config.input.resize_size,
             bad_files=config.data.bad_files,
-            resampling=config.input.resampling,
         ),
     )
 
 
-def precise_bn_batches(
-    split, *, seed, num_batches, batch_size, image_size, resize_size, bad_files="skip", resampling="pillow"
-):
+def precise_bn_batches(split, spec, *, seed, num_batches, batch_size, bad_files="skip"):
     """`num_batches` batches of training images with the evaluation preprocessing, in a seeded random order."""
     ds = pipeline.eval_batches(
         split,
+        spec,
         batch_size=batch_size,
-        image_size=image_size,
-        resize_size=resize_size,
         bad_files=bad_files,
-        resampling=resampling,
         order_key=keyed_hash.combine_keys(seed, contract.PRECISE_BN_EPOCH, contract.ORDER_POSITION),
     )
     return (images.numpy() for images, _ in ds.take(num_batches))
@@ -288,9 +269,7 @@ def precise_bn_batches(
 def evaluator(config, class_names, **overrides):
     """`evaluate` with a run config's preprocessing, batch size, bad-file policy and flip (`overrides` win)."""
     settings = dict(
-        image_size=config.input.image_size,
-        resize_size=config.input.resize_size,
-        resampling=config.input.resampling,
+        spec=specs.EvalSpec.from_config(config),
         batch_size=config.eval.batch_size,
         class_names=class_names,
         bad_files=config.data.bad_files,
@@ -302,9 +281,8 @@ def evaluator(config, class_names, **overrides):
 def evaluate(
     classifier,
     split,
+    spec,
     *,
-    image_size,
-    resize_size,
     batch_size=32,
     class_names=None,
     out_dir=None,
@@ -312,9 +290,10 @@ def evaluate(
     split_role="test",
     flip=False,
     extra=None,
-    resampling="pillow",
 ):
     """Evaluates a classifier model on a split; writes evaluation.json and two PNGs to out_dir.
+
+    `spec` (a `specs.EvalSpec`) is the evaluation preprocessing.
 
     The report names the split: `split` is its role ("test", "val" or "train") and
     `split_name` the dataset split it was read from. `flip` averages each
@@ -322,16 +301,7 @@ def evaluate(
     confusion matrix and a gallery of the most-confused pairs.
     """
     class_names = list(class_names or split.class_names)
-    logits, labels = predict_logits(
-        classifier,
-        split,
-        image_size=image_size,
-        resize_size=resize_size,
-        batch_size=batch_size,
-        bad_files=bad_files,
-        flip=flip,
-        resampling=resampling,
-    )
+    logits, labels = predict_logits(classifier, split, spec, batch_size=batch_size, bad_files=bad_files, flip=flip)
     report = {"split": split_role, "split_name": split.name, "flip": bool(flip)}
     report.update(classification_report(logits, labels, class_names), **(extra or {}))
     confusion = confusion_matrix(report)
@@ -348,15 +318,7 @@ def evaluate(
         report["confusion_matrix_png"] = os.path.join(out_dir, run_folder.CONFUSION_MATRIX_PNG)
         report["confused_pairs_png"] = os.path.join(out_dir, run_folder.CONFUSED_PAIRS_PNG)
         plot_confusion_matrix(confusion, class_names, report["confusion_matrix_png"])
-        examples = pair_examples(
-            split,
-            pairs,
-            np.argmax(logits, axis=1),
-            image_size=image_size,
-            resize_size=resize_size,
-            bad_files=bad_files,
-            resampling=resampling,
-        )
+        examples = pair_examples(split, pairs, np.argmax(logits, axis=1), spec, bad_files=bad_files)
         plot_confused_pairs(pairs, class_names, examples, report["confused_pairs_png"])
         # Last and atomic: bin/sweep takes a complete evaluation.json for a finished run.
         run_folder.write_json(report["report_path"], report)

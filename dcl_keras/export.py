@@ -42,7 +42,7 @@ import tensorflow as tf
 
 from dcl_keras import checkpointing, saving
 from dcl_keras import workdir as run_folder
-from dcl_keras.data import augment, pipeline
+from dcl_keras.data import augment, pipeline, specs
 from dcl_keras.errors import UserError
 from dcl_keras.models import dcl
 
@@ -74,12 +74,13 @@ def next_version(export_dir):
     return max(versions, default=0) + 1
 
 
-def _classifier_and_sizes(model, resize_size=None):
-    """(classifier, image_size, resize_size, resampling) of a DCLModel or a plain classifier (pillow resampling)."""
-    image_size = int(model.input_shape[1])
-    resize_size = int(resize_size or getattr(model, "resize_size", None) or image_size)
+def classifier_and_spec(model, resize_size=None):
+    """(classifier, `specs.EvalSpec`) of a DCLModel or a plain classifier: what serves, and how its input is made.
+
+    The spec is the one the model carries (`EvalSpec.from_model`); `resize_size` overrides its resize side.
+    """
     classifier = dcl.classifier_model(model) if isinstance(model, dcl.DCLModel) else model
-    return classifier, image_size, resize_size, getattr(model, "resampling", "pillow")
+    return classifier, specs.EvalSpec.from_model(model, resize_size)
 
 
 def export_classifier(model, export_dir, *, top_k=5, version=None, class_names=None, resize_size=None):
@@ -94,7 +95,8 @@ def export_classifier(model, export_dir, *, top_k=5, version=None, class_names=N
         class_names, resize_size: override what the model carries.
     """
     class_names = class_names or getattr(model, "class_names", None)
-    classifier, image_size, resize_size, resampling = _classifier_and_sizes(model, resize_size)
+    classifier, spec = classifier_and_spec(model, resize_size)
+    image_size = spec.image_size
     num_classes = int(classifier.output_shape[-1])
     k = min(top_k, num_classes)
     names = tf.constant(class_names or [str(i) for i in range(num_classes)])
@@ -113,7 +115,9 @@ def export_classifier(model, export_dir, *, top_k=5, version=None, class_names=N
         """Encoded images [B] -> crops [B, S, S, 3], decoded on the CPU in parallel."""
         with tf.device("/CPU:0"):
             return tf.map_fn(
-                lambda data: augment.eval_preprocess(pipeline.decode_image(data), resize_size, image_size, resampling),
+                lambda data: augment.eval_preprocess(
+                    pipeline.decode_image(data), spec.resize_size, image_size, spec.resampling
+                ),
                 images,
                 fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
                 parallel_iterations=DECODE_PARALLELISM,
@@ -125,7 +129,7 @@ def export_classifier(model, export_dir, *, top_k=5, version=None, class_names=N
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="pixels")])
     def serve_pixels(pixels):
-        return serve(augment.eval_preprocess(pixels, resize_size, image_size, resampling))
+        return serve(augment.eval_preprocess(pixels, spec.resize_size, image_size, spec.resampling))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
     def serve_examples(inputs):
@@ -138,7 +142,7 @@ def export_classifier(model, export_dir, *, top_k=5, version=None, class_names=N
     archive.add_endpoint("serving_default", serve_encoded)
     archive.add_endpoint("serve_pixels", serve_pixels)
     archive.add_endpoint("classify", serve_examples)
-    return _write_version(archive, export_dir, version, resize_size)
+    return _write_version(archive, export_dir, version, spec.resize_size)
 
 
 def _write_version(archive, export_dir, version, resize_size):
@@ -260,7 +264,8 @@ def _convert_from_saved_model(model, batch_size, convert):
     given the concrete function directly left some unfrozen, and the TFLite
     model returned NaN).
     """
-    classifier, image_size, _, _ = _classifier_and_sizes(model)
+    classifier, spec = classifier_and_spec(model)
+    image_size = spec.image_size
     archive = keras.export.ExportArchive()
     archive.track(classifier)
     archive.add_endpoint(
@@ -428,14 +433,7 @@ def _converted_from_file(model_path, output, fmt, quantization, workdir, num_ima
     splits = datasets.load_splits(config.data)
 
     def crops(split):
-        batches = pipeline.eval_batches(
-            datasets.spread(split, num_images),  # Every class, not the first few of a class-ordered split.
-            batch_size=32,
-            image_size=config.input.image_size,
-            resize_size=config.input.resize_size,
-            resampling=config.input.resampling,
-        )
-        return np.concatenate([images.numpy() for images, _ in batches])[:num_images]
+        return datasets.spread_crops(split, specs.EvalSpec.from_config(config), num_images)[0]
 
     if fmt == "tflite":
         representative = crops(splits.train) if quantization == "int8" else None

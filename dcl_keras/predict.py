@@ -56,14 +56,11 @@ class Predictor:
         self.top_k = top_k
         model_path = os.fspath(model_path)
         if model_path.endswith(".keras") and os.path.isfile(model_path):
-            from dcl_keras.models import dcl
+            from dcl_keras import export
 
             model = saving.load_model(model_path)
-            self._classifier = dcl.classifier_model(model)
+            self._classifier, self._spec = export.classifier_and_spec(model)
             self.class_names = model.class_names or [str(i) for i in range(model.num_classes)]
-            self._image_size = int(model.input_shape[1])
-            self._resize_size = int(model.resize_size or self._image_size)
-            self._resampling = model.resampling
             self._serving = None
         elif os.path.isdir(model_path):
             self._signatures = tf.saved_model.load(resolve_export(model_path)).signatures
@@ -150,8 +147,9 @@ class Predictor:
         return self._keras_logits(images)
 
     def _keras_logits(self, images):
+        spec = self._spec
         pixels = tf.stack(
-            [augment.eval_preprocess(image, self._resize_size, self._image_size, self._resampling) for image in images]
+            [augment.eval_preprocess(image, spec.resize_size, spec.image_size, spec.resampling) for image in images]
         )
         return np.asarray(self._classifier.predict_on_batch(pixels.numpy()))
 

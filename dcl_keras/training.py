@@ -267,10 +267,8 @@ def _validation(config, val_split, cluster):
     return dict(
         validation_data=pipeline.eval_batches(
             val_split,
+            specs.EvalSpec.from_config(config),
             batch_size=config.eval.batch_size,
-            image_size=config.input.image_size,
-            resize_size=config.input.resize_size,
-            resampling=config.input.resampling,
             n=None if config.rcm.placement == "device" else config.rcm.n,
             bad_files=config.data.bad_files,
             process_index=cluster.process_id if cluster else 0,

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from dcl_keras import analysis, training
-from dcl_keras.data import readers
+from dcl_keras.data import readers, specs
 from dcl_keras.models import dcl
 
 from helpers import run_bin, tiny_dcl_model
@@ -32,12 +32,12 @@ def test_the_cam_averages_to_the_logit_minus_the_bias():
 
 def test_boxes_map_through_the_resize_and_the_center_crop():
     # A 200 x 100 file resized to 40 x 40 then cropped to 32: scale (0.2, 0.4), offset 4.
-    box = analysis.crop_box((50, 25, 100, 50), (200, 100), crop_bottom=0, resize_size=40, image_size=32)
+    box = analysis.crop_box((50, 25, 100, 50), (200, 100), specs.EvalSpec(32, 40))
     assert box == pytest.approx((6.0, 6.0, 26.0, 26.0))
-    whole = analysis.crop_box((0, 0, 200, 100), (200, 100), crop_bottom=0, resize_size=40, image_size=32)
+    whole = analysis.crop_box((0, 0, 200, 100), (200, 100), specs.EvalSpec(32, 40))
     assert whole == pytest.approx((0, 0, 32, 32))  # Clipped to the crop.
     # FGVC-Aircraft: the banner rows are gone before the resize, so the vertical scale uses 100 - 20 rows.
-    banner = analysis.crop_box((0, 40, 200, 40), (200, 100), crop_bottom=20, resize_size=40, image_size=40)
+    banner = analysis.crop_box((0, 40, 200, 40), (200, 100), specs.EvalSpec(40, 40), crop_bottom=20)
     assert banner == pytest.approx((0, 20, 40, 40))
 
 
@@ -70,7 +70,7 @@ def test_pointing_counts_a_hit_when_the_cam_peak_is_in_the_box(tmp_path):
         ((30, 4), (0, 24, 24, 24)),  # Spot outside its box: miss.
         ((20, 20), (float("nan"),) * 4),  # No box: left out.
     ]
-    report = analysis.pointing_game(model, _bright_spot_split(tmp_path, spots), image_size=48, resize_size=48)
+    report = analysis.pointing_game(model, _bright_spot_split(tmp_path, spots), specs.EvalSpec(48, 48))
     assert report["num_images"] == 3 and report["hit_rate"] == pytest.approx(2 / 3)
     assert report["centre_hit_rate"] == pytest.approx(2 / 3)  # The last two boxes touch the centre (24, 24).
     nan = [float("nan")] * 4
@@ -78,12 +78,12 @@ def test_pointing_counts_a_hit_when_the_cam_peak_is_in_the_box(tmp_path):
         [[[2, 2, 10, 10], nan], [[0, 0, 5, 5], [28, 28, 8, 8]], [[0, 20, 48, 10], nan], [nan, nan]], np.float32
     )
     report = analysis.pointing_game(
-        model, _bright_spot_split(tmp_path, spots), image_size=48, resize_size=48, parts=parts, part_names=("p", "q")
+        model, _bright_spot_split(tmp_path, spots), specs.EvalSpec(48, 48), parts=parts, part_names=("p", "q")
     )
     assert report["part_hit_rate"] == pytest.approx(2 / 3)  # The third spot (30, 4) is above its part.
     assert report["part_hit_rate_by_part"] == pytest.approx({"p": 1 / 3, "q": 1 / 3})
     split = _bright_spot_split(tmp_path, [((4, 4), (30, 30, 10, 10))])
-    report = analysis.pointing_game(model, split, image_size=48, resize_size=48)
+    report = analysis.pointing_game(model, split, specs.EvalSpec(48, 48))
     assert report["centre_hit_rate"] == 0.0 and report["hit_rate"] == 0.0
 
 
@@ -144,7 +144,7 @@ def test_pointing_on_the_cub_layout_reads_its_boxes(tmp_path):
     ):
         (tmp_path / name).write_text("\n".join(lines) + "\n")
     split = readers.cub200(str(tmp_path), "test")
-    report = analysis.pointing_game(_brightness_model(48), split, image_size=48, resize_size=56)
+    report = analysis.pointing_game(_brightness_model(48), split, specs.EvalSpec(48, 56))
     assert report["num_images"] == 3 and report["hit_rate"] == 1.0
 
 
@@ -163,10 +163,10 @@ def test_pointing_on_fgvc_aircraft_maps_boxes_past_the_removed_banner(tmp_path):
     (data / "variants.txt").write_text("A\nB\n")
     (data / "images_variant_test.txt").write_text("0000001 A\n0000002 B\n")
     split = readers.fgvc_aircraft(str(tmp_path), "test")
-    report = analysis.pointing_game(_brightness_model(48), split, image_size=48, resize_size=48)
+    report = analysis.pointing_game(_brightness_model(48), split, specs.EvalSpec(48, 48))
     assert report["num_images"] == 2 and report["hit_rate"] == 1.0
     kept = readers.fgvc_aircraft(str(tmp_path), "test", remove_banner=False)
-    assert analysis.pointing_game(_brightness_model(48), kept, image_size=48, resize_size=48)["hit_rate"] == 0.0
+    assert analysis.pointing_game(_brightness_model(48), kept, specs.EvalSpec(48, 48))["hit_rate"] == 0.0
 
 
 def test_seam_probe_views_and_report():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dcl_keras import evaluation, training
-from dcl_keras.data import datasets
+from dcl_keras.data import datasets, specs
 from dcl_keras.models import dcl
 
 from helpers import tiny_dcl_model
@@ -72,8 +72,8 @@ def test_flip_averages_each_image_with_its_mirror(tiny_config):
     split = datasets.load_splits(tiny_config.data).test
     inputs = keras.Input((32, 32, 3))
     classifier = keras.Model(inputs, _Mirror()(inputs))
-    plain, _ = evaluation.predict_logits(classifier, split, image_size=32, resize_size=40)
-    flipped, _ = evaluation.predict_logits(classifier, split, image_size=32, resize_size=40, flip=True)
+    plain, _ = evaluation.predict_logits(classifier, split, specs.EvalSpec(32, 40))
+    flipped, _ = evaluation.predict_logits(classifier, split, specs.EvalSpec(32, 40), flip=True)
     assert np.abs(plain).max() > 0.1  # The images are not symmetric ...
     np.testing.assert_allclose(flipped, 0.0, atol=1e-4)  # ... and this model's logits cancel with the mirror's.
 
@@ -128,7 +128,7 @@ def test_training_with_precise_bn_and_flip_reports_both_and_draws_the_confused_p
 
     split = datasets.load_splits(config.data).test
     logits, labels = evaluation.predict_logits(
-        dcl.classifier_model(load_model(str(tmp_path / "model.keras"))), split, image_size=32, resize_size=40, flip=True
+        dcl.classifier_model(load_model(str(tmp_path / "model.keras"))), split, specs.EvalSpec(32, 40), flip=True
     )
     assert float(np.mean(np.argmax(logits, 1) == labels)) == pytest.approx(report["top1"])
 

@@ -51,24 +51,10 @@ def _run_name(workdir):
 
 
 def _chosen(split, config, count):
-    """`count` test images spread evenly over the (class-ordered) split: (images uint8, labels)."""
-    import numpy as np
+    """`count` test images spread evenly over the (class-ordered) split: (images, labels)."""
+    from dcl_keras.data import datasets, specs
 
-    from dcl_keras.data import datasets, pipeline
-
-    subset = datasets.spread(split, count)
-    images, labels = [], []
-    ds = pipeline.eval_batches(
-        subset,
-        batch_size=64,
-        image_size=config.input.image_size,
-        resize_size=config.input.resize_size,
-        resampling=config.input.resampling,
-    )
-    for batch_images, batch_labels in ds:
-        images.append(batch_images.numpy())
-        labels.append(batch_labels.numpy())
-    return np.concatenate(images), np.concatenate(labels)
+    return datasets.spread_crops(split, specs.EvalSpec.from_config(config), count)
 
 
 def _cam(out_dir):
@@ -132,7 +118,7 @@ def _responses(out_dir):
 
 def _pointing():
     from dcl_keras import analysis
-    from dcl_keras.data import demo
+    from dcl_keras.data import demo, specs
 
     for workdir in _WORKDIRS.value:
         config, model, split = _load(workdir)
@@ -140,13 +126,7 @@ def _pointing():
         if config.data.source == "demo" and config.data.demo.kind == "birds":  # The generator knows the parts.
             parts = dict(parts=demo.part_boxes(split, demo.dataset_root(config.data.demo)), part_names=demo.PARTS)
         report = analysis.pointing_game(
-            model,
-            split,
-            image_size=config.input.image_size,
-            resize_size=config.input.resize_size,
-            batch_size=config.eval.batch_size,
-            resampling=config.input.resampling,
-            **parts,
+            model, split, specs.EvalSpec.from_config(config), batch_size=config.eval.batch_size, **parts
         )
         folder = _OUT.value or workdir
         if _OUT.value and len(_WORKDIRS.value) > 1:  # One report per run, not one overwritten.

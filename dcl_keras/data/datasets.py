@@ -172,3 +172,17 @@ def spread(split, count):
     """`count` examples spread evenly over the split (every class of a class-ordered list, not the first few)."""
     indices = np.unique(np.linspace(0, split.num_examples - 1, min(count, split.num_examples)).astype(int))
     return split.subset(indices.tolist())
+
+
+def spread_crops(split, spec, count, batch_size=64):
+    """(images float32 [<= count, S, S, 3], labels int32): `spread` examples through the evaluation preprocessing.
+
+    `spec` is a `specs.EvalSpec`; examples that fail to decode are left out.
+    """
+    images, labels = [], []
+    for batch_images, batch_labels in pipeline.eval_batches(spread(split, count), spec, batch_size=batch_size):
+        images.append(batch_images.numpy())
+        labels.append(batch_labels.numpy())
+    if not images:
+        raise UserError(f"{split.name}: none of the {count} example(s) chosen could be decoded")
+    return np.concatenate(images)[:count], np.concatenate(labels)[:count]

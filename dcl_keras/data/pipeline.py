@@ -600,20 +600,20 @@ def steps_per_epoch(source, batch_size, process_count=1):
 
 def eval_batches(
     source,
+    spec=None,
     *,
     batch_size,
-    image_size,
-    resize_size,
     n=None,
     bad_files="skip",
     order_key=None,
     process_index=0,
     process_count=1,
-    resampling="pillow",
+    **fields,
 ):
     """Evaluation batches of originals: (images, labels), or DCL targets when `n` is given.
 
-    `resampling` picks the resize (`augment.eval_preprocess`), as the run trained.
+    `spec` (a `specs.EvalSpec`, or its fields as keywords) gives the sizes and
+    the resize (`augment.eval_preprocess`), as the run trained.
 
     `order_key` (uint32) shuffles the split's order, e.g. for a class-balanced
     sample of a class-ordered folder; None keeps the listed order. With
@@ -624,6 +624,10 @@ def eval_batches(
     leaves its process a batch short, so check the validation files first, as
     `data.check_files` does for file splits and bin/make_records for records).
     """
+    if spec is None:
+        spec = specs.EvalSpec(**fields)
+    elif fields:
+        raise TypeError(f"Give the batches an EvalSpec or its fields, not both. Received: {sorted(fields)}")
     keep = None
     if process_count > 1:
         keep = process_share(batch_size, process_index, process_count, "eval.batch_size")
@@ -640,7 +644,7 @@ def eval_batches(
         ds = ds.ignore_errors(log_warning=True)
 
     def prepare(image, label):
-        image = augment.eval_preprocess(image, resize_size, image_size, resampling)
+        image = augment.eval_preprocess(image, spec.resize_size, spec.image_size, spec.resampling)
         if n is None:
             return image, label
         targets = {

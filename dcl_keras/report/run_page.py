@@ -298,21 +298,14 @@ def _rcm_section(run):
 
 def _cam_section(run, num_images):
     from dcl_keras import analysis
-    from dcl_keras.data import datasets, pipeline
+    from dcl_keras.data import datasets, specs
     from dcl_keras.models import dcl
     from dcl_keras.viz.attention import plot_cam_grid
 
     config = run.config
     split = run.splits.test
     model, source = run.model
-    batch = pipeline.eval_batches(
-        datasets.spread(split, num_images),
-        batch_size=num_images,
-        image_size=config.input.image_size,
-        resize_size=config.input.resize_size,
-        resampling=config.input.resampling,
-    )
-    images, labels = (tensor.numpy() for tensor in next(iter(batch)))
+    images, labels = datasets.spread_crops(split, specs.EvalSpec.from_config(config), num_images)
     names = list(model.class_names or split.class_names)
     maps = analysis.upsample(analysis.class_activation_maps(model, images, labels), images.shape[1])
     _, logits = analysis.features_and_logits(model, images)
