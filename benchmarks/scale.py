@@ -35,14 +35,14 @@ GLOBAL_BATCH, STEPS = 16, 40
 
 def process_worker(folder, index, count, keras_sharding):
     os.sched_setaffinity(0, {index})
-    from dcl_keras.data import pipeline, readers
+    from dcl_keras.data import pipeline, readers, specs
 
     split = readers.image_folder(folder, "train")
-    args = dict(seed=0, batch_size=GLOBAL_BATCH, image_size=224, resize_size=256, n=7, k=2)
+    spec = specs.TrainSpec(seed=0, batch_size=GLOBAL_BATCH, image_size=224, resize_size=256, n=7, k=2)
     if keras_sharding:  # Before: every process builds the whole global batch, then keeps its piece (Keras's way).
-        ds = pipeline.train_batches(split, **args).rebatch(GLOBAL_BATCH * 2 // count).shard(count, index)
+        ds = pipeline.train_batches(split, spec).rebatch(GLOBAL_BATCH * 2 // count).shard(count, index)
     else:
-        ds = pipeline.train_batches(split, **args, process_index=index, process_count=count)
+        ds = pipeline.train_batches(split, spec, process_index=index, process_count=count)
     iterator = iter(ds)
     next(iterator)  # Warm-up: tracing and the first batch.
     with Timer() as timer:
@@ -141,10 +141,10 @@ def write_records(folder, count, classes=2000, shards=16):
 
 
 def records_worker(folder):
-    from dcl_keras.data import pipeline, records
+    from dcl_keras.data import pipeline, records, specs
 
     split = records.records(folder, "train")
-    ds = pipeline.train_batches(split, seed=0, batch_size=64, image_size=32, resize_size=40, n=4, k=2)
+    ds = pipeline.train_batches(split, specs.TrainSpec(seed=0, batch_size=64, image_size=32, resize_size=40, n=4, k=2))
     steps = split.num_examples // 64
     with Timer() as timer:
         for _ in ds.take(steps):

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from dcl_keras import checkpointing, errors, training
 from dcl_keras.config import ConfigError
-from dcl_keras.data import pipeline, readers
+from dcl_keras.data import pipeline, readers, specs
 from dcl_keras.saving import load_model
 
 from distribution_config import overrides
@@ -29,10 +29,11 @@ from helpers import ROOT
 BATCH = 5  # 24 demo examples: 4 batches an epoch and 4 examples left over, as CUB at batch 16.
 
 
-def _stream(split, count, **kwargs):
-    args = dict(seed=3, batch_size=BATCH, image_size=32, resize_size=40, rotation=10.0, n=4, k=2)
-    args.update(kwargs)
-    return list(pipeline.train_batches(split, **args).take(count).as_numpy_iterator())
+def _stream(split, count, start_step=0, **fields):
+    spec = specs.TrainSpec(
+        **{**dict(seed=3, batch_size=BATCH, image_size=32, resize_size=40, rotation=10.0, n=4, k=2), **fields}
+    )
+    return list(pipeline.train_batches(split, spec, start_step=start_step).take(count).as_numpy_iterator())
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,8 @@ def test_an_epoch_with_no_readable_file_stops_the_stream_instead_of_hanging(spli
         files.append(str(tmp_path / f"{i}.png"))
         shutil.copy(path, files[-1])
     gone = readers.FileSplit(files, split.labels[:6], split.class_names, name="vanishing")
-    stream = iter(pipeline.train_batches(gone, seed=0, batch_size=2, image_size=32, resize_size=40, n=4, k=2))
+    spec = specs.TrainSpec(seed=0, batch_size=2, image_size=32, resize_size=40, n=4, k=2)
+    stream = iter(pipeline.train_batches(gone, spec))
     next(stream)
     for path in files:
         os.remove(path)  # Deleted after the start, as by a lost mount.

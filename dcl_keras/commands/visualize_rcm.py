@@ -22,23 +22,13 @@ flags.mark_flags_as_required(["config"])
 def main(argv):
     del argv
     from dcl_keras.config import validate_config
-    from dcl_keras.data import datasets
+    from dcl_keras.data import datasets, specs
     from dcl_keras.viz.rcm_grid import rcm_grid
 
     config = _CONFIG.value
     validate_config(config)
     train = datasets.load_splits(config.data).train
-    grid = rcm_grid(
-        train,
-        image_size=config.input.image_size,
-        resize_size=config.input.resize_size,
-        n=config.rcm.n,
-        k=config.rcm.k,
-        num_images=_NUM.value,
-        seed=config.seed,
-        rotation=config.input.rotation,
-        resampling=config.input.resampling,
-    )
+    grid = rcm_grid(train, specs.TrainSpec.from_config(config), num_images=_NUM.value)
     os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
     grid.save(_OUTPUT.value, format="PNG")
     print(f"wrote {_OUTPUT.value} ({grid.width}x{grid.height})")

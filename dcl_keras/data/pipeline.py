@@ -376,7 +376,7 @@ def _fail_if_empty(batches, epoch):
     return checked.filter(lambda real, x: real).map(lambda real, x: x)
 
 
-def train_batches(source, spec=None, *, start_step=0, process_index=0, process_count=1, **fields):
+def train_batches(source, spec, *, start_step=0, process_index=0, process_count=1):
     """The endless DCL training stream (see the module and `pairing` docstrings).
 
     Each epoch is batched on its own: it yields `steps_per_epoch(source,
@@ -386,12 +386,11 @@ def train_batches(source, spec=None, *, start_step=0, process_index=0, process_c
     step sees exactly the batches an uninterrupted run would have seen.
 
         stream = train_batches(split, TrainSpec.from_config(config), start_step=step)
-        stream = train_batches(split, seed=0, batch_size=2, image_size=32, resize_size=40, n=4, k=2)
+        stream = train_batches(split, TrainSpec(seed=0, batch_size=2, image_size=32, resize_size=40, n=4, k=2))
 
     Args:
         source: a FileSplit, TfdsSplit or RecordsSplit.
-        spec: a `specs.TrainSpec`, the stream's content; or None, and its
-            fields given as keywords (`**fields`).
+        spec: `specs.TrainSpec`, the stream's content.
         start_step: int, batches already consumed (for resuming): the stream
             starts in epoch `start_step // steps_per_epoch`, that many
             batches into it.
@@ -413,10 +412,6 @@ def train_batches(source, spec=None, *, start_step=0, process_index=0, process_c
         so nothing is lost; 4x less to batch and to copy to the device, where
         the model casts them to float32), float32 otherwise.
     """
-    if spec is None:
-        spec = specs.TrainSpec(**fields)
-    elif fields:
-        raise TypeError(f"Give the stream a TrainSpec or its fields, not both. Received: {sorted(fields)}")
     plan = plan_stream(source, spec, start_step, process_index, process_count)
     ds = tf.data.Dataset.range(plan.first_epoch, 1 << 40).flat_map(lambda epoch: epoch_batches(plan, epoch))
     if spec.rcm_in_pipeline:
@@ -599,21 +594,12 @@ def steps_per_epoch(source, batch_size, process_count=1):
 
 
 def eval_batches(
-    source,
-    spec=None,
-    *,
-    batch_size,
-    n=None,
-    bad_files="skip",
-    order_key=None,
-    process_index=0,
-    process_count=1,
-    **fields,
+    source, spec, *, batch_size, n=None, bad_files="skip", order_key=None, process_index=0, process_count=1
 ):
     """Evaluation batches of originals: (images, labels), or DCL targets when `n` is given.
 
-    `spec` (a `specs.EvalSpec`, or its fields as keywords) gives the sizes and
-    the resize (`augment.eval_preprocess`), as the run trained.
+    `spec` (a `specs.EvalSpec`) gives the sizes and the resize
+    (`augment.eval_preprocess`), as the run trained.
 
     `order_key` (uint32) shuffles the split's order, e.g. for a class-balanced
     sample of a class-ordered folder; None keeps the listed order. With
@@ -624,10 +610,6 @@ def eval_batches(
     leaves its process a batch short, so check the validation files first, as
     `data.check_files` does for file splits and bin/make_records for records).
     """
-    if spec is None:
-        spec = specs.EvalSpec(**fields)
-    elif fields:
-        raise TypeError(f"Give the batches an EvalSpec or its fields, not both. Received: {sorted(fields)}")
     keep = None
     if process_count > 1:
         keep = process_share(batch_size, process_index, process_count, "eval.batch_size")

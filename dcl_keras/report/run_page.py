@@ -273,20 +273,11 @@ def _pairs_section(run):
 def _rcm_section(run):
     from PIL import Image
 
+    from dcl_keras.data import specs
     from dcl_keras.viz.rcm_grid import rcm_grid
 
     config = run.config
-    grid = rcm_grid(
-        run.splits.train,
-        image_size=config.input.image_size,
-        resize_size=config.input.resize_size,
-        n=config.rcm.n,
-        k=config.rcm.k,
-        num_images=RCM_IMAGES,
-        seed=config.seed,
-        rotation=config.input.rotation,
-        resampling=config.input.resampling,
-    )
+    grid = rcm_grid(run.splits.train, specs.TrainSpec.from_config(config), num_images=RCM_IMAGES)
     caption = (
         f"Training images as the model sees them: the original (left) and its destructed copy (right), "
         f"N={config.rcm.n} grid drawn, regions swapped within k={config.rcm.k}."

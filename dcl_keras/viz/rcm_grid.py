@@ -1,30 +1,34 @@
 """A PNG grid of originals and their destructed copies, N x N grid drawn (Fig. 3 of the paper)."""
 
+import dataclasses
+
 import numpy as np
 from PIL import Image, ImageDraw
 
 from dcl_keras.data import pipeline
 
 
-def rcm_grid(
-    split, *, image_size, resize_size, n, k, num_images=4, seed=0, rotation=15.0, margin=4, resampling="pillow"
-):
+def rcm_grid(split, spec, *, num_images=4, margin=4):
     """A PIL image: one row per example, the original on the left, its destructed copy on the right.
 
-    The images come from the real training pipeline (same augmentation and
-    RCM as in training), so the picture shows exactly what the model sees.
+    The images come from the real training stream (same augmentation and RCM
+    as in training), so the picture shows exactly what the model sees.
+
+        grid = rcm_grid(splits.train, TrainSpec.from_config(config), num_images=6)
+
+    Args:
+        split: the training split (a FileSplit, TfdsSplit or RecordsSplit).
+        spec: `specs.TrainSpec`, the run's stream: its seed, sizes,
+            augmentation, decoding and RCM grid. The grid takes one example a
+            batch, one original and one destructed copy of it, destroyed in
+            the input pipeline (the device's RCM destroys alike), and read
+            from the files (nothing is held in memory for a few images).
+        num_images: int, rows (examples).
+        margin: int, pixels around each cell.
     """
-    ds = pipeline.train_batches(
-        split,
-        seed=seed,
-        batch_size=1,
-        image_size=image_size,
-        resize_size=resize_size,
-        rotation=rotation,
-        resampling=resampling,
-        n=n,
-        k=k,
-    )
+    spec = dataclasses.replace(spec, batch_size=1, originals=1, destructed=1, rcm_in_pipeline=True, cache_mb=0)
+    image_size, n = spec.image_size, spec.n
+    ds = pipeline.train_batches(split, spec)
     pairs = [images for images, _ in ds.take(num_images).as_numpy_iterator()]
     cell = image_size + margin
     canvas = Image.new("RGB", (2 * cell + margin, num_images * cell + margin), (255, 255, 255))

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from dcl_keras.data import pipeline, readers
+from dcl_keras.data import pipeline, readers, specs
 
 from conftest import write_image
 
@@ -26,8 +26,9 @@ def mixed_split(tmp_path_factory):
     return readers.FileSplit(paths, labels, ["a", "b"], name="mixed", crop_bottom=3)
 
 
-def _take(split, count, **kwargs):
-    return list(pipeline.train_batches(split, **{**STREAM, **kwargs}).take(count).as_numpy_iterator())
+def _take(split, count, start_step=0, **fields):
+    spec = specs.TrainSpec(**{**STREAM, **fields})
+    return list(pipeline.train_batches(split, spec, start_step=start_step).take(count).as_numpy_iterator())
 
 
 def _assert_same_batches(first, second):
@@ -59,8 +60,7 @@ def test_held_in_memory_the_stream_gives_the_same_batches(mixed_split, start_ste
 
 def test_same_batches_without_rcm_in_the_pipeline_and_with_draft_decoding(mixed_split):
     for kwargs in (dict(rcm_in_pipeline=False), dict(reducing_gap=1.0)):
-        from_files = list(pipeline.train_batches(mixed_split, **STREAM, **kwargs).take(3).as_numpy_iterator())
-        cached = list(pipeline.train_batches(mixed_split, **STREAM, **kwargs, cache_mb=16).take(3).as_numpy_iterator())
+        from_files, cached = _take(mixed_split, 3, **kwargs), _take(mixed_split, 3, **kwargs, cache_mb=16)
         for (a, label_a), (b, label_b) in zip(from_files, cached, strict=True):
             if isinstance(a, dict):
                 for name in a:

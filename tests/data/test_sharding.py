@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dcl_keras.data import pipeline, readers
+from dcl_keras.data import pipeline, readers, specs
 from dcl_keras.errors import UserError
 
 ARGS = dict(seed=3, image_size=32, resize_size=40, rotation=10.0, n=4, k=2)
+EVAL = specs.EvalSpec(image_size=32, resize_size=40)
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +18,13 @@ def split(demo_root):
     return readers.image_folder(demo_root, "train")  # 4 classes x 6 images.
 
 
-def _stream(split, count, batch_size=4, **kwargs):
-    return list(pipeline.train_batches(split, batch_size=batch_size, **ARGS, **kwargs).take(count).as_numpy_iterator())
+def _spec(batch_size=4, **fields):
+    return specs.TrainSpec(batch_size=batch_size, **ARGS, **fields)
+
+
+def _stream(split, count, start_step=0, process_index=0, process_count=1, **fields):
+    share = dict(start_step=start_step, process_index=process_index, process_count=process_count)
+    return list(pipeline.train_batches(split, _spec(**fields), **share).take(count).as_numpy_iterator())
 
 
 @pytest.mark.parametrize("placement,cache_mb", [("pipeline", 0), ("device", 0), ("pipeline", 16), ("device", 16)])
@@ -38,11 +44,7 @@ def test_the_process_slices_are_the_single_process_batches(split, placement, cac
 
 def test_resuming_a_process_slice_is_exact(split):
     straight = _stream(split, 9, process_index=1, process_count=2)
-    resumed = list(
-        pipeline.train_batches(split, batch_size=4, start_step=4, process_index=1, process_count=2, **ARGS)
-        .take(5)
-        .as_numpy_iterator()
-    )
+    resumed = _stream(split, 5, start_step=4, process_index=1, process_count=2)
     tf.nest.map_structure(np.testing.assert_array_equal, resumed, straight[4:])
 
 
@@ -72,9 +74,7 @@ def test_each_of_two_processes_decodes_half_of_the_examples(split, monkeypatch):
     for p in range(2):
         counter = _DecodeCounter()
         monkeypatch.setattr(pipeline, "read_image", counter.read_image(pipeline.read_image))
-        batches = list(
-            pipeline.eval_batches(split, batch_size=8, image_size=32, resize_size=40, process_index=p, process_count=2)
-        )
+        batches = list(pipeline.eval_batches(split, EVAL, batch_size=8, process_index=p, process_count=2))
         monkeypatch.undo()
         assert [len(labels) for _, labels in batches] == [4, 4, 4]
         counts.append(sorted(counter.paths))
@@ -93,6 +93,6 @@ def test_each_of_two_processes_decodes_half_of_the_examples(split, monkeypatch):
 
 def test_the_global_batch_must_split_over_the_processes(split):
     with pytest.raises(UserError, match="input.batch_size=6 is not a multiple of num_processes=4"):
-        pipeline.train_batches(split, batch_size=6, process_index=0, process_count=4, **ARGS)
+        pipeline.train_batches(split, _spec(batch_size=6), process_index=0, process_count=4)
     with pytest.raises(UserError, match="do not fill one global batch"):
-        pipeline.eval_batches(split, batch_size=32, image_size=32, resize_size=40, process_index=0, process_count=2)
+        pipeline.eval_batches(split, EVAL, batch_size=32, process_index=0, process_count=2)

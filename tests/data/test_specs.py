@@ -46,8 +46,17 @@ def test_a_train_spec_from_a_config_is_the_stream_it_asks_for():
 def test_bad_fields_fail_when_built():
     with pytest.raises(ValueError, match="resampling='nearest'"):
         specs.EvalSpec(32, 40, "nearest")
+    fields = dict(seed=0, batch_size=2, image_size=32, resize_size=40, n=4, k=2)
     with pytest.raises(ValueError, match="resize_size=30"):
-        specs.TrainSpec(seed=0, batch_size=2, image_size=32, resize_size=30, n=4, k=2)
+        specs.TrainSpec(**dict(fields, resize_size=30))
+    with pytest.raises(ValueError, match="image_size=30"):
+        specs.TrainSpec(**dict(fields, image_size=30))
+    with pytest.raises(ValueError, match="originals=0, destructed=0"):
+        specs.TrainSpec(**fields, originals=0, destructed=0)
+    with pytest.raises(ValueError, match="bad_files='lenient'"):
+        specs.TrainSpec(**fields, bad_files="lenient")
+    with pytest.raises(ValueError, match="resampling='nearest'"):
+        specs.TrainSpec(**fields, resampling="nearest")
 
 
 def test_the_specs_import_neither_tensorflow_nor_keras():
