@@ -87,7 +87,7 @@ BATCH = 16  # As in training: per-batch work is shared by 16 examples.
 
 def training_stream(paths, reducing_gap=0.0):
     """The project's training stream over `paths` at the benchmark's sizes."""
-    from dcl_keras.data import pipeline, readers, specs
+    from dcl_keras.data import readers, specs, train_stream
 
     split = readers.FileSplit(paths, [0] * len(paths), ["a", "b"])
     spec = specs.TrainSpec(
@@ -100,7 +100,7 @@ def training_stream(paths, reducing_gap=0.0):
         k=K,
         reducing_gap=reducing_gap,
     )
-    return pipeline.train_batches(split, spec)
+    return train_stream.train_batches(split, spec)
 
 
 def tf_worker(paths, cores, reducing_gap=2.0):

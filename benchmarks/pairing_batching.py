@@ -7,7 +7,7 @@ For each (JPEG size, crop) the training element path decodes, augments
 destructed views of each example before batching 16 (what streams read from
 files do) or batches 16 augmented images first and makes the views of the
 whole batch in one go (what the stream of held images does,
-`pipeline.DecodedImages`). The augmented stream alone is timed too, so the
+`train_stream.DecodedImages`). The augmented stream alone is timed too, so the
 cost of RCM and pairing shows as the difference. CPU time (not wall time,
 which this shared machine's stolen cores distort) per example on 1 core,
 the three streams alternating over the rounds in a rotating order; medians and the per-batch /

@@ -4,7 +4,7 @@
     python benchmarks/scale.py records     # peak memory of one epoch over 20,000 vs 200,000 records
 
 processes: 192 generated 500x375 JPEGs. P processes (P = 1, then 2) start at
-once, each pinned to its own core, and each builds `pipeline.train_batches(
+once, each pinned to its own core, and each builds `train_stream.train_batches(
 process_index=p, process_count=P)`: its share of 40 global batches of 16
 examples (224 px, RCM N=7). Printed per process: the examples it decoded and
 augmented per second and the time per global batch. The processes are what a
@@ -35,14 +35,14 @@ GLOBAL_BATCH, STEPS = 16, 40
 
 def process_worker(folder, index, count, keras_sharding):
     os.sched_setaffinity(0, {index})
-    from dcl_keras.data import pipeline, readers, specs
+    from dcl_keras.data import readers, specs, train_stream
 
     split = readers.image_folder(folder, "train")
     spec = specs.TrainSpec(seed=0, batch_size=GLOBAL_BATCH, image_size=224, resize_size=256, n=7, k=2)
     if keras_sharding:  # Before: every process builds the whole global batch, then keeps its piece (Keras's way).
-        ds = pipeline.train_batches(split, spec).rebatch(GLOBAL_BATCH * 2 // count).shard(count, index)
+        ds = train_stream.train_batches(split, spec).rebatch(GLOBAL_BATCH * 2 // count).shard(count, index)
     else:
-        ds = pipeline.train_batches(split, spec, process_index=index, process_count=count)
+        ds = train_stream.train_batches(split, spec, process_index=index, process_count=count)
     iterator = iter(ds)
     next(iterator)  # Warm-up: tracing and the first batch.
     with Timer() as timer:
@@ -141,10 +141,12 @@ def write_records(folder, count, classes=2000, shards=16):
 
 
 def records_worker(folder):
-    from dcl_keras.data import pipeline, records, specs
+    from dcl_keras.data import records, specs, train_stream
 
     split = records.records(folder, "train")
-    ds = pipeline.train_batches(split, specs.TrainSpec(seed=0, batch_size=64, image_size=32, resize_size=40, n=4, k=2))
+    ds = train_stream.train_batches(
+        split, specs.TrainSpec(seed=0, batch_size=64, image_size=32, resize_size=40, n=4, k=2)
+    )
     steps = split.num_examples // 64
     with Timer() as timer:
         for _ in ds.take(steps):

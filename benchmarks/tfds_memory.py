@@ -21,14 +21,14 @@ def epoch_worker(data_dir, config, mode):
     import tensorflow as tf
     import tfds_jpegs  # Registers the bench_jpegs builder.
 
-    from dcl_keras.data import augment, pipeline, readers, specs
+    from dcl_keras.data import augment, readers, specs, train_stream
 
     split = readers.tfds(f"{tfds_jpegs.BenchJpegs.name}/{config}", "train", data_dir=data_dir)
     steps = split.num_examples // 16
     with Timer() as timer:
         if mode == "encoded":
             spec = specs.TrainSpec(seed=0, batch_size=16, image_size=224, resize_size=256, n=7, k=2)
-            ds = pipeline.train_batches(split, spec)
+            ds = train_stream.train_batches(split, spec)
         else:  # The previous design: decode every record, then shuffle decoded images.
             ds = split.builder.as_dataset(split="train", as_supervised=True, shuffle_files=False)
             ds = ds.shuffle(min(split.num_examples, 10_000), seed=0)

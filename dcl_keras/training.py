@@ -19,7 +19,7 @@ import keras
 from dcl_keras import checkpointing, preemption, saving
 from dcl_keras import workdir as run_folder
 from dcl_keras.config import ConfigError, validate_config
-from dcl_keras.data import datasets, pipeline, readers, specs
+from dcl_keras.data import datasets, pipeline, readers, specs, train_stream
 from dcl_keras.errors import UserError
 from dcl_keras.models import dcl
 from dcl_keras.models.recipe import build_model, compile_model
@@ -74,7 +74,7 @@ def steps_per_epoch(config, split, cluster=None):
     if config.train.steps_per_epoch:
         return config.train.steps_per_epoch
     try:
-        return pipeline.steps_per_epoch(
+        return train_stream.steps_per_epoch(
             split, config.train.epoch_batch_size or config.input.batch_size, cluster.num_processes if cluster else 1
         )
     except UserError as e:
@@ -93,7 +93,7 @@ def split_class_counts(split):
 
 def train_batches(config, split, start_step=0, cluster=None):
     """The training stream of a config; with several processes, this process's share of it."""
-    return pipeline.train_batches(
+    return train_stream.train_batches(
         split,
         specs.TrainSpec.from_config(config),
         start_step=start_step,

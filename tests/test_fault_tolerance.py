@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from dcl_keras import checkpointing, errors, training
 from dcl_keras.config import ConfigError
-from dcl_keras.data import pipeline, readers, specs
+from dcl_keras.data import pipeline, readers, specs, train_stream
 from dcl_keras.saving import load_model
 
 from distribution_config import overrides
@@ -33,7 +33,7 @@ def _stream(split, count, start_step=0, **fields):
     spec = specs.TrainSpec(
         **{**dict(seed=3, batch_size=BATCH, image_size=32, resize_size=40, rotation=10.0, n=4, k=2), **fields}
     )
-    return list(pipeline.train_batches(split, spec, start_step=start_step).take(count).as_numpy_iterator())
+    return list(train_stream.train_batches(split, spec, start_step=start_step).take(count).as_numpy_iterator())
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def split(demo_root):
 
 @pytest.mark.parametrize("in_pipeline,ratio", [(True, (1, 1)), (False, (1, 1)), (True, (1, 2))])
 def test_the_stream_resumed_at_any_step_is_the_uninterrupted_stream(split, in_pipeline, ratio):
-    assert split.num_examples % BATCH and pipeline.steps_per_epoch(split, BATCH) == 4
+    assert split.num_examples % BATCH and train_stream.steps_per_epoch(split, BATCH) == 4
     kwargs = dict(rcm_in_pipeline=in_pipeline, originals=ratio[0], destructed=ratio[1])
     full = _stream(split, 11, **kwargs)
     for start in (1, 4, 6):
@@ -85,7 +85,7 @@ def test_epochs_keep_their_length_when_more_files_fail_than_the_remainder(split,
         broken.append(str(tmp_path / f"broken_{i}.jpg"))
         open(broken[-1], "wb").write(os.urandom(300))
     noisy = readers.FileSplit(split.paths + broken, split.labels + [0] * 6, split.class_names, name="noisy")
-    assert pipeline.steps_per_epoch(noisy, BATCH) == 6  # 30 listed, 24 decodable: 4.8 batches' worth.
+    assert train_stream.steps_per_epoch(noisy, BATCH) == 6  # 30 listed, 24 decodable: 4.8 batches' worth.
     full = _stream(noisy, 14)
     assert len(full) == 14  # Epochs are filled from a second pass over their order, never short.
     resumed = _stream(noisy, 2, start_step=12)  # From the third epoch on.
@@ -100,7 +100,7 @@ def test_an_epoch_with_no_readable_file_stops_the_stream_instead_of_hanging(spli
         shutil.copy(path, files[-1])
     gone = readers.FileSplit(files, split.labels[:6], split.class_names, name="vanishing")
     spec = specs.TrainSpec(seed=0, batch_size=2, image_size=32, resize_size=40, n=4, k=2)
-    stream = iter(pipeline.train_batches(gone, spec))
+    stream = iter(train_stream.train_batches(gone, spec))
     next(stream)
     for path in files:
         os.remove(path)  # Deleted after the start, as by a lost mount.
@@ -117,7 +117,7 @@ def test_an_epoch_with_no_readable_file_stops_the_stream_instead_of_hanging(spli
     worker.start()
     worker.join(timeout=120)
     assert not worker.is_alive(), "the stream hangs on an epoch without a readable file"
-    assert outcome and pipeline.EMPTY_EPOCH_MESSAGE in outcome[0]
+    assert outcome and train_stream.EMPTY_EPOCH_MESSAGE in outcome[0]
 
 
 def test_training_on_files_that_vanished_names_them(tiny_config, tmp_path, monkeypatch):

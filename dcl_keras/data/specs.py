@@ -7,7 +7,7 @@ callers never pass them one by one.
     spec = EvalSpec.from_model(saving.load_model("workdirs/demo/model.keras"))
     batches = pipeline.eval_batches(split, spec, batch_size=32)
 
-    stream = pipeline.train_batches(split, TrainSpec.from_config(config), start_step=step)
+    stream = train_stream.train_batches(split, TrainSpec.from_config(config), start_step=step)
 
 Plain data: this module imports neither TensorFlow nor Keras, so any layer
 can hold a spec.
@@ -62,7 +62,7 @@ class EvalSpec:
 
 @dataclasses.dataclass(frozen=True)
 class TrainSpec:
-    """The DCL training stream's content, whole (`pipeline.train_batches`).
+    """The DCL training stream's content, whole (`train_stream.train_batches`).
 
     What is left out is where a process stands in the stream: its first step
     and its share of every batch, the arguments of `train_batches`.
@@ -88,7 +88,7 @@ class TrainSpec:
             record splits.
         cache_mb: with the pillow resampling, a file split's images are
             decoded once and held in memory when they fit in this many MiB
-            (`pipeline.decode_in_memory`), and augmented, destructed and
+            (`train_stream.decode_in_memory`), and augmented, destructed and
             paired a whole batch at a time (the same batches, a fraction of
             the work); 0 reads every file every epoch.
     """

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 from PIL import Image, ImageDraw
 
-from dcl_keras.data import pipeline
+from dcl_keras.data import train_stream
 
 
 def rcm_grid(split, spec, *, num_images=4, margin=4):
@@ -28,7 +28,7 @@ def rcm_grid(split, spec, *, num_images=4, margin=4):
     """
     spec = dataclasses.replace(spec, batch_size=1, originals=1, destructed=1, rcm_in_pipeline=True, cache_mb=0)
     image_size, n = spec.image_size, spec.n
-    ds = pipeline.train_batches(split, spec)
+    ds = train_stream.train_batches(split, spec)
     pairs = [images for images, _ in ds.take(num_images).as_numpy_iterator()]
     cell = image_size + margin
     canvas = Image.new("RGB", (2 * cell + margin, num_images * cell + margin), (255, 255, 255))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dcl_keras.data import pipeline, readers, specs
+from dcl_keras.data import pipeline, readers, specs, train_stream
 
 from conftest import write_image
 
@@ -78,7 +78,7 @@ def test_strict_policy_raises_with_every_path(messy_split):
 def test_corrupt_files_mid_epoch_do_not_stop_training(messy_split):
     split, good, bad = messy_split  # Not checked: the bad files reach the running pipeline.
     spec = specs.TrainSpec(seed=0, batch_size=1, image_size=32, resize_size=40, n=4, k=2)
-    ds = pipeline.train_batches(split, spec)
+    ds = train_stream.train_batches(split, spec)
     seen = list(ds.take(2 * len(good)).as_numpy_iterator())  # Two epochs' worth of good images.
     assert len(seen) == 2 * len(good)
     evaluated = sum(int(x.shape[0]) for x, _ in pipeline.eval_batches(split, spec.eval_spec, batch_size=4))

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from dcl_keras.data import pipeline, readers, specs
+from dcl_keras.data import pipeline, readers, specs, train_stream
 
 from conftest import write_image
 
@@ -28,7 +28,7 @@ def mixed_split(tmp_path_factory):
 
 def _take(split, count, start_step=0, **fields):
     spec = specs.TrainSpec(**{**STREAM, **fields})
-    return list(pipeline.train_batches(split, spec, start_step=start_step).take(count).as_numpy_iterator())
+    return list(train_stream.train_batches(split, spec, start_step=start_step).take(count).as_numpy_iterator())
 
 
 def _assert_same_batches(first, second):
@@ -40,7 +40,7 @@ def _assert_same_batches(first, second):
 
 
 def test_the_decoded_images_are_what_the_stream_reads_shrunk_to_the_resize_side(mixed_split):
-    decoded = pipeline.decode_in_memory(mixed_split, resize_size=40, limit_mb=16)
+    decoded = train_stream.decode_in_memory(mixed_split, resize_size=40, limit_mb=16)
     assert decoded is not None
     for i, path in enumerate(mixed_split.paths):
         start, end = decoded.offsets.numpy()[i : i + 2]
@@ -85,9 +85,9 @@ def test_same_batches_for_other_views_and_batch_sizes(mixed_split, options):
 def test_images_that_may_not_fit_are_read_from_their_files(mixed_split, caplog):
     # 9 images of at most 40 x 40 x 3 bytes: 43,200 bytes, over a budget of 0.04 MiB (41,943 bytes).
     with caplog.at_level(logging.INFO):
-        assert pipeline.decode_in_memory(mixed_split, resize_size=40, limit_mb=0.04) is None
+        assert train_stream.decode_in_memory(mixed_split, resize_size=40, limit_mb=0.04) is None
     assert "could take" in caplog.text and "input.cache_mb=0.04" in caplog.text
-    assert pipeline.decode_in_memory(mixed_split, resize_size=40, limit_mb=0) is None
+    assert train_stream.decode_in_memory(mixed_split, resize_size=40, limit_mb=0) is None
 
 
 def test_a_split_with_an_undecodable_file_is_read_from_its_files(mixed_split, tmp_path, caplog):
@@ -96,7 +96,7 @@ def test_a_split_with_an_undecodable_file_is_read_from_its_files(mixed_split, tm
         f.write("not an image")
     split = readers.FileSplit(mixed_split.paths + [broken], mixed_split.labels + [0], ["a", "b"], name="broken")
     with caplog.at_level(logging.INFO):
-        assert pipeline.decode_in_memory(split, resize_size=40, limit_mb=16) is None
+        assert train_stream.decode_in_memory(split, resize_size=40, limit_mb=16) is None
     assert "1 file(s) failed to decode" in caplog.text
     # The stream still runs, dropping the bad file as it does without a cache.
     _assert_same_batches(_take(split, 2), _take(split, 2, cache_mb=16))
@@ -104,8 +104,8 @@ def test_a_split_with_an_undecodable_file_is_read_from_its_files(mixed_split, tm
 
 def test_only_the_pillow_resampling_of_file_splits_is_held(mixed_split, monkeypatch):
     calls = []
-    real = pipeline.decode_in_memory
-    monkeypatch.setattr(pipeline, "decode_in_memory", lambda *a, **k: calls.append(k) or real(*a, **k))
+    real = train_stream.decode_in_memory
+    monkeypatch.setattr(train_stream, "decode_in_memory", lambda *a, **k: calls.append(k) or real(*a, **k))
     _take(mixed_split, 1, resampling="fused", cache_mb=16)
     assert not calls  # The fused resampling keeps full-size images: nothing bounds their memory.
     _take(mixed_split, 1, cache_mb=16)

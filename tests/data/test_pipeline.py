@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from dcl_keras import contract
-from dcl_keras.data import augment, keyed_hash, pipeline, rcm, readers, specs
+from dcl_keras.data import augment, keyed_hash, pipeline, rcm, readers, specs, train_stream
 
 N = 4
 
@@ -14,7 +14,7 @@ def _batches(split, count, start_step=0, **fields):
     spec = specs.TrainSpec(
         **{**dict(seed=7, batch_size=2, image_size=32, resize_size=40, rotation=10.0, n=N, k=2), **fields}
     )
-    return list(pipeline.train_batches(split, spec, start_step=start_step).take(count).as_numpy_iterator())
+    return list(train_stream.train_batches(split, spec, start_step=start_step).take(count).as_numpy_iterator())
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_ratios(split, originals, destructed):
 def test_a_stream_plan_places_a_resumed_process_in_its_epoch(split):
     spec = specs.TrainSpec(seed=0, batch_size=4, image_size=32, resize_size=40, n=N, k=2)
     per_epoch = split.num_examples // 4
-    plan = pipeline.plan_stream(split, spec, start_step=per_epoch + 1, process_index=1, process_count=2)
+    plan = train_stream.plan_stream(split, spec, start_step=per_epoch + 1, process_index=1, process_count=2)
     assert (plan.per_epoch, plan.first_epoch, plan.skip, plan.local_batch) == (per_epoch, 1, 1, 2)
     assert plan.skipped == 4 and plan.decoded is None  # Global positions: a file split is sliced by position.
     assert [bool(plan.share["keep"](tf.constant(p, tf.int64))) for p in range(4)] == [False, False, True, True]
@@ -68,14 +68,14 @@ def test_a_stream_plan_places_a_resumed_process_in_its_epoch(split):
 
 def test_the_named_steps_make_the_views_of_an_epoch(split):
     spec = specs.TrainSpec(seed=7, batch_size=2, image_size=32, resize_size=40, n=N, k=2, rcm_in_pipeline=False)
-    plan = pipeline.plan_stream(split, spec)
+    plan = train_stream.plan_stream(split, spec)
     epoch = tf.constant(0, tf.int64)
     order_key = keyed_hash.combine_keys(spec.seed, epoch, contract.ORDER_POSITION)
-    inputs, labels = next(iter(pipeline.read_epoch(plan, epoch, order_key, tf.constant(0, tf.int64))))
+    inputs, labels = next(iter(train_stream.read_epoch(plan, epoch, order_key, tf.constant(0, tf.int64))))
     assert inputs[contract.DEVICE_IMAGES].shape == (2, 32, 32, 3) and inputs[contract.DEVICE_KEYS].dtype == tf.uint32
     image = tf.constant(np.full((48, 48, 3), 200, np.uint8))
     with_rcm = specs.TrainSpec(seed=7, batch_size=2, image_size=32, resize_size=40, n=N, k=2)
-    images, targets = pipeline.prepare_example(with_rcm, epoch, tf.constant(3, tf.int64), image, tf.constant(1))
+    images, targets = train_stream.prepare_example(with_rcm, epoch, tf.constant(3, tf.int64), image, tf.constant(1))
     assert images.shape == (2, 32, 32, 3) and set(targets) == set(contract.OUTPUTS)
 
 

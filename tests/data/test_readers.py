@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from dcl_keras.data import datasets, pipeline, readers, specs
+from dcl_keras.data import datasets, pipeline, readers, specs, train_stream
 from dcl_keras.errors import UserError
 
 from conftest import write_image
@@ -205,7 +205,7 @@ def test_fgvc_aircraft_banner_is_removed_in_training_and_evaluation_unless_kept(
     assert all(image.shape == (70, 120, 3) and image.max() < 100 for image in images)
     evaluated, _ = next(iter(pipeline.eval_batches(split, specs.EvalSpec(32, 40), batch_size=2)))
     assert float(evaluated.numpy().max()) < 100  # No banner row reaches the model.
-    trained, _ = next(iter(pipeline.train_batches(split, TRAIN_SPEC)))
+    trained, _ = next(iter(train_stream.train_batches(split, TRAIN_SPEC)))
     assert float(trained.numpy().max()) < 100
     kept = readers.fgvc_aircraft(root, "test", remove_banner=False)
     assert next(iter(pipeline.examples(kept)))[0].shape == (90, 120, 3)
@@ -317,7 +317,7 @@ def test_tfds_records_are_shuffled_encoded_and_decoded_after(toy_tfds):
     assert sorted(first) == sorted(stored) and first != stored
     images = list(pipeline.examples(split).take(3).as_numpy_iterator())
     assert all(img.shape == (30, 40, 3) and img.dtype == np.uint8 for img, _ in images)
-    batches = pipeline.train_batches(split, TRAIN_SPEC)
+    batches = train_stream.train_batches(split, TRAIN_SPEC)
     images, targets = next(iter(batches))
     assert images.shape == (4, 32, 32, 3) and 0 <= int(targets["classifier"].numpy().max()) < 3
 

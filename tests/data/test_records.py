@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dcl_keras.data import pipeline, readers, records, specs
+from dcl_keras.data import pipeline, readers, records, specs, train_stream
 from dcl_keras.errors import UserError
 
 from conftest import write_image
@@ -96,15 +96,15 @@ def _labels_per_epoch(stream, steps):
 
 def test_the_records_stream_is_seeded_covers_each_example_per_epoch_and_resumes_exactly(written):
     split = records.records(written[1], "train")
-    stream = list(pipeline.train_batches(split, SPEC).take(12).as_numpy_iterator())  # Two epochs of 6 steps.
-    again = list(pipeline.train_batches(split, SPEC).take(12).as_numpy_iterator())
+    stream = list(train_stream.train_batches(split, SPEC).take(12).as_numpy_iterator())  # Two epochs of 6 steps.
+    again = list(train_stream.train_batches(split, SPEC).take(12).as_numpy_iterator())
     tf.nest.map_structure(np.testing.assert_array_equal, stream, again)
-    other = next(iter(pipeline.train_batches(split, dataclasses.replace(SPEC, seed=6))))
+    other = next(iter(train_stream.train_batches(split, dataclasses.replace(SPEC, seed=6))))
     assert not np.array_equal(other[0], stream[0][0])
     assert _labels_per_epoch(stream, 6) == [[0] * 8 + [1] * 8 + [2] * 8] * 2
     first, second = (np.concatenate([t["classifier"][::2] for _, t in stream[a:b]]) for a, b in ((0, 6), (6, 12)))
     assert not np.array_equal(first, second)  # A new order each epoch.
-    resumed = list(pipeline.train_batches(split, SPEC, start_step=8).take(4).as_numpy_iterator())
+    resumed = list(train_stream.train_batches(split, SPEC, start_step=8).take(4).as_numpy_iterator())
     tf.nest.map_structure(np.testing.assert_array_equal, resumed, stream[8:])
     # Decoded records are the decoded files.
     image, label = next(iter(pipeline.examples(split)))
@@ -127,13 +127,15 @@ def test_each_process_reads_only_its_own_records_and_resumes_exactly(written):
     seen = [{data for data, _ in split.encoded_dataset(None, p, 2).as_numpy_iterator()} for p in range(2)]
     assert len(seen[0]) == len(seen[1]) == 12 and not seen[0] & seen[1]
     parts = [
-        list(pipeline.train_batches(split, SPEC, process_index=p, process_count=2).take(9).as_numpy_iterator())
+        list(train_stream.train_batches(split, SPEC, process_index=p, process_count=2).take(9).as_numpy_iterator())
         for p in range(2)
     ]
     assert all(len(labels) == 4 for batch in parts[0] for labels in [batch[1]["classifier"]])  # 2 examples x 2 views.
     assert not np.array_equal(parts[0][0][0], parts[1][0][0])
     resumed = list(
-        pipeline.train_batches(split, SPEC, start_step=4, process_index=1, process_count=2).take(5).as_numpy_iterator()
+        train_stream.train_batches(split, SPEC, start_step=4, process_index=1, process_count=2)
+        .take(5)
+        .as_numpy_iterator()
     )
     tf.nest.map_structure(np.testing.assert_array_equal, resumed, parts[1][4:])
 
@@ -142,16 +144,18 @@ def test_more_processes_than_shards_share_the_records_evenly(written):
     split = records.records(written[1], "train")  # 4 shards of 6.
     numbers = [_record_numbers(split, p, 8) for p in range(8)]  # Runs of 3 records, some inside one shard.
     assert [len(n) for n in numbers] == [3] * 8 and sorted(sum(numbers, [])) == list(range(24))
-    assert pipeline.steps_per_epoch(split, 8, process_count=8) == 3
+    assert train_stream.steps_per_epoch(split, 8, process_count=8) == 3
     last = next(
-        iter(pipeline.train_batches(split, dataclasses.replace(SPEC, batch_size=8), process_index=7, process_count=8))
+        iter(
+            train_stream.train_batches(split, dataclasses.replace(SPEC, batch_size=8), process_index=7, process_count=8)
+        )
     )
     assert last[1]["classifier"].shape == (2,)  # 1 example x 2 views per process.
     # A share smaller than the process's slice of a global batch is named, with the process and the counts.
     with pytest.raises(UserError, match="process 0 of 8 reads 3 of the 24 training example.s., fewer than its 8"):
-        pipeline.steps_per_epoch(split, 64, process_count=8)
+        train_stream.steps_per_epoch(split, 64, process_count=8)
     with pytest.raises(UserError, match="batch_size=6 is not a multiple of num_processes=4"):
-        pipeline.steps_per_epoch(split, 6, process_count=4)
+        train_stream.steps_per_epoch(split, 6, process_count=4)
 
 
 def test_two_thousand_classes_train_evaluate_and_export_with_their_names(tmp_path, tiny_config):
@@ -228,13 +232,13 @@ def test_shard_counts_that_do_not_divide_over_the_processes_still_give_equal_sha
     numbers = [_record_numbers(three, p, 2) for p in range(2)]
     assert sorted(numbers[0]) == list(range(9)) and sorted(numbers[1]) == list(range(9, 18))  # Shard 1 is split.
     # Batches of 4 (2 per process): 9 // 2 = 4 steps, as many as one process reading all 18 (18 // 4).
-    assert pipeline.steps_per_epoch(three, 4, process_count=2) == pipeline.steps_per_epoch(three, 4) == 4
+    assert train_stream.steps_per_epoch(three, 4, process_count=2) == train_stream.steps_per_epoch(three, 4) == 4
     subset = three.subset(range(0, 18, 2))  # Record numbers 0, 2, ..., 16: 9 kept, shared 4 and 5.
     assert [subset.process_examples(p, 2) for p in range(2)] == [4, 5] and subset.class_counts is None
     kept = [_record_numbers(subset, p, 2) for p in range(2)]
     assert sorted(kept[0] + kept[1]) == list(range(0, 18, 2)) and len(kept[0]) == 4
     parts = [
-        list(pipeline.train_batches(three, SPEC, process_index=p, process_count=2).take(4).as_numpy_iterator())
+        list(train_stream.train_batches(three, SPEC, process_index=p, process_count=2).take(4).as_numpy_iterator())
         for p in range(2)
     ]
     assert [len(part) for part in parts] == [4, 4]

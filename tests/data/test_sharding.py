@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dcl_keras.data import pipeline, readers, specs
+from dcl_keras.data import pipeline, readers, specs, train_stream
 from dcl_keras.errors import UserError
 
 ARGS = dict(seed=3, image_size=32, resize_size=40, rotation=10.0, n=4, k=2)
@@ -24,7 +24,7 @@ def _spec(batch_size=4, **fields):
 
 def _stream(split, count, start_step=0, process_index=0, process_count=1, **fields):
     share = dict(start_step=start_step, process_index=process_index, process_count=process_count)
-    return list(pipeline.train_batches(split, _spec(**fields), **share).take(count).as_numpy_iterator())
+    return list(train_stream.train_batches(split, _spec(**fields), **share).take(count).as_numpy_iterator())
 
 
 @pytest.mark.parametrize("placement,cache_mb", [("pipeline", 0), ("device", 0), ("pipeline", 16), ("device", 16)])
@@ -32,8 +32,8 @@ def test_the_process_slices_are_the_single_process_batches(split, placement, cac
     """From the files, or from the decoded images held in memory (a whole batch augmented at a time)."""
     rcm = dict(rcm_in_pipeline=placement == "pipeline", cache_mb=cache_mb)
     held = []
-    real = pipeline.decode_in_memory
-    monkeypatch.setattr(pipeline, "decode_in_memory", lambda *a, **k: held.append(real(*a, **k)) or held[-1])
+    real = train_stream.decode_in_memory
+    monkeypatch.setattr(train_stream, "decode_in_memory", lambda *a, **k: held.append(real(*a, **k)) or held[-1])
     single = _stream(split, 8, **rcm)  # 6 steps an epoch: crosses into the second epoch.
     parts = [_stream(split, 8, process_index=p, process_count=2, **rcm) for p in range(2)]
     for step, whole in enumerate(single):
@@ -93,6 +93,6 @@ def test_each_of_two_processes_decodes_half_of_the_examples(split, monkeypatch):
 
 def test_the_global_batch_must_split_over_the_processes(split):
     with pytest.raises(UserError, match="input.batch_size=6 is not a multiple of num_processes=4"):
-        pipeline.train_batches(split, _spec(batch_size=6), process_index=0, process_count=4)
+        train_stream.train_batches(split, _spec(batch_size=6), process_index=0, process_count=4)
     with pytest.raises(UserError, match="do not fill one global batch"):
         pipeline.eval_batches(split, EVAL, batch_size=32, process_index=0, process_count=2)
