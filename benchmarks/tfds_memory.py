@@ -21,9 +21,9 @@ def epoch_worker(data_dir, config, mode):
     import tensorflow as tf
     import tfds_jpegs  # Registers the bench_jpegs builder.
 
-    from dcl_keras.data import augment, readers, specs, train_stream
+    from dcl_keras.data import augment, specs, tfds_reader, train_stream
 
-    split = readers.tfds(f"{tfds_jpegs.BenchJpegs.name}/{config}", "train", data_dir=data_dir)
+    split = tfds_reader.tfds(f"{tfds_jpegs.BenchJpegs.name}/{config}", "train", data_dir=data_dir)
     steps = split.num_examples // 16
     with Timer() as timer:
         if mode == "encoded":

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from dcl_keras.config import is_label_study, validate_label_study
-from dcl_keras.data import demo, pipeline, readers, records
+from dcl_keras.data import demo, pipeline, readers, records, tfds_reader
 from dcl_keras.errors import UserError
 
 Splits = collections.namedtuple("Splits", ["train", "val", "test"])
@@ -123,9 +123,9 @@ def _source_splits(data):
         kwargs = dict(
             data_dir=data.tfds_data_dir or None, manual_dir=data.tfds_manual_dir or None, prepare=data.tfds_prepare
         )
-        train = readers.tfds(data.tfds_name, data.tfds_train_split, **kwargs)
-        val = readers.tfds(data.tfds_name, data.tfds_val_split, **kwargs) if data.tfds_val_split else None
-        return train, val, readers.tfds(data.tfds_name, data.tfds_test_split, **kwargs)
+        train = tfds_reader.tfds(data.tfds_name, data.tfds_train_split, **kwargs)
+        val = tfds_reader.tfds(data.tfds_name, data.tfds_val_split, **kwargs) if data.tfds_val_split else None
+        return train, val, tfds_reader.tfds(data.tfds_name, data.tfds_test_split, **kwargs)
     if source == "records":
         own = records.splits_in(data.root)
         val = records.records(data.root, "val") if "val" in own else None

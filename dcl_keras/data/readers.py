@@ -1,21 +1,21 @@
-"""Dataset readers: every source gives the same (image, label) elements and class names.
+"""Readers of image files on disk: every layout gives a `FileSplit` of paths, labels and class names.
 
-Sources on disk:
+Layouts:
 
 * `image_folder`: `root/<class>/*.{jpg,jpeg,png,bmp}`, with `train/` and `test/`
   split folders, or one folder split by a seeded fraction.
 * `annotation_lists`: the reference code's `<relative path> <label>` lists.
 * `cub200`: CUB-200-2011 in its official extracted layout (boxes kept).
 * `fgvc_aircraft`: FGVC-Aircraft in its official layout (TFDS has no builder).
-* `tfds`: TFDS builders by name, failing fast when the data is not prepared.
 
-File readers return a `FileSplit`; problems found while listing (missing files,
-labels out of range, empty classes) are collected and raised together as one
-`DatasetError` that names every path and line, before any training starts.
+Problems found while listing (missing files, labels out of range, empty
+classes) are collected and raised together as one `DatasetError` that names
+every path and line, before any training starts. The other sources give the
+same (image, label) elements: TFDS builders (`tfds_reader`) and sharded
+records (`records`).
 """
 
 import dataclasses
-import functools
 import logging
 import os
 
@@ -402,129 +402,3 @@ def _aircraft_box(text, image_id, boxes_path, problems):
         problems.append(f"{boxes_path}: image {image_id}: expected 'xmin ymin xmax ymax', got {text!r}")
         return [np.nan] * 4
     return [xmin - 1.0, ymin - 1.0, xmax - xmin + 1.0, ymax - ymin + 1.0]
-
-
-TFDS_DATASETS = (
-    "caltech_birds2011",
-    "cars196",
-    "stanford_dogs",
-    "oxford_flowers102",
-    "oxford_iiit_pet",
-    "food101",
-)
-
-
-@dataclasses.dataclass
-class TfdsSplit:
-    """A split of a prepared TFDS dataset: encoded (image, label) records and class names.
-
-    Attributes:
-        builder: the prepared TFDS builder.
-        split: the TFDS split string.
-        class_names: ordered class names.
-        num_examples: int, records in this split (after `indices`).
-        name: a short description used in logs and errors.
-        indices: optional sorted int64 positions of the records kept from the
-            TFDS split (a carved-out validation set or its complement); None
-            keeps all.
-        labels (read-only): the int label of each example, a list as on every
-            split type, read on first use.
-    """
-
-    builder: object
-    split: str
-    class_names: list
-    num_examples: int
-    name: str = "tfds"
-    indices: np.ndarray | None = None
-
-    @property
-    def num_classes(self):
-        return len(self.class_names)
-
-    def _records(self):
-        """(encoded image bytes, label) of every record of the TFDS split, in stored order."""
-        import tensorflow_datasets as tfds_lib
-
-        image_key, label_key = self.builder.info.supervised_keys[:2]
-        ds = self.builder.as_dataset(
-            split=self.split, shuffle_files=False, decoders={image_key: tfds_lib.decode.SkipDecoding()}
-        )
-        return ds.map(lambda ex: (ex[image_key], ex[label_key]))
-
-    def encoded_dataset(self):
-        """(encoded image bytes, label) records in stored order, not decoded (decoding comes after shuffling)."""
-        import tensorflow as tf
-
-        ds = self._records()
-        if self.indices is None:
-            return ds
-        keep = np.zeros(int(self.indices.max(initial=-1)) + 1, bool)
-        keep[self.indices] = True
-        table = tf.constant(keep)
-        ds = ds.enumerate().take(len(keep))
-        return ds.filter(lambda i, ex: table[i]).map(lambda i, ex: ex)
-
-    @functools.cached_property
-    def labels(self):
-        """The int label of each example, a list as a FileSplit's: read once, without decoding any image."""
-        labels = np.fromiter((int(label) for _, label in self._records().as_numpy_iterator()), np.int64)
-        return (labels if self.indices is None else labels[self.indices]).tolist()
-
-    def subset(self, indices, name=None):
-        """The records at `indices` (positions within this split)."""
-        positions = np.arange(self.num_examples) if self.indices is None else self.indices
-        chosen = np.sort(positions[np.asarray(list(indices), np.int64)])
-        return dataclasses.replace(self, indices=chosen, num_examples=len(chosen), name=name or self.name)
-
-
-def tfds(name, split="train", data_dir=None, manual_dir=None, prepare=False):
-    """A TFDS dataset by name, failing within seconds when it is not prepared.
-
-    `tfds.load` of a missing dataset retries downloads for minutes when offline;
-    this checks for prepared data first. With `prepare=True` it builds the
-    dataset (downloading, or reading archives you placed in `manual_dir`).
-
-    Args:
-        name: builder name, e.g. "caltech_birds2011" or "cars196".
-        split: TFDS split string ("train", "test", "train[:90%]", ...).
-        data_dir: where prepared TFDS data lives (TFDS default when None).
-        manual_dir: where manually downloaded archives are, for builders that
-            need them.
-        prepare: build the dataset if it is missing.
-    """
-    import tensorflow_datasets as tfds_lib
-
-    try:
-        builder = tfds_lib.builder(name, data_dir=data_dir)
-    except tfds_lib.core.registered.DatasetNotFoundError as e:
-        raise UserError(
-            f"Unknown TFDS dataset name. Known fine-grained ones: {', '.join(TFDS_DATASETS)}. Received: name={name!r}"
-        ) from e
-    if not builder.is_prepared():
-        if not prepare:
-            raise FileNotFoundError(
-                f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r}. On a machine with "
-                f"network, run `tfds build {name} --data_dir=<data_dir>` and copy the data_dir here, "
-                f"or place the archives in a manual_dir and set data.tfds_prepare=True "
-                f"(manual_dir={manual_dir!r}, data_dir={data_dir!r})."
-            )
-        download_config = tfds_lib.download.DownloadConfig(manual_dir=manual_dir)
-        builder.download_and_prepare(download_config=download_config)
-    keys = builder.info.supervised_keys
-    if not keys or len(keys) < 2:
-        raise UserError(
-            f"TFDS dataset {name!r} has no (image, label) supervised keys to classify with. Received: "
-            f"supervised_keys={keys!r}"
-        )
-    label = builder.info.features[keys[1]]
-    if builder.info.splits:
-        try:
-            num_examples = builder.info.splits[split].num_examples
-        except (KeyError, ValueError) as e:
-            raise UserError(
-                f"TFDS dataset {name!r} has splits {sorted(builder.info.splits)}. Received: split={split!r}"
-            ) from e
-    else:  # Builders without recorded split sizes (e.g. under tfds.testing.mock_data): count.
-        num_examples = int(builder.as_dataset(split=split).reduce(0, lambda n, _: n + 1))
-    return TfdsSplit(builder, split, list(label.names), num_examples, name=f"tfds:{name} [{split}]")

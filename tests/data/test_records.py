@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dcl_keras.data import pipeline, readers, records, specs, train_stream
+from dcl_keras.data import pipeline, readers, records, specs, tfds_reader, train_stream
 from dcl_keras.errors import UserError
 
 from conftest import write_image
@@ -205,7 +205,7 @@ def test_tfds_and_cub_sources_are_written_with_their_boxes(tmp_path):
     from test_readers import _write_cub
 
     name = toy_tfds.prepare(str(tmp_path / "tfds"))
-    tfds_split = readers.tfds(name, "train", data_dir=str(tmp_path / "tfds"))
+    tfds_split = tfds_reader.tfds(name, "train", data_dir=str(tmp_path / "tfds"))
     entry = records.write_split(tfds_split, str(tmp_path / "from_tfds"), "train", num_shards=2)
     assert entry["examples"] == 12 and entry["class_counts"] == [4, 4, 4] and not entry["left_out"]
     expected = sorted((data, int(y)) for data, y in tfds_split.encoded_dataset().as_numpy_iterator())
