@@ -1,6 +1,6 @@
 """The demo's birds fine-tuned from the pretrained backbone: the paper's regime in miniature.
 
-    bin/pretrain                                  # once (about 20 minutes on 2 CPU cores), cached
+    bin/pretrain                                  # once (about 15-25 minutes on 2 CPU cores), cached
     bin/train --config=configs/demo_pretrained.py --workdir=workdirs/demo_pretrained
 
 configs/demo_study.py (the demo's data, 64-px crops, backbone, RCM and
@@ -8,8 +8,8 @@ losses), started from the backbone that `bin/pretrain` trains on the
 generated corpus (configs/pretrain.py: glyph pages and coarse shapes, no
 bird), loaded through model.weights=<path> as ImageNet weights from a file
 are. The paper's fine-tuning structure: the backbone at rate r, the new
-heads at 10r, for 10 epochs, half the study recipe's 20. r = 0.03 is DCL's
-best of 0.01 / 0.03 / 0.1 (docs/accuracy.md, "A pretrained regime"). The
+heads at 10r, for 10 epochs, half the study recipe's 20. r = 0.1 is every
+arm's best of 0.01 / 0.03 / 0.1 at seed 0 (docs/accuracy.md, "A pretrained regime"). The
 same 10 epochs from scratch: --config.model.weights=none
 --config.train.head_multiplier=1.
 """
@@ -26,7 +26,7 @@ def get_config(arg=None):
     del arg
     c = load_config_file(os.path.join(HERE, "demo_study.py"))
     c.model.weights = pretraining.weights_path(os.path.join(HERE, "pretrain.py"))
-    c.train.learning_rate = 0.03
+    c.train.learning_rate = 0.1
     c.train.head_multiplier = 10.0
     c.train.epochs = 10
     c.train.decay_epochs = 7

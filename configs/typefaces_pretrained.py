@@ -1,6 +1,6 @@
 """The typefaces testbed fine-tuned from the pretrained backbone: the paper's regime in miniature.
 
-    bin/pretrain                                  # once (about 20 minutes on 2 CPU cores), cached
+    bin/pretrain                                  # once (about 15-25 minutes on 2 CPU cores), cached
     bin/train --config=configs/typefaces_pretrained.py --workdir=workdirs/typefaces_pretrained
 
 configs/typefaces.py (same data, crops, backbone, RCM and losses), started
@@ -8,8 +8,8 @@ from the backbone that `bin/pretrain` trains on the generated corpus
 (configs/pretrain.py; none of its classes is a typeface this testbed uses),
 loaded through model.weights=<path> as ImageNet weights from a file are. The
 paper's fine-tuning structure: the backbone at rate r, the new heads at 10r,
-for 10 epochs, a third of the scratch recipe's 30. r = 0.03 is DCL's best of
-0.01 / 0.03 / 0.1 (docs/accuracy.md, "A pretrained regime"). The same 10
+for 10 epochs, a third of the scratch recipe's 30. r = 0.1 is every arm's best of
+0.01 / 0.03 / 0.1 at seed 0 (docs/accuracy.md, "A pretrained regime"). The same 10
 epochs from scratch: --config.model.weights=none --config.train.head_multiplier=1.
 """
 
@@ -25,7 +25,7 @@ def get_config(arg=None):
     del arg
     c = load_config_file(os.path.join(HERE, "typefaces.py"))
     c.model.weights = pretraining.weights_path(os.path.join(HERE, "pretrain.py"))
-    c.train.learning_rate = 0.03
+    c.train.learning_rate = 0.1
     c.train.head_multiplier = 10.0
     c.train.epochs = 10
     c.train.decay_epochs = 7

@@ -4,7 +4,7 @@ The position of a run is the optimizer's step counter (`optimizer.iterations`),
 saved in the same `.keras` file as the weights and the optimizer state, so one
 atomic file replacement records both: a crash between two writes can no
 longer pair new weights with an old epoch count. The data stream is rebuilt
-from that step (`pipeline.train_batches(start_step=...)`), and so are the RCM
+from that step (`train_stream.train_batches(start_step=...)`), and so are the RCM
 keys of `rcm.placement=device`, which come with the stream.
 
 This module keeps `<workdir>/checkpoints/` (named in dcl_keras.workdir): the newest checkpoint is

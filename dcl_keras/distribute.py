@@ -11,7 +11,7 @@
 
 `input.batch_size` is always the global batch. With several processes each
 one decodes and augments only its share of every global batch (see
-`pipeline.train_batches`), so the input work per host falls as hosts are added. Several TF workers
+`train_stream.train_batches`), so the input work per host falls as hosts are added. Several TF workers
 (MultiWorkerMirroredStrategy) do not work with Keras 3 `fit` (a PerReplica
 conversion error, keras-team/keras#20585): use "data_parallel" on JAX.
 """
@@ -106,7 +106,7 @@ def setup(name, cluster=Cluster(), tpu=""):
             num_processes=cluster.num_processes,
             process_id=cluster.process_id,
         )
-    # Each process builds only its own slice of every global batch (`pipeline.train_batches(process_index=...)`),
+    # Each process builds only its own slice of every global batch (`train_stream.train_batches(process_index=...)`),
     # so Keras must not shard the stream again (its default reads the whole global batch on every process).
     keras.distribution.set_distribution(
         keras.distribution.DataParallel(devices=jax.devices(), auto_shard_dataset=cluster.num_processes == 1)
