@@ -24,6 +24,13 @@ def base_config():
     c = ml_collections.ConfigDict()
     c.seed = 0
 
+    for add_section in (_data_defaults, _input_defaults, _model_defaults, _run_defaults):
+        add_section(c)
+    return c
+
+
+def _data_defaults(c):
+    """The data section."""
     c.data = ml_collections.ConfigDict()
     c.data.source = "cub200"  # One of contract.DATA_SOURCES.
     c.data.root = ""  # Dataset folder (layout depends on the source; for "records", a bin/make_records folder).
@@ -53,6 +60,9 @@ def base_config():
         dict(num_classes=20, train_per_class=40, test_per_class=20, image_size=96, seed=0, cache_dir="", kind="birds")
     )  # kind: "birds" (fine-grained), "coarse" (a broad set to pretrain a backbone on) or "typefaces" (thin detail).
 
+
+def _input_defaults(c):
+    """The input and rcm sections."""
     c.input = ml_collections.ConfigDict()
     c.input.image_size = 448  # Crop side; must be divisible by rcm.n.
     c.input.resize_size = 512  # Resize side before the crop.
@@ -73,6 +83,9 @@ def base_config():
     c.rcm.destructed = 1  # Destructed views per example (1:1 in the paper).
     c.rcm.placement = "pipeline"  # Where destruction runs: "pipeline" (tf.data) or "device" (in the train step).
 
+
+def _model_defaults(c):
+    """The model and loss sections."""
     c.model = ml_collections.ConfigDict()
     c.model.backbone = "resnet50"  # One of contract.BACKBONE_NAMES (dcl_keras.models.backbones).
     c.model.weights = "imagenet"  # "imagenet", "none" or a weights file path.
@@ -97,6 +110,9 @@ def base_config():
     c.loss.gce_q = 0.7  # gce: q in (0, 1]; -> 0 is cross entropy, 1 is mean absolute error.
     c.loss.class_balance_beta = 0.0  # > 0: re-weight classes by effective number (0.999, 0.9999 for long tails).
 
+
+def _run_defaults(c):
+    """The train, eval and export sections."""
     c.train = ml_collections.ConfigDict()
     c.train.epochs = 180
     c.train.steps_per_epoch = 0  # 0: one pass over the training examples (at epoch_batch_size a step).
@@ -130,7 +146,6 @@ def base_config():
     c.export.dir = ""  # "" means <workdir>/export.
     c.export.top_k = 5
     c.export.backbone_weights = False  # Also write <workdir>/backbone.weights.h5 (for model.weights=<path>).
-    return c
 
 
 def parse_arg(arg, **defaults):

@@ -632,9 +632,11 @@ def test_the_slurm_script_passes_the_signal_on_and_requeues_after_usr1(tmp_path,
     (bin_dir / "scontrol").chmod(0o755)
     env = dict(os.environ, SLURM_ARRAY_TASK_ID="0", SLURM_JOB_ID="4242", PATH=f"{bin_dir}:{os.environ['PATH']}")
     batch = subprocess.Popen(["bash", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # A loaded machine (CI beside training runs) starts the run slowly.
     while not (tmp_path / "started").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert (tmp_path / "started").exists(), "the run did not start within 120 s"  # Else the trap may not be set.
+    time.sleep(0.2)  # The shell reaches its `wait` (a signal before it is also handled, but not the point here).
     batch.send_signal(signum)  # B: SLURM signals the batch shell only.
     output, _ = batch.communicate(timeout=30)
     assert batch.returncode == errors.PREEMPTED_EXIT_STATUS, output
