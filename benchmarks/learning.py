@@ -15,7 +15,7 @@ exits with status 1 when a mean falls by more than max(2 x the recorded std,
 (commit, date, machine, per-seed figures, mean, std).
 
 Run it after any change to data, augmentation, model, losses or optimizer,
-and record the figures of the commit that makes the change. About an hour
+and record the figures of the commit that makes the change. About 2 hours
 on 2 CPU cores (x86, AVX2 or better) with the defaults; the runs resume
 when it is started again with the same --work_dir.
 
@@ -39,6 +39,7 @@ import subprocess
 import sys
 
 from dcl_keras import pretraining, sweep
+from dcl_keras.config import load_config_file
 from dcl_keras.data import demo
 
 from common import ROOT, machine
@@ -109,7 +110,7 @@ def last_recorded(history, row):
 
 def recipe(spec):
     """The config file, the generated dataset it reads and its pretraining run: rows compare only when all agree."""
-    config = sweep.load_config(os.path.join(ROOT, spec))
+    config = load_config_file(os.path.join(ROOT, spec))
     name = f"{spec}@{os.path.basename(demo.dataset_root(config.data.demo))}"
     weights = str(config.model.weights)
     if os.path.basename(weights) == pretraining.WEIGHTS_FILE:
@@ -119,7 +120,7 @@ def recipe(spec):
 
 def ensure_pretrained(spec, log):
     """Runs bin/pretrain when the testbed `spec` starts from its backbone and the weights are missing."""
-    weights = str(sweep.load_config(os.path.join(ROOT, spec)).model.weights)
+    weights = str(load_config_file(os.path.join(ROOT, spec)).model.weights)
     if os.path.basename(weights) != pretraining.WEIGHTS_FILE or os.path.isfile(weights):
         return
     log(f"{spec} fine-tunes {weights}, not there yet: bin/pretrain --config={PRETRAIN} (about 20 minutes)")

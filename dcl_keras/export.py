@@ -51,7 +51,6 @@ CLASSIFY_METHOD = "tensorflow/serving/classify"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 WARMUP_BATCH_SIZES = (1, 8)
 DECODE_PARALLELISM = 16
-FORMATS = ("saved_model", "tflite", "onnx")
 TFLITE_QUANTIZATIONS = ("float32", "float16", "int8")
 ONNX_OPSET = 17
 USER_ERROR_EXIT = 2  # Exit status of the TensorFlow child process for an error in the user's input.

@@ -50,11 +50,6 @@ METRICS = ("top1", "mean_class_accuracy", "pointing_hit_rate", "part_hit_rate") 
 REWRITE = "Rerun that run (or delete the file)."
 
 
-def load_config(spec):
-    """The ConfigDict of "path/to/config.py[:arg]" (what bin/train's --config takes)."""
-    return config_lib.load_config_file(spec)
-
-
 def absolute_spec(spec):
     """The config spec "path.py[:arg]" with an absolute path, so the commands run from any folder.
 
@@ -156,7 +151,7 @@ def plan(
     before the first run, naming the point.
     """
     config_spec = absolute_spec(config_spec)
-    base = apply_overrides(load_config(config_spec), overrides or {})
+    base = apply_overrides(config_lib.load_config_file(config_spec), overrides or {})
     points = _points(grid, base, data_roots, points, vary)
     if not seeds:
         raise UserError("--seeds: expected at least one integer seed. Received: --seeds=")
@@ -164,7 +159,9 @@ def plan(
     runs = []
     for name, spec, point in points:
         spec = absolute_spec(spec) if spec else config_spec
-        point_base = base if spec == config_spec else apply_overrides(load_config(spec), overrides or {})
+        point_base = (
+            base if spec == config_spec else apply_overrides(config_lib.load_config_file(spec), overrides or {})
+        )
         try:
             resolved = apply_overrides(point_base, point)
             validate_config(resolved)

@@ -150,7 +150,7 @@ def test_a_pretrained_testbeds_recipe_names_its_pretraining_run(learning, tmp_pa
     monkeypatch.setenv("DCL_KERAS_CACHE", str(tmp_path))
     monkeypatch.setattr(learning.demo, "dataset_root", lambda d: str(tmp_path / "demo-0123456789"))
     name = learning.recipe("configs/typefaces_pretrained.py")
-    digest = learning.pretraining.digest(learning.sweep.load_config(os.path.join(ROOT, "configs", "pretrain.py")))
+    digest = learning.pretraining.digest(learning.load_config_file(os.path.join(ROOT, "configs", "pretrain.py")))
     assert name == f"configs/typefaces_pretrained.py@demo-0123456789+pretrain-{digest}"
     assert learning.recipe("configs/typefaces.py") == "configs/typefaces.py@demo-0123456789"
 

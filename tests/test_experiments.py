@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dcl_keras import experiments, sweep, training
-from dcl_keras.config import ConfigError, validate_config
+from dcl_keras.config import ConfigError, load_config_file, validate_config
 from dcl_keras.data import datasets
 from dcl_keras.errors import UserError
 
@@ -106,7 +106,7 @@ def test_table1_needs_every_dataset_folder_and_builds_the_paper_configs(tiny_con
     specs = {name: spec for name, spec, _ in points}
     assert len(points) == 6
     assert specs["cars/vgg16"].endswith("configs/cars_resnet50.py:data_dir=/t,backbone=vgg16")
-    config = sweep.load_config(os.path.join(ROOT, specs["aircraft/resnet50"]))
+    config = load_config_file(os.path.join(ROOT, specs["aircraft/resnet50"]))
     assert config.rcm.n == 2 and config.loss.gamma == 0.01 and config.data.root == "/a"
 
 

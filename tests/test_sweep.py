@@ -11,6 +11,7 @@ import pytest
 
 from dcl_keras import experiments, sweep
 from dcl_keras import workdir as run_folder
+from dcl_keras.config import load_config_file
 from dcl_keras.errors import UserError
 
 from helpers import run_bin
@@ -156,7 +157,7 @@ def test_a_sweep_dir_with_runs_of_other_settings_is_refused_and_plans_merge(tiny
     sweep_dir = str(tmp_path / "sweep")
     runs = sweep.plan(tiny_config_file, "ablation", [0], sweep_dir, points=["arm=dcl"])
     # bin/train writes the resolved config into the workdir; here: the same run with 1 epoch.
-    config = sweep.load_config(tiny_config_file)
+    config = load_config_file(tiny_config_file)
     os.makedirs(runs[0]["workdir"])
     with open(os.path.join(runs[0]["workdir"], "config.json"), "w") as f:
         json.dump(config.to_dict(), f)
