@@ -55,7 +55,7 @@ bench: install
 	$(PY) benchmarks/input_pipeline.py
 	$(PY) benchmarks/overhead.py
 
-# Accuracy guard (about an hour on 2 cores): run after any change to data, augmentation, model, losses or
+# Accuracy guard (about 2 hours on 2 cores): run after any change to data, augmentation, model, losses or
 # optimizer; exits 1 when a mean falls below benchmarks/learning_history.csv. BENCH_ARGS=--record records it.
 bench-learning: install
 	$(PY) benchmarks/learning.py $(BENCH_ARGS)
