@@ -17,17 +17,10 @@ same 10 epochs from scratch: --config.model.weights=none
 import os
 
 from dcl_keras import pretraining
-from dcl_keras.config import load_config_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def get_config(arg=None):
     del arg
-    c = load_config_file(os.path.join(HERE, "demo_study.py"))
-    c.model.weights = pretraining.weights_path(os.path.join(HERE, "pretrain.py"))
-    c.train.learning_rate = 0.1
-    c.train.head_multiplier = 10.0
-    c.train.epochs = 10
-    c.train.decay_epochs = 7
-    return c
+    return pretraining.fine_tuning(os.path.join(HERE, "demo_study.py"), os.path.join(HERE, "pretrain.py"))
