@@ -44,6 +44,7 @@ OUTPUTS = (CLASSIFIER, DISCRIMINATOR, ALIGNMENT)
 
 # The new layers of the heads, which learn `train.head_multiplier` times faster than the backbone.
 CLASSIFIER_LAYER = CLASSIFIER
+POOLED_LAYER = "pooled_features"  # The global average pool the heads read; its output is the embedding.
 DISCRIMINATOR_LAYER = DISCRIMINATOR
 ALIGNMENT_LAYER = "region_alignment_conv"
 HEAD_LAYERS = (CLASSIFIER_LAYER, DISCRIMINATOR_LAYER, ALIGNMENT_LAYER)

@@ -97,7 +97,7 @@ class DCLModel(keras.Model):
                 f"`class_names` must have num_classes={num_classes} entries. Received: {len(class_names)} names"
             )
         # Layers.
-        pool = keras.layers.GlobalAveragePooling2D(name="pooled_features")
+        pool = keras.layers.GlobalAveragePooling2D(name=contract.POOLED_LAYER)
         drop = keras.layers.Dropout(dropout, name="classifier_dropout")
         # The heads compute in float32 under a mixed precision policy, so that
         # outputs and losses stay float32 (the standard Keras recipe).
@@ -298,3 +298,21 @@ class DeviceRCMTrainer(keras.Model):
 def classifier_model(model):
     """The inference model: backbone + classification head, sharing `model`'s weights."""
     return keras.Model(model.input, model.output[CLASSIFIER], name="dcl_classifier")
+
+
+def embedding_model(model):
+    """The retrieval model: images -> L2-normalised pooled features [B, D] (float32), sharing `model`'s weights.
+
+    The pooled feature is the one the classification head reads; unit length
+    makes a dot product a cosine similarity (a gallery of new classes,
+    `bin/predict --gallery`). Works for a DCLModel and for its classifier.
+    """
+    try:
+        pooled = model.get_layer(contract.POOLED_LAYER).output
+    except ValueError as e:
+        raise ValueError(
+            f"{model.name!r} has no {contract.POOLED_LAYER!r} layer: expected a DCL model or its classifier"
+        ) from e
+    features = ops.cast(pooled, "float32")
+    norm = ops.sqrt(ops.maximum(ops.sum(ops.square(features), axis=-1, keepdims=True), 1e-12))
+    return keras.Model(model.input, features / norm, name="dcl_embedding")

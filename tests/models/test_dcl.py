@@ -67,6 +67,24 @@ def test_classifier_model_shares_weights_and_drops_the_heads():
     )
 
 
+def test_embedding_model_is_the_unit_length_pooled_feature_of_the_model_and_of_its_classifier():
+    model = _tiny_model()
+    x = np.random.default_rng(2).uniform(0, 255, (3, 56, 56, 3)).astype("float32")
+    pooled = keras.Model(model.input, model.get_layer("pooled_features").output)(x)
+    pooled = keras.ops.convert_to_numpy(pooled)
+    for source in (model, dcl.classifier_model(model)):
+        embedding = keras.ops.convert_to_numpy(dcl.embedding_model(source)(x))
+        assert embedding.shape == (3, pooled.shape[-1]) and embedding.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(embedding, axis=-1), 1.0, rtol=1e-5)
+        np.testing.assert_allclose(embedding, pooled / np.linalg.norm(pooled, axis=-1, keepdims=True), atol=1e-5)
+
+
+def test_embedding_model_refuses_a_model_without_the_pooled_layer():
+    plain = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)], name="not_dcl")
+    with pytest.raises(ValueError, match="not_dcl.*pooled_features"):
+        dcl.embedding_model(plain)
+
+
 def test_pixel_normalization_refuses_an_unknown_mode():
     # Config and .keras file round trips of every layer and model: tests/test_serialization.py.
     with pytest.raises(ValueError, match="mode='bgr'"):
