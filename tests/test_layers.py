@@ -23,8 +23,8 @@ pytestmark = pytest.mark.backend_agnostic
 PACKAGE = "dcl_keras"
 LAYERS = (
     ("commands", ("commands",)),
-    ("runs", ("training", "report", "sweep", "experiments", "pretraining")),
-    ("tasks", ("export", "predict", "evaluation", "analysis")),
+    ("runs", ("training", "report", "sweep", "experiments", "pretraining", "audit")),
+    ("tasks", ("export", "export_formats", "predict", "gallery", "evaluation", "analysis", "label_audit")),
     (
         "model and data",
         ("data", "models", "losses", "optim", "saving", "workdir", "checkpointing", "preemption", "distribute", "viz"),
