@@ -56,6 +56,12 @@ def _data_defaults(c):
     c.data.check_files = True  # Decode every file once before training, reporting bad ones.
     c.data.label_noise = 0.0  # Studies: this share of training labels flipped to another class (seeded).
     c.data.long_tail_ratio = 1.0  # Studies: > 1 subsamples training classes exponentially, largest/smallest = ratio.
+    # Curation (dcl_keras.data.curation), training split only, after the studies above. Keys are `split.keys()`:
+    # paths relative to data.root (CUB: to images/), TFDS ids, or the source's keys in records.
+    c.data.exclude = ""  # Text file of keys to leave out, one a line ('#' comments); "" for none.
+    c.data.relabel = ""  # CSV file of `key,class_name` rows giving those examples a new label; "" for none.
+    c.data.audit_folds = 0  # K >= 2: cut training into K seeded, stratified folds (seed data.split_seed) ...
+    c.data.audit_fold = 0  # ... and train on all but this one (bin/audit predicts it); 0 <= audit_fold < K.
     c.data.demo = ml_collections.ConfigDict(
         dict(num_classes=20, train_per_class=40, test_per_class=20, image_size=96, seed=0, cache_dir="", kind="birds")
     )  # kind: "birds" (fine-grained), "coarse" (a broad set to pretrain a backbone on) or "typefaces" (thin detail).
@@ -133,6 +139,7 @@ def _run_defaults(c):
     c.train.checkpoint_every_steps = 0  # Also checkpoint every this many steps (0: after each epoch only).
     c.train.keep_checkpoints = 2  # Checkpoints kept (newest first); resume falls back to an older one if unreadable.
     c.train.validation_freq = 0  # Evaluate on the validation split every this many epochs (0: never).
+    c.train.record_margins = False  # Write each training image's margin per epoch (bin/audit --method=aum).
     c.train.verbose = 1  # Keras progress bars: 0 silent, 1 bar, 2 one line per epoch.
 
     c.eval = ml_collections.ConfigDict()
@@ -287,6 +294,26 @@ def _validate_data(data):
     if data.long_tail_ratio < 1.0:
         _fail("data.long_tail_ratio", "1 (off) or a largest/smallest class size ratio > 1", data.long_tail_ratio)
     validate_label_study(data)
+    _validate_curation(data)
+
+
+def _validate_curation(data):
+    """The files of data.exclude and data.relabel exist; the audit fold is one of the folds."""
+    for field, expected in (
+        ("exclude", "a text file of keys, one a line"),
+        ("relabel", "a CSV file of `key,class_name` rows"),
+    ):
+        path = data[field]
+        if not isinstance(path, str):
+            _fail(f"data.{field}", f'"" (none) or the path of {expected}', path)
+        if path and not os.path.isfile(os.path.expanduser(path)):
+            _fail(f"data.{field}", f'"" (none) or an existing file: {expected}', path)
+    _check(
+        contract.validate_audit_folds,
+        {"folds": "data.audit_folds", "fold": "data.audit_fold"},
+        data.audit_folds,
+        data.audit_fold,
+    )
 
 
 def _validate_input(inputs):

@@ -141,6 +141,15 @@ def validate_rcm_args(n, k, image_size=None):
         )
 
 
+def validate_audit_folds(folds, fold):
+    """Raises ArgumentError for audit folds that cannot work: K = 0 (off) or K >= 2 folds, fold in [0, K)."""
+    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 0 or folds == 1:
+        raise ArgumentError("folds", "0 (no audit) or a number of folds >= 2", {"folds": folds})
+    if not isinstance(fold, int) or isinstance(fold, bool) or not 0 <= fold < max(folds, 1):
+        expected = f"a fold in [0, {folds}) (the one held out)" if folds else "0 unless audit folds are set (>= 2)"
+        raise ArgumentError("fold", expected, {"folds": folds, "fold": fold})
+
+
 def validate_ratio(originals, destructed):
     """Raises ArgumentError for a pairing ratio (original and destructed views per example) that cannot work."""
     for name, value in (("originals", originals), ("destructed", destructed)):

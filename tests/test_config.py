@@ -30,6 +30,10 @@ from helpers import ROOT, config_file
         ("input.resampling", "bicubic", "input.resampling"),
         ("input.cache_mb", -1, "input.cache_mb"),
         ("loss.destructed_alpha", -0.5, "loss.destructed_alpha"),
+        ("data.exclude", "/no/such/exclude.txt", "data.exclude"),
+        ("data.relabel", "/no/such/relabel.csv", "data.relabel"),
+        ("data.audit_folds", 1, "data.audit_folds"),
+        ("data.audit_fold", 1, "data.audit_fold"),  # With data.audit_folds = 0 (no audit).
     ],
 )
 def test_config_errors_name_the_field(tiny_config, field, value, expected):
@@ -133,6 +137,11 @@ def test_loading_and_validating_every_config_file_starts_neither_tensorflow_nor_
             {"rcm.originals": 0, "rcm.destructed": 0},
             "Config field `rcm.destructed`: expected at least one view per "
             "example. Received: rcm.originals=0, rcm.destructed=0",
+        ),
+        (
+            {"data.audit_folds": 5, "data.audit_fold": 5},
+            "Config field `data.audit_fold`: expected a fold in [0, 5) (the one held out). "
+            "Received: data.audit_folds=5, data.audit_fold=5",
         ),
         (
             {"model.norm": "layer"},

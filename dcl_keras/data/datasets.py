@@ -8,7 +8,8 @@ import os
 import numpy as np
 
 from dcl_keras.config import is_label_study, validate_label_study
-from dcl_keras.data import demo, pipeline, readers, records, tfds_reader
+from dcl_keras.data import curation, demo, pipeline, readers, records, tfds_reader
+from dcl_keras.data.curation import audit_folds  # noqa: F401  (part of this module's API: bin/audit's folds)
 from dcl_keras.errors import UserError
 
 Splits = collections.namedtuple("Splits", ["train", "val", "test"])
@@ -133,15 +134,12 @@ def _source_splits(data):
     raise ValueError(f"Unknown data source. Received: data.source={source!r}")
 
 
-def load_splits(data):
-    """Splits(train, val, test) (FileSplit, TfdsSplit or RecordsSplit) for a config's `data` section.
+def _training_pool(data):
+    """(train, val, test): the source's splits, the validation carve-out, the label studies, then the curation.
 
-    The validation split is the source's own where it has one (FGVC-Aircraft
-    `val` when training on `train`, an image folder's `val/`, TFDS
-    `data.tfds_val_split`, a records folder's `val`), otherwise a seeded, stratified carve-out of
-    `data.val_fraction` of the training split, otherwise None. The test split
-    is only read by the final evaluation. File splits are checked once for
-    undecodable images under `data.bad_files` when `data.check_files` is set.
+    The order is fixed: label noise flips examples chosen by position before
+    anything is relabelled or left out, so `data.exclude` never changes which
+    labels are flipped, and the audit folds are cut from what is left.
     """
     validate_label_study(data)
     train, val, test = _source_splits(data)
@@ -154,6 +152,35 @@ def load_splits(data):
             train = long_tail(train, data.long_tail_ratio, data.split_seed)
         if data.label_noise:  # Training labels only: validation and test stay clean.
             train = flip_labels(train, data.label_noise, data.split_seed)
+    train = curation.curate(train, data, others=[split for split in (val, test) if split is not None])
+    return train, val, test
+
+
+def load_splits(data):
+    """Splits(train, val, test) (FileSplit, TfdsSplit or RecordsSplit) for a config's `data` section.
+
+    The validation split is the source's own where it has one (FGVC-Aircraft
+    `val` when training on `train`, an image folder's `val/`, TFDS
+    `data.tfds_val_split`, a records folder's `val`), otherwise a seeded, stratified carve-out of
+    `data.val_fraction` of the training split, otherwise None. The test split
+    is only read by the final evaluation. The training split then goes
+    through the label studies (`data.long_tail_ratio`, `data.label_noise`),
+    `data.relabel`, `data.exclude` and, with `data.audit_folds`, loses the
+    held-out fold `data.audit_fold` (`dcl_keras.data.curation`). File splits
+    are checked once for undecodable images under `data.bad_files` when
+    `data.check_files` is set.
+    """
+    train, val, test = _training_pool(data)
+    if data.audit_folds:
+        train, held_out = curation.split_fold(train, data.audit_folds, data.audit_fold, data.split_seed)
+        logging.info(
+            "Audit: training on %d of %d folds (%d examples); fold %d (%d examples) held out.",
+            data.audit_folds - 1,
+            data.audit_folds,
+            train.num_examples,
+            data.audit_fold,
+            held_out.num_examples,
+        )
     if isinstance(train, readers.FileSplit) and data.check_files:
         train, test = pipeline.check_images(train, data.bad_files), pipeline.check_images(test, data.bad_files)
         val = None if val is None else pipeline.check_images(val, data.bad_files)
@@ -166,6 +193,26 @@ def load_splits(data):
         train.name,
     )
     return Splits(train, val, test)
+
+
+def load_heldout_fold(data):
+    """The fold `data.audit_fold` that `load_splits` holds out of training, a split of the training split's type.
+
+    Its labels are the ones training would have seen for those examples
+    (after label noise and `data.relabel`); checked for undecodable files as
+    the training split is.
+    """
+    if not data.audit_folds:
+        raise UserError(
+            "A held-out audit fold needs data.audit_folds >= 2 (the folds) and data.audit_fold (the one held out). "
+            f"Received: data.audit_folds={data.audit_folds!r}"
+        )
+    train, _, _ = _training_pool(data)
+    _, held_out = curation.split_fold(train, data.audit_folds, data.audit_fold, data.split_seed)
+    if isinstance(held_out, readers.FileSplit) and data.check_files:
+        held_out = pipeline.check_images(held_out, data.bad_files)
+    logging.info("Audit: held-out fold %s, %d examples.", held_out.name, held_out.num_examples)
+    return held_out
 
 
 def spread(split, count):

@@ -51,6 +51,8 @@ class FileSplit:
         name: a short description used in logs and errors.
         crop_bottom: rows removed from the bottom of every image after
             decoding (FGVC-Aircraft's copyright banner), 0 for none.
+        key_root: the folder that `keys()` are relative to (see there);
+            None: the keys are the paths.
     """
 
     paths: list
@@ -59,6 +61,7 @@ class FileSplit:
     boxes: np.ndarray | None = None
     name: str = "dataset"
     crop_bottom: int = 0
+    key_root: str | None = None
 
     @property
     def num_examples(self):
@@ -77,6 +80,34 @@ class FileSplit:
             boxes=None if self.boxes is None else self.boxes[indices],
             name=name or self.name,
         )
+
+    def keys(self):
+        """One str per example, in split order: its path relative to `key_root`, as the source names it.
+
+        What `data.exclude` and `data.relabel` list. Per layout (`key_root`):
+
+        * image folder and the demo: relative to the dataset root, split
+          folder included (`train/Black_footed_Albatross/x.jpg`, or
+          `Black_footed_Albatross/x.jpg` in a folder without split folders);
+        * annotation lists: the path as the list file writes it (`imgs/x.jpg`);
+        * CUB-200-2011: relative to `images/`, as images.txt writes it
+          (`001.Black_footed_Albatross/Black_Footed_Albatross_0046_18.jpg`);
+        * FGVC-Aircraft: relative to `data/images/` (`0034309.jpg`).
+
+        A path outside `key_root` (an absolute path in an annotation list), or
+        every path when `key_root` is None, is its own key.
+        """
+        if self.key_root is None:
+            return list(self.paths)
+        prefix = os.path.join(self.key_root, "")
+        return [p[len(prefix) :].replace(os.sep, "/") if p.startswith(prefix) else p for p in self.paths]
+
+    def relabel(self, positions, labels, name=None):
+        """The split with the examples at `positions` labelled `labels` (class indices)."""
+        new = list(self.labels)
+        for position, label in zip(positions, labels, strict=True):
+            new[position] = int(label)
+        return dataclasses.replace(self, labels=new, name=name or self.name)
 
 
 def _require_dir(path, what):
@@ -163,7 +194,7 @@ def image_folder(root, split="train", test_fraction=0.2, seed=0):
             for path in files.get(name, []):
                 paths.append(path)
                 labels.append(label)
-        return FileSplit(paths, labels, class_names, name=f"{root} [{split}]")
+        return FileSplit(paths, labels, class_names, name=f"{root} [{split}]", key_root=root)
     if not 0.0 < test_fraction < 1.0:
         raise UserError(
             f"`test_fraction` must be in (0, 1) for an unsplit image folder. Received: test_fraction={test_fraction!r}"
@@ -179,7 +210,7 @@ def image_folder(root, split="train", test_fraction=0.2, seed=0):
         for i in sorted(chosen):
             paths.append(members[i])
             labels.append(label)
-    return FileSplit(paths, labels, class_names, name=f"{root} [{split}, seed {seed}]")
+    return FileSplit(paths, labels, class_names, name=f"{root} [{split}, seed {seed}]", key_root=root)
 
 
 def _read_lines(path):
@@ -271,7 +302,7 @@ def annotation_lists(root, list_file, num_classes=None, label_base=None, class_n
             f"`class_names` has {len(names)} names but there are {num_classes} classes. "
             f"Received: class_names of length {len(names)}"
         )
-    return FileSplit(paths, labels, names, name=list_path)
+    return FileSplit(paths, labels, names, name=list_path, key_root=root)
 
 
 def _id_table(path, what):
@@ -329,6 +360,7 @@ def cub200(root, split="train"):
         class_names,
         np.asarray(out_boxes, np.float32).reshape(-1, 4),
         name=f"CUB-200-2011 [{split}]",
+        key_root=os.path.join(root, "images"),
     )
 
 
@@ -389,6 +421,7 @@ def fgvc_aircraft(root, split="trainval", level="variant", remove_banner=True):
         np.asarray(out_boxes, np.float32).reshape(-1, 4),
         name=f"FGVC-Aircraft [{split}, {level}]",
         crop_bottom=AIRCRAFT_BANNER_ROWS if remove_banner else 0,
+        key_root=os.path.join(data, "images"),
     )
 
 

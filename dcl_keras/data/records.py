@@ -71,17 +71,20 @@ def serialize(image_bytes, label, box=None, key=""):
 def _examples_in_order(split, seed):
     """(index, encoded bytes, label int64, key) of every example of a split, in the order to write.
 
-    File splits (FileSplit) are read in a seeded random order, keyed by path;
-    streamed ones (TfdsSplit, RecordsSplit) in their stored order, keyed by
-    position (TFDS data is shuffled when prepared).
+    File splits (FileSplit) are read in a seeded random order; streamed ones
+    (TfdsSplit, RecordsSplit) in their stored order (TFDS data is shuffled
+    when prepared). Each record keeps the source's key (`split.keys()`), so a
+    `data.exclude` list written against the source names the same examples
+    in its records.
     """
+    keys = tf.constant(split.keys(), tf.string)
     if hasattr(split, "paths"):
         order = np.random.default_rng(seed).permutation(split.num_examples)
         paths, labels = tf.constant(split.paths), tf.constant(np.asarray(split.labels, np.int64))
         ds = tf.data.Dataset.from_tensor_slices(order)
-        return ds.map(lambda i: (i, tf.io.read_file(paths[i]), labels[i], paths[i]))
+        return ds.map(lambda i: (i, tf.io.read_file(paths[i]), labels[i], keys[i]))
     ds = split.encoded_dataset().enumerate()
-    return ds.map(lambda i, record: (i, record[0], tf.cast(record[1], tf.int64), tf.strings.as_string(i)))
+    return ds.map(lambda i, record: (i, record[0], tf.cast(record[1], tf.int64), keys[i]))
 
 
 def write_split(split, out_dir, name, num_shards, seed=0):
@@ -197,6 +200,8 @@ class RecordsSplit:
             subset).
         seed: the seed that dealt the examples to the shards (None in
             manifests written before it was recorded).
+        relabelled: optional int64 label per record number (-1: the stored
+            label), set by `relabel`; the stream and `labels` give these.
     """
 
     root: str
@@ -207,6 +212,7 @@ class RecordsSplit:
     indices: np.ndarray | None = None
     class_counts: list | None = None
     seed: int | None = None
+    relabelled: np.ndarray | None = None
 
     @property
     def num_examples(self):
@@ -278,15 +284,36 @@ class RecordsSplit:
             keep[self.indices] = True
             kept = tf.constant(keep)
             ds = ds.filter(lambda number, record: kept[number])
+        if self.relabelled is not None:
+            override = tf.constant(self.relabelled)
+            return ds.map(
+                lambda number, record: _with_label(_parse(number, record), override[number]),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
         return ds.map(_parse, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def _numbers(self):
+        """The record number of each example of the split, in order."""
+        return np.arange(sum(n for _, n in self.shards)) if self.indices is None else self.indices
 
     @functools.cached_property
     def labels(self):
         """The int label of each example in record-number order, a list as a FileSplit's: read once, no image decoded."""
-        ds = tf.data.Dataset.from_tensor_slices([f for f, _ in self.shards]).flat_map(tf.data.TFRecordDataset)
-        ds = ds.map(lambda record: tf.io.parse_single_example(record, {LABEL: FEATURES[LABEL]})[LABEL])
-        labels = np.fromiter(ds.as_numpy_iterator(), np.int64)
-        return (labels if self.indices is None else labels[self.indices]).tolist()
+        labels = _stored_labels_and_keys(_shard_signature(self.shards))[0]
+        if self.relabelled is not None:
+            labels = np.where(self.relabelled >= 0, self.relabelled, labels)
+        return labels[self._numbers()].tolist()
+
+    def keys(self):
+        """The `key` each example was written with (`write_split`: its source's `keys()`), in split order.
+
+        Records written before keys were the source's keys hold absolute
+        file paths (file sources) or stored positions (streamed sources).
+        Read with the labels in one pass over the shards (only those two
+        features parsed), once per process while the shard files are
+        unchanged.
+        """
+        return _stored_labels_and_keys(_shard_signature(self.shards))[1][self._numbers()].tolist()
 
     def subset(self, indices, name=None):
         """The records at `indices` (positions within this split, in record-number order)."""
@@ -294,10 +321,42 @@ class RecordsSplit:
         chosen = np.unique(positions[np.asarray(indices, np.int64)])
         return dataclasses.replace(self, indices=chosen, name=name or self.name, class_counts=None)
 
+    def relabel(self, positions, labels, name=None):
+        """The split with the examples at `positions` (within this split) labelled `labels` (class indices)."""
+        numbers = self._numbers()[np.asarray(positions, np.int64)]
+        override = np.full(sum(n for _, n in self.shards), -1, np.int64)
+        if self.relabelled is not None:
+            override[:] = self.relabelled
+        override[numbers] = np.asarray(labels, np.int64)
+        return dataclasses.replace(self, relabelled=override, name=name or self.name, class_counts=None)
+
 
 def _parse(number, record):
     example = tf.io.parse_single_example(record, {IMAGE: FEATURES[IMAGE], LABEL: FEATURES[LABEL]})
     return example[IMAGE], example[LABEL]
+
+
+def _with_label(example, override):
+    image, label = example
+    return image, tf.where(override >= 0, override, label)
+
+
+def _shard_signature(shards):
+    """(file, examples, size, modification time) of each shard: what the cache of labels and keys is keyed by."""
+    return tuple((path, n, os.stat(path).st_size, os.stat(path).st_mtime_ns) for path, n in shards)
+
+
+@functools.lru_cache(maxsize=4)
+def _stored_labels_and_keys(signature):
+    """(labels int64 [R], keys str object array [R]) of every record of the shards, in record-number order."""
+    features = {LABEL: FEATURES[LABEL], KEY: FEATURES[KEY]}
+    ds = tf.data.Dataset.from_tensor_slices([path for path, *_ in signature]).flat_map(tf.data.TFRecordDataset)
+    ds = ds.batch(4096).map(lambda batch: tf.io.parse_example(batch, features), num_parallel_calls=tf.data.AUTOTUNE)
+    labels, keys = [np.zeros(0, np.int64)], [np.zeros(0, object)]
+    for parsed in ds.as_numpy_iterator():
+        labels.append(parsed[LABEL])
+        keys.append(np.asarray([k.decode() for k in parsed[KEY]], object))
+    return np.concatenate(labels), np.concatenate(keys)
 
 
 def records(root, split):

@@ -38,6 +38,8 @@ class TfdsSplit:
             keeps all.
         labels (read-only): the int label of each example, a list as on every
             split type, read on first use.
+        relabelled: optional int64 label per stored position (-1: the stored
+            label), set by `relabel`; the stream and `labels` give these.
     """
 
     builder: object
@@ -46,45 +48,95 @@ class TfdsSplit:
     num_examples: int
     name: str = "tfds"
     indices: np.ndarray | None = None
+    relabelled: np.ndarray | None = None
 
     @property
     def num_classes(self):
         return len(self.class_names)
 
-    def _records(self):
-        """(encoded image bytes, label) of every record of the TFDS split, in stored order."""
+    def _records(self, with_id=False):
+        """(encoded image bytes, label[, tfds_id]) of every record of the TFDS split, in stored order."""
         import tensorflow_datasets as tfds_lib
 
         image_key, label_key = self.builder.info.supervised_keys[:2]
-        ds = self.builder.as_dataset(
-            split=self.split, shuffle_files=False, decoders={image_key: tfds_lib.decode.SkipDecoding()}
-        )
-        return ds.map(lambda ex: (ex[image_key], ex[label_key]))
+        read = dict(split=self.split, shuffle_files=False, decoders={image_key: tfds_lib.decode.SkipDecoding()})
+        if with_id:
+            ds = self.builder.as_dataset(**read, read_config=tfds_lib.ReadConfig(add_tfds_id=True))
+            return ds.map(lambda ex: (ex[image_key], ex[label_key], ex["tfds_id"]))
+        return self.builder.as_dataset(**read).map(lambda ex: (ex[image_key], ex[label_key]))
+
+    def _positions(self):
+        """The stored position of each example of the split, in order."""
+        return np.arange(self.num_examples) if self.indices is None else self.indices
 
     def encoded_dataset(self):
         """(encoded image bytes, label) records in stored order, not decoded (decoding comes after shuffling)."""
         import tensorflow as tf
 
         ds = self._records()
-        if self.indices is None:
+        if self.indices is None and self.relabelled is None:
             return ds
-        keep = np.zeros(int(self.indices.max(initial=-1)) + 1, bool)
-        keep[self.indices] = True
-        table = tf.constant(keep)
-        ds = ds.enumerate().take(len(keep))
-        return ds.filter(lambda i, ex: table[i]).map(lambda i, ex: ex)
+        ds = ds.enumerate()
+        if self.indices is not None:
+            keep = np.zeros(int(self.indices.max(initial=-1)) + 1, bool)
+            keep[self.indices] = True
+            table = tf.constant(keep)
+            ds = ds.take(len(keep)).filter(lambda i, ex: table[i])
+        if self.relabelled is not None:
+            override = tf.constant(self.relabelled)
+            ds = ds.map(lambda i, ex: (i, (ex[0], _relabelled(ex[1], override[i]))))
+        return ds.map(lambda i, ex: ex)
 
     @functools.cached_property
     def labels(self):
         """The int label of each example, a list as a FileSplit's: read once, without decoding any image."""
         labels = np.fromiter((int(label) for _, label in self._records().as_numpy_iterator()), np.int64)
-        return (labels if self.indices is None else labels[self.indices]).tolist()
+        if self.relabelled is not None:
+            labels[: len(self.relabelled)] = np.where(
+                self.relabelled >= 0, self.relabelled, labels[: len(self.relabelled)]
+            )
+        return labels[self._positions()].tolist()
+
+    def keys(self):
+        """The TFDS example id (`tfds_id`) of each example, in split order: read once per builder and split.
+
+        The id names the record's file and its place there
+        (`caltech_birds2011-train.tfrecord-00000-of-00004__17`), so it is the
+        same whichever slice of the split ("train[:90%]") reads it.
+        """
+        return _stored_ids(self)[self._positions()].tolist()
 
     def subset(self, indices, name=None):
         """The records at `indices` (positions within this split)."""
-        positions = np.arange(self.num_examples) if self.indices is None else self.indices
-        chosen = np.sort(positions[np.asarray(list(indices), np.int64)])
+        chosen = np.sort(self._positions()[np.asarray(list(indices), np.int64)])
         return dataclasses.replace(self, indices=chosen, num_examples=len(chosen), name=name or self.name)
+
+    def relabel(self, positions, labels, name=None):
+        """The split with the examples at `positions` (within this split) labelled `labels` (class indices)."""
+        stored = self._positions()
+        before = np.zeros(0, np.int64) if self.relabelled is None else self.relabelled
+        override = np.full(max(int(stored.max(initial=-1)) + 1, len(before)), -1, np.int64)
+        override[: len(before)] = before
+        override[stored[np.asarray(positions, np.int64)]] = np.asarray(labels, np.int64)
+        return dataclasses.replace(self, relabelled=override, name=name or self.name)
+
+
+def _relabelled(label, override):
+    import tensorflow as tf
+
+    return tf.where(override >= 0, tf.cast(override, label.dtype), label)
+
+
+_IDS = {}  # (data_dir, split) -> tfds ids of every stored record: read once per process.
+
+
+def _stored_ids(split):
+    """The tfds_id of every record of the TFDS split `split.split`, in stored order (an object array)."""
+    cache_key = (str(split.builder.data_dir), split.split)
+    if cache_key not in _IDS:
+        ids = [tfds_id.decode() for _, _, tfds_id in split._records(with_id=True).as_numpy_iterator()]
+        _IDS[cache_key] = np.asarray(ids, object)
+    return _IDS[cache_key]
 
 
 def tfds(name, split="train", data_dir=None, manual_dir=None, prepare=False):

@@ -282,3 +282,25 @@ def test_image_folder_val_folder_is_the_validation_split(tmp_path, tiny_config):
 def test_load_splits_from_config_demo(tiny_config):
     train, val, test = datasets.load_splits(tiny_config.data)
     assert train.num_classes == 4 and train.num_examples == 24 and test.num_examples == 12 and val is None
+
+
+def test_keys_name_each_example_as_its_source_writes_it(tmp_path):
+    _write_folder(tmp_path / "split" / "train", ["a"], 2)
+    _write_folder(tmp_path / "split" / "test", ["a"], 1)
+    assert readers.image_folder(str(tmp_path / "split"), "train").keys() == ["train/a/0.jpg", "train/a/1.jpg"]
+    _write_folder(tmp_path / "flat", ["a", "b"], 2)
+    flat = [readers.image_folder(str(tmp_path / "flat"), s, test_fraction=0.5).keys() for s in ("train", "test")]
+    assert sorted(flat[0] + flat[1]) == ["a/0.jpg", "a/1.jpg", "b/0.jpg", "b/1.jpg"]
+    write_image(str(tmp_path / "lists" / "my birds" / "a b.jpg"))
+    write_image(str(tmp_path / "lists" / "c.jpg"))
+    (tmp_path / "lists" / "train.txt").write_text("my birds/a b.jpg 0\nc.jpg 1\n")
+    assert readers.annotation_lists(str(tmp_path / "lists"), "train.txt").keys() == ["my birds/a b.jpg", "c.jpg"]
+    (tmp_path / "cub").mkdir()
+    classes = _write_cub(tmp_path / "cub")  # Keys are relative to images/, as images.txt writes them.
+    cub = readers.cub200(str(tmp_path / "cub"), "train")
+    assert cub.keys() == [f"{classes[(i - 1) % 2]}/img_{i}.jpg" for i in range(1, 5)]
+    aircraft = readers.fgvc_aircraft(str(_write_aircraft(tmp_path / "aircraft")), "trainval")
+    assert aircraft.keys() == [f"{i}.jpg" for i in AIRCRAFT_SPLIT_IDS["trainval"]]
+    subset = cub.subset([3, 1])  # Keys follow the examples through a subset.
+    assert subset.keys() == [cub.keys()[3], cub.keys()[1]]
+    assert readers.FileSplit(["/x/a.jpg"], [0], ["a"]).keys() == ["/x/a.jpg"]  # No key_root: the path.

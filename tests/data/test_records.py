@@ -274,3 +274,29 @@ def test_a_resume_on_rewritten_records_or_another_shuffle_buffer_is_a_new_stream
     ]
     assert changed[0] == changed[1] == ["record shards (digest of seed, names and counts)"], changed
     assert changed[2] == ["data.tfds_shuffle_buffer"]
+
+
+def _stored_images(split):
+    """The image bytes of every record of the split's shards, in record-number order."""
+    return [records._parse(0, r)[0].numpy() for path, _ in split.shards for r in tf.data.TFRecordDataset(path)]
+
+
+def test_records_keep_their_source_keys_so_one_exclude_list_serves_both(written):
+    root, out, corrupt, _ = written
+    folder = readers.image_folder(root, "train")
+    split = records.records(out, "train")
+    label_of = {k: y for k, y, p in zip(folder.keys(), folder.labels, folder.paths, strict=True) if p != corrupt}
+    assert sorted(split.keys()) == sorted(label_of) and split.keys()[0].startswith("train/class_")
+    assert [label_of[k] for k in split.keys()] == split.labels  # In record-number order, as the labels.
+    assert split.subset([9, 2, 5]).keys() == [split.keys()[i] for i in (2, 5, 9)]
+
+
+def test_relabelled_records_stream_and_list_their_new_labels(written):
+    split = records.records(written[1], "train")
+    part = split.subset(range(0, 24, 2))
+    relabelled = part.relabel([0, 3], [(part.labels[0] + 1) % 3, part.labels[3]])
+    assert relabelled.labels == [(part.labels[0] + 1) % 3] + part.labels[1:]
+    images = _stored_images(split)
+    expected = {images[n]: y for n, y in zip(part.indices, relabelled.labels, strict=True)}
+    assert {data: int(y) for data, y in relabelled.encoded_dataset().as_numpy_iterator()} == expected
+    assert relabelled.subset([0]).labels == relabelled.labels[:1]  # A subset keeps the new labels.
