@@ -1,4 +1,4 @@
-"""Export of the classifier branch alone: a SavedModel for TF Serving, TFLite or ONNX (TensorFlow).
+"""Export of the classifier branch alone: a SavedModel for TF Serving (TensorFlow).
 
 The export holds the backbone and the classification head, nothing of the
 destruction discriminator or the region alignment head: inference costs
@@ -15,25 +15,27 @@ the CPU with a parallel map:
   bytes of any size (TF Serving's REST API sends them base64-encoded as
   `{"b64": ...}`);
 * `serve_pixels`: `pixels`, float32 [None, None, None, 3], RGB in [0, 255];
+* `serve_crops`: `crops`, float32 [None, S, S, 3], RGB in [0, 255], already
+  resized and centre-cropped (no resize in the graph: the one tf2onnx
+  converts to a model ONNX Runtime runs);
 * `classify`: `inputs`, tf.string [None], serialized `tf.Example`s with the
   image bytes under `image/encoded` (TF Serving's Classify API: method name
-  `tensorflow/serving/classify`, outputs `classes` and `scores`).
+  `tensorflow/serving/classify`, outputs `classes` and `scores`);
+* `serve_embeddings`: `images` as `serving_default`; output `embeddings`,
+  float32 [None, D], the unit-length pooled feature (`dcl.embedding_model`).
 
-The first two return `logits`, `probabilities`, `top_k_indices`,
-`top_k_scores` and, when class names are known, `top_k_names`.
-`assets.extra/tf_serving_warmup_requests` holds two `serving_default`
-requests, which TF Serving runs when it loads the version, so the first user
-request does not pay for the graph's warm-up.
+`serving_default`, `serve_pixels` and `serve_crops` return `logits`,
+`probabilities`, `top_k_indices`, `top_k_scores` and, when class names are
+known, `top_k_names`. `assets.extra/tf_serving_warmup_requests` holds two
+`serving_default` requests, which TF Serving runs when it loads the version,
+so the first user request does not pay for the graph's warm-up.
 
-TFLite (float32, float16, int8) and ONNX models take preprocessed crops
-[batch, S, S, 3] in [0, 255] and return logits; `export_converted_file` runs
-each next to the Keras model on the same test images and reports the top-1
-agreement and the largest logit difference.
+TFLite and ONNX files are `export_formats`'s.
 """
 
-import importlib.util
+import json
 import os
-import shutil
+import sys
 import tempfile
 
 import keras
@@ -51,8 +53,6 @@ CLASSIFY_METHOD = "tensorflow/serving/classify"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 WARMUP_BATCH_SIZES = (1, 8)
 DECODE_PARALLELISM = 16
-TFLITE_QUANTIZATIONS = ("float32", "float16", "int8")
-ONNX_OPSET = 17
 USER_ERROR_EXIT = 2  # Exit status of the TensorFlow child process for an error in the user's input.
 STORAGE_ERROR_EXIT = 3  # ... and for a file it could not write (re-raised as checkpointing.StorageError).
 # What a write to a full, read-only or lost disk raises: Python's OSError, or TensorFlow's file system errors
@@ -80,6 +80,19 @@ def classifier_and_spec(model, resize_size=None):
     """
     classifier = dcl.classifier_model(model) if isinstance(model, dcl.DCLModel) else model
     return classifier, specs.EvalSpec.from_model(model, resize_size)
+
+
+def decode_images(images, spec):
+    """Encoded images [B] -> crops [B, S, S, 3] as `spec` (an `EvalSpec`) makes them, on the CPU in parallel."""
+    with tf.device("/CPU:0"):
+        return tf.map_fn(
+            lambda data: augment.eval_preprocess(
+                pipeline.decode_image(data), spec.resize_size, spec.image_size, spec.resampling
+            ),
+            images,
+            fn_output_signature=tf.TensorSpec([spec.image_size, spec.image_size, 3], tf.float32),
+            parallel_iterations=DECODE_PARALLELISM,
+        )
 
 
 def export_classifier(model, export_dir, *, top_k=5, version=None, class_names=None, resize_size=None):
@@ -110,37 +123,37 @@ def export_classifier(model, export_dir, *, top_k=5, version=None, class_names=N
             result["top_k_names"] = tf.gather(names, indices)
         return result
 
-    def decode(images):
-        """Encoded images [B] -> crops [B, S, S, 3], decoded on the CPU in parallel."""
-        with tf.device("/CPU:0"):
-            return tf.map_fn(
-                lambda data: augment.eval_preprocess(
-                    pipeline.decode_image(data), spec.resize_size, image_size, spec.resampling
-                ),
-                images,
-                fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
-                parallel_iterations=DECODE_PARALLELISM,
-            )
-
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def serve_encoded(images):
-        return serve(decode(images))
+        return serve(decode_images(images, spec))
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="pixels")])
     def serve_pixels(pixels):
         return serve(augment.eval_preprocess(pixels, spec.resize_size, image_size, spec.resampling))
 
+    @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="crops")])
+    def serve_crops(crops):
+        return serve(crops)
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
     def serve_examples(inputs):
         features = tf.io.parse_example(inputs, {EXAMPLE_IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
-        result = serve(decode(features[EXAMPLE_IMAGE_KEY]))
+        result = serve(decode_images(features[EXAMPLE_IMAGE_KEY], spec))
         return {"classes": tf.gather(names, result["top_k_indices"]), "scores": result["top_k_scores"]}
+
+    embedding = dcl.embedding_model(classifier)  # The classifier's own weights: nothing more is tracked.
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    def serve_embeddings(images):
+        return {"embeddings": embedding(decode_images(images, spec), training=False)}
 
     archive = keras.export.ExportArchive()
     archive.track(classifier)
     archive.add_endpoint("serving_default", serve_encoded)
     archive.add_endpoint("serve_pixels", serve_pixels)
+    archive.add_endpoint("serve_crops", serve_crops)
     archive.add_endpoint("classify", serve_examples)
+    archive.add_endpoint("serve_embeddings", serve_embeddings)
     return _write_version(archive, export_dir, version, spec.resize_size)
 
 
@@ -243,160 +256,21 @@ def write_warmup_requests(saved_model_dir, image_side):
     return path
 
 
-def _write_atomically(path, data):
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            f.write(data)
-
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        run_folder.write_file(path, write)
-    except OSError as e:
-        raise checkpointing.storage_error(f"the converted model {path}", e, "the model it came from", RETRY) from None
-    return path
-
-
-def _convert_from_saved_model(model, batch_size, convert):
-    """`convert(saved_model_dir)` over a temporary SavedModel of the classifier: crops -> logits.
-
-    Written by Keras's ExportArchive, which tracks every variable (a converter
-    given the concrete function directly left some unfrozen, and the TFLite
-    model returned NaN).
-    """
-    classifier, spec = classifier_and_spec(model)
-    image_size = spec.image_size
-    archive = keras.export.ExportArchive()
-    archive.track(classifier)
-    archive.add_endpoint(
-        "serving_default",
-        lambda pixels: {"logits": tf.cast(classifier(pixels, training=False), tf.float32)},
-        input_signature=[tf.TensorSpec([batch_size, image_size, image_size, 3], tf.float32, name="pixels")],
-    )
-    saved_model = tempfile.mkdtemp(prefix="dcl-convert-")
-    try:
-        archive.write_out(saved_model, verbose=False)
-        return convert(saved_model)
-    finally:
-        shutil.rmtree(saved_model, ignore_errors=True)
-
-
-def export_tflite(model, path, *, quantization="float32", representative_images=None):
-    """Converts the classifier to a TFLite model file; returns its path.
-
-    The TFLite model takes preprocessed crops, float32 [1, S, S, 3] in [0, 255]
-    (resize and centre-crop on the device, as `augment.eval_preprocess` does),
-    and returns the logits. `quantization`: "float32", "float16" (weights), or
-    "int8" (post-training quantization of weights and activations, calibrated
-    on `representative_images`, crops from the training data; float input and
-    output).
-    """
-    if quantization not in TFLITE_QUANTIZATIONS:
-        raise UserError(f"TFLite quantization must be one of {TFLITE_QUANTIZATIONS}. Received: {quantization!r}")
-    if quantization == "int8" and (representative_images is None or not len(representative_images)):
-        raise UserError("int8 quantization needs representative training images. Received: none")
-
-    def convert(saved_model):
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
-        if quantization != "float32":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if quantization == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        if quantization == "int8":
-            converter.representative_dataset = lambda: ([x[None].astype(np.float32)] for x in representative_images)
-        return converter.convert()
-
-    return _write_atomically(path, _convert_from_saved_model(model, 1, convert))
-
-
-def tflite_logits(path, images):
-    """Logits of a TFLite model file (from `export_tflite`) for crops [B, S, S, 3], one image at a time."""
-    import warnings
-
-    with warnings.catch_warnings():  # tf.lite.Interpreter's notice that LiteRT (ai-edge-litert) replaces it.
-        warnings.simplefilter("ignore", UserWarning)
-        interpreter = tf.lite.Interpreter(model_path=path)
-    interpreter.allocate_tensors()
-    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-    rows = []
-    for image in images:
-        interpreter.set_tensor(inp["index"], np.asarray(image, np.float32)[None])
-        interpreter.invoke()
-        rows.append(interpreter.get_tensor(out["index"])[0].copy())
-    return np.stack(rows)
-
-
-def export_onnx(model, path, *, opset=ONNX_OPSET):
-    """Converts the classifier to ONNX with tf2onnx; returns the path.
-
-    Input `pixels`: preprocessed crops, float32 [batch, S, S, 3] in [0, 255];
-    output `logits`. Needs the `tf2onnx` package (requirements.txt pins it).
-    """
-    import subprocess
-    import sys
-
-    def convert(saved_model):
-        tmp = path + ".tmp"
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tf2onnx.convert",
-                "--saved-model",
-                saved_model,
-                "--output",
-                tmp,
-                f"--opset={opset}",
-            ],
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode:
-            raise RuntimeError(f"tf2onnx failed to convert the classifier:\n{done.stderr[-3000:]}")
-        with open(tmp, "rb") as f:
-            data = f.read()
-        os.remove(tmp)
-        return data
-
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    return _write_atomically(path, _convert_from_saved_model(model, None, convert))
-
-
-def onnx_logits(path, images):
-    """Logits of an ONNX model file (from `export_onnx`) for crops [B, S, S, 3], with ONNX Runtime on the CPU."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    return session.run(["logits"], {"pixels": np.asarray(images, np.float32)})[0]
-
-
-def agreement(reference_logits, logits):
-    """How a converted model's logits match the Keras model's on the same images."""
-    reference_logits, logits = np.asarray(reference_logits, np.float64), np.asarray(logits, np.float64)
-    difference = np.abs(reference_logits - logits)
-    return {
-        "images": int(len(logits)),
-        "top1_agreement": float(np.mean(np.argmax(reference_logits, -1) == np.argmax(logits, -1))),
-        "max_abs_logit_difference": float(difference.max()),
-        "max_rel_logit_difference": float(difference.max() / max(np.abs(reference_logits).max(), 1e-12)),
-    }
-
-
-def _in_tensorflow(function, **kwargs):
-    """Runs `function` (a name in this module, JSON-able arguments and result) under the TensorFlow backend.
+def in_tensorflow(function, **kwargs):
+    """Runs `function` (a module-level function, JSON-able arguments and result) under the TensorFlow backend.
 
     The export is always a plain TensorFlow graph: under the TensorFlow backend
     it runs here; under another backend (JAX) the model file is reloaded in a
-    child process with KERAS_BACKEND=tensorflow. That keeps the SavedModel free
-    of jax2tf's XlaCallModule op, so any TF Serving release loads it.
+    child process with KERAS_BACKEND=tensorflow (`python -m <its module>`,
+    whose `__main__` calls `child_main`). That keeps the SavedModel free of
+    jax2tf's XlaCallModule op, so any TF Serving release loads it.
     """
     if keras.backend.backend() == "tensorflow":
-        return globals()[function](**kwargs)
-    import json
+        return function(**kwargs)
     import subprocess
-    import sys
 
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
-    args = [sys.executable, "-m", "dcl_keras.export", function, json.dumps(kwargs)]
+    args = [sys.executable, "-m", function.__module__, function.__name__, json.dumps(kwargs)]
     done = subprocess.run(args, env=env, capture_output=True, text=True)
     if done.returncode == STORAGE_ERROR_EXIT:
         raise checkpointing.StorageError(done.stderr.strip().splitlines()[-1])
@@ -405,6 +279,19 @@ def _in_tensorflow(function, **kwargs):
     if done.returncode:
         raise RuntimeError(f"Export under the TensorFlow backend failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def child_main(functions):
+    """The child process of `in_tensorflow`: runs `functions[argv[1]](**JSON argv[2])`, prints the JSON result.
+
+    An error in the user's input exits with USER_ERROR_EXIT (a full disk with
+    STORAGE_ERROR_EXIT) after printing its one line, which the parent re-raises.
+    """
+    try:
+        print(json.dumps(functions[sys.argv[1]](**json.loads(sys.argv[2]))))
+    except (UserError, FileNotFoundError, FileExistsError) as e:
+        print(e, file=sys.stderr)
+        sys.exit(STORAGE_ERROR_EXIT if isinstance(e, checkpointing.StorageError) else USER_ERROR_EXIT)
 
 
 def _saved_model_from_file(model_path, export_dir, top_k=5, version=None):
@@ -419,71 +306,21 @@ def export_model_file(model_path, export_dir, *, top_k=5, version=None, model=No
     """
     if model is not None and keras.backend.backend() == "tensorflow":
         return export_classifier(model, export_dir, top_k=top_k, version=version)
-    return _in_tensorflow(
-        "_saved_model_from_file", model_path=model_path, export_dir=export_dir, top_k=top_k, version=version
+    return in_tensorflow(
+        _saved_model_from_file, model_path=model_path, export_dir=export_dir, top_k=top_k, version=version
     )
 
 
-def _converted_from_file(model_path, output, fmt, quantization, workdir, num_images):
-    from dcl_keras.data import datasets
-
-    model = saving.load_model(model_path)
-    config = run_folder.load_config(workdir)
-    splits = datasets.load_splits(config.data)
-
-    def crops(split):
-        return datasets.spread_crops(split, specs.EvalSpec.from_config(config), num_images)[0]
-
-    if fmt == "tflite":
-        representative = crops(splits.train) if quantization == "int8" else None
-        export_tflite(model, output, quantization=quantization, representative_images=representative)
-        run = tflite_logits
-    else:
-        export_onnx(model, output)
-        run = onnx_logits
-    test = crops(splits.test)
-    reference = dcl.classifier_model(model).predict(test, batch_size=32, verbose=0)
-    report = {"path": output, "format": fmt, "quantization": quantization, **agreement(reference, run(output, test))}
-    report["size_bytes"] = os.path.getsize(output)
-    return report
-
-
-def export_converted_file(model_path, output, *, fmt, workdir, quantization="float32", num_images=64):
-    """Converts a `.keras` model's classifier to TFLite or ONNX and checks it against the Keras model.
-
-    `workdir` (bin/train's) gives the data: TFLite int8 calibrates on
-    `num_images` training crops, and the converted model is compared with the
-    Keras model on `num_images` test crops. Returns the `agreement` figures
-    with the path, format and size.
-    """
-    if fmt not in ("tflite", "onnx"):
-        raise UserError(f"Expected the format tflite or onnx. Received: {fmt!r}")
-    if not isinstance(num_images, int) or num_images < 1:
-        raise UserError(f"--num_images: expected an integer >= 1 (test images to compare on). Received: {num_images!r}")
-    missing = [p for p in (("tf2onnx", "onnxruntime") if fmt == "onnx" else ()) if importlib.util.find_spec(p) is None]
-    if missing:
-        raise UserError(f"--format=onnx needs {missing}: pip install 'dcl-keras[onnx]'. Received: not installed")
-    if quantization not in TFLITE_QUANTIZATIONS or (fmt == "onnx" and quantization != "float32"):
+def require_signature(signatures, name, export_path):
+    """`signatures[name]` of a loaded export; a one-line UserError naming the fix when an older export lacks it."""
+    if name not in signatures:
         raise UserError(
-            f"--quantization: tflite takes {TFLITE_QUANTIZATIONS}, onnx float32. Received: {quantization!r}"
+            f"The export {export_path} has no {name!r} signature (written by an older dcl_keras): re-export it with "
+            f"bin/export --model=<its .keras model> --export_dir={os.path.dirname(os.path.normpath(export_path))}. "
+            f"Received: signatures {sorted(signatures)}"
         )
-    return _in_tensorflow(
-        "_converted_from_file",
-        model_path=model_path,
-        output=os.path.abspath(output),
-        fmt=fmt,
-        quantization=quantization,
-        workdir=workdir,
-        num_images=num_images,
-    )
+    return signatures[name]
 
 
 if __name__ == "__main__":
-    import json
-    import sys
-
-    try:
-        print(json.dumps(globals()[sys.argv[1]](**json.loads(sys.argv[2]))))
-    except (UserError, FileNotFoundError, FileExistsError) as e:  # The parent re-raises it as a UserError.
-        print(e, file=sys.stderr)
-        sys.exit(STORAGE_ERROR_EXIT if isinstance(e, checkpointing.StorageError) else USER_ERROR_EXIT)
+    child_main(globals())

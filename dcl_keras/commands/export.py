@@ -8,12 +8,13 @@
 
 SavedModel: writes <export_dir>/<version>/ (default version: the next free
 integer) with the signatures serving_default (image bytes), serve_pixels
-(arrays) and classify (tf.Example, TF Serving's Classify API), and TF
-Serving's warm-up requests. TFLite (float32, float16, or int8 calibrated on
-training images) or ONNX (tf2onnx): writes --output (default
-<workdir>/<format>/classifier[_<quantization>].<format>), runs it and the
-Keras model on the same test images, prints their top-1 agreement and largest
-logit difference, and saves them next to it (.json).
+(arrays), serve_crops (preprocessed crops, the one tf2onnx converts), classify
+(tf.Example, TF Serving's Classify API) and serve_embeddings (image bytes ->
+unit-length pooled features), and TF Serving's warm-up requests. TFLite
+(float32, float16, or int8 calibrated on training images) or ONNX (tf2onnx):
+writes --output (default <workdir>/<format>/classifier[_<quantization>].<format>),
+runs it and the Keras model on the same test images, prints their top-1
+agreement and largest logit difference, and saves them next to it (.json).
 """
 
 import json
@@ -44,7 +45,7 @@ flags.DEFINE_enum("backend", os.environ.get("KERAS_BACKEND", "tensorflow"), cli.
 
 def main(argv):
     del argv
-    from dcl_keras import export
+    from dcl_keras import export, export_formats
 
     if not (_WORKDIR.value or _MODEL.value):
         raise UserError("Give --workdir or --model. Received: neither")
@@ -66,7 +67,7 @@ def main(argv):
             raise UserError(f"--format={fmt} needs --workdir (its data checks the converted model). Received: none")
         name = f"classifier_{_QUANTIZATION.value}.tflite" if fmt == "tflite" else "classifier.onnx"
         output = _OUTPUT.value or os.path.join(_WORKDIR.value, fmt, name)
-        report = export.export_converted_file(
+        report = export_formats.export_converted_file(
             run_folder.model_file(_WORKDIR.value, _MODEL.value),
             output,
             fmt=fmt,
