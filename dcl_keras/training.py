@@ -156,6 +156,9 @@ def stream_fingerprint(config, split, cluster=None):
             value = value[part]
         values[field] = value
     values["training examples"] = split.num_examples
+    if config.data.exclude or config.data.relabel or config.data.audit_folds:  # Lists whose contents can change.
+        curated = json.dumps([list(split.keys()), [int(label) for label in split.labels]])
+        values["curated training split (digest of keys and labels)"] = hashlib.sha256(curated.encode()).hexdigest()[:16]
     if hasattr(split, "encoded_dataset"):
         values["data.tfds_shuffle_buffer"] = config.data.tfds_shuffle_buffer
     if pipeline.is_file_sharded(split):
@@ -225,6 +228,11 @@ def train(config, workdir, train_split, val_split=None, process_dir=None, export
             "its own run of the records" if pipeline.is_file_sharded(train_split) else "its slice of each batch",
         )
     callbacks = _callbacks(config, workdir, process_dir, fingerprint, steps, stop, cluster)
+    if config.train.record_margins and process_dir is None:  # bin/audit --method=aum.
+        from dcl_keras import label_audit
+
+        spec = specs.EvalSpec.from_config(config)
+        callbacks.append(label_audit.MarginRecorder(model, train_split, spec, workdir, config.eval.batch_size))
     fit = dict(callbacks=callbacks, shuffle=False, verbose=config.train.verbose, **validation)
     try:
         if done_in_epoch:  # Killed between two step checkpoints: finish that epoch first.
@@ -338,7 +346,7 @@ def train_and_evaluate(config, workdir, cluster=None):
 
 
 def _train_stages(config, workdir, cluster, scope, export_dir, stop):
-    from dcl_keras import evaluation, export
+    from dcl_keras import evaluation, export, label_audit
 
     keras.utils.set_random_seed(config.seed)
     # Data.
@@ -395,7 +403,9 @@ def _train_stages(config, workdir, cluster, scope, export_dir, stop):
             "`bin/evaluate --workdir=%s` once training has finished.",
             workdir,
         )
-    elif config.eval.enabled:
+    if config.data.audit_folds:  # bin/audit's fold run: the held-out fold's probabilities, before evaluation.json.
+        label_audit.write_fold_predictions(dcl.classifier_model(model), config, workdir)
+    if config.eval.enabled and evaluate_here:
         extra = {"before_precise_bn": before_precise_bn} if config.eval.precise_bn_batches else None
         result["evaluation"] = evaluate(dcl.classifier_model(model), splits.test, out_dir=workdir, extra=extra)
     return result

@@ -9,6 +9,8 @@
       model.keras          the final model
       backbone.weights.h5  with export.backbone_weights (what model.weights=<path> loads)
       export/<version>/    the SavedModel versions, unless export.dir is set
+      fold_predictions.npz with data.audit_folds: the held-out fold's probabilities (dcl_keras.label_audit)
+      margins.npz          with train.record_margins: each training image's margin per epoch
       evaluation.json      written last: the run is finished (`is_finished`)
       confusion_matrix.png, confused_pairs.png   drawn with evaluation.json
       pointing.json        `bin/analyze pointing`
@@ -51,6 +53,8 @@ CONFUSION_MATRIX_PNG = "confusion_matrix.png"
 CONFUSED_PAIRS_PNG = "confused_pairs.png"
 POINTING = "pointing.json"
 REPORT = "report.html"
+FOLD_PREDICTIONS = "fold_predictions.npz"  # With data.audit_folds: the held-out fold's probabilities.
+MARGINS = "margins.npz"  # With train.record_margins: every training image's margin, per epoch.
 TRAIN_LOG = "train.log"  # bin/sweep's log of a run it starts.
 # What fsync raises where a file system cannot flush (FUSE, some network file systems): nothing to wait for.
 FSYNC_UNSUPPORTED = (errno.EINVAL, errno.ENOTSUP)

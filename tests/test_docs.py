@@ -39,8 +39,8 @@ from helpers import ROOT
 
 SHELL_FENCES = ("", "sh", "bash", "shell", "console")
 SEPARATORS = {";", "&&", "||", "|", "&"}  # Parentheses stay words: a listing "(bin/x)" is not a subshell.
-# bin/sweep takes its base config as a plain string and fields through these flags.
-FIELD_FLAGS = {"dcl_keras.commands.sweep": ("set", "vary")}
+# bin/sweep and bin/audit take their base config as a plain string and fields through these flags.
+FIELD_FLAGS = {"dcl_keras.commands.sweep": ("set", "vary"), "dcl_keras.commands.audit": ("set",)}
 README_MAX_LINES = 250
 
 

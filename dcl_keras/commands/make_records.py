@@ -49,6 +49,11 @@ def main(argv):
             "--config.data.long_tail_ratio (set them when training from a file-based source). Received: "
             f"data.label_noise={data.label_noise}, data.long_tail_ratio={data.long_tail_ratio}"
         )
+    if data.audit_folds:
+        raise UserError(
+            "bin/make_records writes the whole training split; an audit fold would leave one fold out. Drop "
+            f"--config.data.audit_folds. Received: data.audit_folds={data.audit_folds}"
+        )
     data.check_files = False  # The writer decodes every image once and lists the ones it leaves out.
     splits = datasets.load_splits(data)
     chosen = {"train": splits.train, "test": splits.test}

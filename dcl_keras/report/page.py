@@ -31,6 +31,8 @@ pre{background:#f6f8fa;border:1px solid #eaeef2;border-radius:6px;padding:8px 10
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:8px}
 figure{margin:10px 0} figure img{max-width:100%;height:auto;border:1px solid #eaeef2}
 figcaption{color:#57606a;font-size:12.5px}
+.thumbs{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:10px}
+.thumbs img{width:128px;image-rendering:pixelated}
 footer{color:#57606a;font-size:12px;text-align:center;padding:16px}
 """
 # Inline styles and data: images only: a page that tried to load anything would show it in the console.

@@ -1,0 +1,56 @@
+"""The audit's signals: margins, the cleanlab ranking of out-of-fold probabilities, the margin ranking."""
+
+import numpy as np
+import pytest
+
+from dcl_keras import label_audit
+
+pytestmark = pytest.mark.backend_agnostic
+
+
+def test_margin_is_the_given_logit_minus_the_best_other():
+    logits = np.array([[3.0, 1.0, 0.0], [0.5, 2.0, 1.5], [1.0, 1.0, 4.0]])
+    np.testing.assert_allclose(label_audit.margins(logits, [0, 2, 0]), [2.0, -0.5, -3.0])
+
+
+def _planted(num=300, classes=4, wrong=30, seed=0):
+    """Out-of-fold probabilities that favour the true class, and given labels with `wrong` of them flipped."""
+    rng = np.random.default_rng(seed)
+    truth = np.arange(num) % classes
+    logits = rng.normal(0, 0.3, (num, classes))
+    logits[np.arange(num), truth] += 5.0
+    probabilities = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    given = truth.copy()
+    flipped = rng.choice(num, wrong, replace=False)
+    given[flipped] = (truth[flipped] + rng.integers(1, classes, wrong)) % classes
+    keys = [f"c{t}/{i}.jpg" for i, t in enumerate(truth)]
+    return keys, given, probabilities, truth, {keys[i] for i in flipped}
+
+
+def test_cleanlab_ranking_flags_the_planted_wrong_labels_first_and_suggests_the_true_class():
+    keys, given, probabilities, truth, wrong = _planted()
+    names = [f"class_{c}" for c in range(4)]
+    rows, flagged = label_audit.rank_out_of_fold(keys, given, probabilities, names)
+    assert len(rows) == len(keys) and {r["key"] for r in rows} == set(keys)
+    assert [r["flagged"] for r in rows] == [True] * flagged + [False] * (len(rows) - flagged)
+    assert {r["key"] for r in rows[:flagged]} == wrong
+    by_key = {k: i for i, k in enumerate(keys)}
+    assert all(r["suggested"] == names[truth[by_key[r["key"]]]] for r in rows[:flagged])
+    scores = [r["score"] for r in rows[flagged:]]
+    assert scores == sorted(scores)  # The rest: least confident in the given label first.
+
+
+def test_margin_ranking_flags_negative_areas_under_the_margin():
+    keys = ["a", "b", "c", "d"]
+    rows_over_epochs = np.array([[1.0, -2.0, 0.5, -0.1], [2.0, -1.0, -1.0, 0.3]])  # Means 1.5, -1.5, -0.25, 0.1.
+    rows, flagged = label_audit.rank_margins(keys, [0, 1, 0, 1], rows_over_epochs, [0, 0, 1, 1], ["x", "y"])
+    assert flagged == 2
+    assert [r["key"] for r in rows] == ["b", "c", "d", "a"]
+    assert [r["flagged"] for r in rows] == [True, True, False, False]
+    assert rows[0]["label"] == "y" and rows[0]["suggested"] == "x"
+    np.testing.assert_allclose([r["score"] for r in rows], [-1.5, -0.25, 0.1, 1.5])
+
+
+def test_precision_and_recall_against_the_truth():
+    assert label_audit.precision_recall({"a", "b", "c", "d"}, {"a", "b", "e"}) == (0.5, 2 / 3)
+    assert label_audit.precision_recall(set(), {"a"}) == (None, 0.0)
