@@ -58,8 +58,8 @@ def foreign_folder(out, share=FOREIGN, seed=0):
     for i in range(count):
         attributes = typefaces.ATTRIBUTES[rng.integers(len(typefaces.ATTRIBUTES))]
         image, _ = typefaces.render_with_box(rng, attributes, config.data.demo.image_size)
-        key = f"{classes[i % len(classes)]}/page_{i:04d}.jpg"
-        image.convert("RGB").save(os.path.join(tmp, "train", key), quality=90)
+        key = f"train/{classes[i % len(classes)]}/page_{i:04d}.jpg"  # Keys name the split folder (split.keys()).
+        image.convert("RGB").save(os.path.join(tmp, key), quality=90)
         junk.append(key)
     run_folder.write_text(os.path.join(tmp, "junk.txt"), "".join(k + "\n" for k in junk))
     os.replace(tmp, out)
@@ -130,6 +130,8 @@ def clean_top1(seed, args):
 
 def stats(values):
     values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
     mean, std = sweep.mean_std(values)
     return "n/a" if mean is None else f"{mean:.3f}" + (f" +- {std:.3f}" if std is not None else "")
 
