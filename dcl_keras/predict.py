@@ -1,5 +1,6 @@
-"""Prediction from a `.keras` model or a TF Serving export folder (top-k names and probabilities)."""
+"""Prediction from a `.keras` model or a TF Serving export folder: top-k names and probabilities, and embeddings."""
 
+import functools
 import os
 
 import numpy as np
@@ -8,6 +9,9 @@ import tensorflow as tf
 from dcl_keras import saving
 from dcl_keras.data import augment, pipeline, readers
 from dcl_keras.errors import UserError
+from dcl_keras.models import dcl
+
+EMBEDDINGS_SIGNATURE = "serve_embeddings"  # The export's signature: encoded images -> {"embeddings": [B, D]}.
 
 
 def list_images(inputs):
@@ -45,7 +49,8 @@ class Predictor:
 
     Both kinds preprocess exactly as evaluation does (resize, centre crop);
     an export is run through its own signatures (`serving_default` for files,
-    `serve_pixels` for arrays), as TF Serving would run it.
+    `serve_pixels` for arrays, `serve_embeddings` for `embeddings`), as TF
+    Serving would run it.
 
     Args:
         model_path: a `.keras` file or a SavedModel folder (or export base folder).
@@ -54,7 +59,7 @@ class Predictor:
 
     def __init__(self, model_path, top_k=5):
         self.top_k = top_k
-        model_path = os.fspath(model_path)
+        self.model_path = model_path = os.fspath(model_path)
         if model_path.endswith(".keras") and os.path.isfile(model_path):
             from dcl_keras import export
 
@@ -63,7 +68,8 @@ class Predictor:
             self.class_names = model.class_names or [str(i) for i in range(model.num_classes)]
             self._serving = None
         elif os.path.isdir(model_path):
-            self._signatures = tf.saved_model.load(resolve_export(model_path)).signatures
+            self._export_path = resolve_export(model_path)
+            self._signatures = tf.saved_model.load(self._export_path).signatures
             self._serving = self._signatures["serving_default"]
             self.class_names = None
         else:
@@ -146,12 +152,13 @@ class Predictor:
             return np.stack([out["logits"] for out in self._outputs(data, images)])
         return self._keras_logits(images)
 
-    def _keras_logits(self, images):
+    def _keras_crops(self, images):
         spec = self._spec
-        pixels = tf.stack(
-            [augment.eval_preprocess(image, spec.resize_size, spec.image_size, spec.resampling) for image in images]
-        )
-        return np.asarray(self._classifier.predict_on_batch(pixels.numpy()))
+        crops = [augment.eval_preprocess(image, spec.resize_size, spec.image_size, spec.resampling) for image in images]
+        return tf.stack(crops).numpy()
+
+    def _keras_logits(self, images):
+        return np.asarray(self._classifier.predict_on_batch(self._keras_crops(images)))
 
     def predict(self, inputs, failures=None):
         """[(key, [(class name, probability), ...]), ...]: the top-k of each usable input.
@@ -182,3 +189,90 @@ class Predictor:
             order = np.argsort(-row)[: self.top_k]
             results.append((key, [(self.class_names[j], float(row[j])) for j in order]))
         return results
+
+    @functools.cached_property
+    def _embedder(self):
+        """`dcl.embedding_model` of a `.keras` model; an export's `serve_embeddings` (a UserError when it has none)."""
+        if self._serving is None:
+            return dcl.embedding_model(self._classifier)
+        from dcl_keras import export
+
+        return export.require_signature(self._signatures, EMBEDDINGS_SIGNATURE, self._export_path)
+
+    @property
+    def embedding_size(self):
+        """D, the length of this model's embeddings (the width of its pooled feature)."""
+        if self._serving is None:
+            return int(self._embedder.output_shape[-1])
+        return int(self._embedder.structured_outputs["embeddings"].shape[-1])
+
+    def embeddings(self, inputs, failures=None):
+        """Unit-length embeddings, float32 [number of usable inputs, D]: see `keyed_embeddings`."""
+        return self.keyed_embeddings(inputs, failures)[1]
+
+    def keyed_embeddings(self, inputs, failures=None):
+        """(keys, float32 [len(keys), D]): the L2-normalised pooled feature of each usable input.
+
+        Inputs, keys and `failures` as in `predict`. A `.keras` model runs
+        `dcl.embedding_model` on the evaluation crops; an export runs its
+        `serve_embeddings` signature, which takes encoded images: files are
+        sent as they are, arrays encoded as PNG, which holds uint8 pixels
+        exactly. An array with fractional values would be rounded, so it is
+        refused (give its file, uint8 pixels or the `.keras` model).
+        """
+        embedder = self._embedder  # An export without the signature fails here, before any image is read.
+        keys, data, images = self._read(inputs, failures)
+        if self._serving is None:
+            if not keys:
+                return keys, np.zeros((0, self.embedding_size), np.float32)
+            return keys, np.asarray(embedder.predict_on_batch(self._keras_crops(images)), np.float32)
+        encoded_keys, encoded = [], []
+        for key, item, image in zip(keys, data, images, strict=True):
+            item = item if item is not None else _lossless_png(key, image, failures)
+            if item is not None:
+                encoded_keys.append(key)
+                encoded.append(item)
+        if not encoded:
+            return encoded_keys, np.zeros((0, self.embedding_size), np.float32)
+        return encoded_keys, embedder(images=tf.constant(encoded))["embeddings"].numpy()
+
+    def split_embeddings(self, split, batch_size=32):
+        """(float32 [N, D], int labels [N]): the embeddings of a dataset split's examples, read as evaluation reads them.
+
+        A `.keras` model embeds `pipeline.eval_batches`' crops; an export
+        embeds each image as the split decodes it (an aircraft banner
+        removed), encoded as PNG, through `serve_embeddings`. Examples that do
+        not decode are skipped and logged, as evaluation skips them.
+        """
+        embedder = self._embedder
+        if self._serving is None:
+            batches = (
+                (embedder.predict_on_batch(images.numpy()), labels)
+                for images, labels in pipeline.eval_batches(split, self._spec, batch_size=batch_size)
+            )
+        else:
+            ds = pipeline.examples(split).ignore_errors(log_warning=True)
+            ds = ds.map(lambda image, label: (tf.io.encode_png(image), label)).batch(batch_size)
+            batches = ((embedder(images=images)["embeddings"], labels) for images, labels in ds)
+        rows, labels = [np.zeros((0, self.embedding_size), np.float32)], [np.zeros((0,), np.int64)]
+        for embedded, batch_labels in batches:
+            rows.append(np.asarray(embedded, np.float32))
+            labels.append(np.asarray(batch_labels, np.int64))
+        return np.concatenate(rows), np.concatenate(labels)
+
+
+def _lossless_png(key, image, failures):
+    """PNG bytes of an array input, or None (reported in `failures`, else raised) when PNG cannot hold its pixels."""
+    pixels = np.asarray(image)
+    whole = np.clip(np.round(pixels), 0, 255)
+    if not np.array_equal(whole, pixels):
+        reason = (
+            f"input {key}: an export embeds encoded images, and PNG holds only whole pixel values in [0, 255]: "
+            f"give uint8 pixels, the image file or the .keras model. Received: {pixels.dtype} values in "
+            f"[{pixels.min():g}, {pixels.max():g}], not all whole"
+        )
+        if failures is None:
+            raise UserError(reason)
+        failures.append((key, reason))
+        return None
+    return tf.io.encode_png(whole.astype(np.uint8)).numpy()
