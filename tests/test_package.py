@@ -31,6 +31,8 @@ def test_every_console_command_is_installed_and_is_the_bin_script():
         "dcl-sweep",
         "dcl-make-records",
         "dcl-report",
+        "dcl-audit",
+        "dcl-gallery",
         "dcl-pretrain",
     }
     for command, target in scripts.items():

@@ -342,7 +342,9 @@ def _export_section(run):
     parts.append(
         f"<p>SavedModel versions {', '.join(map(str, versions))} in <code>{html.escape(export_dir)}</code>, the folder "
         "TF Serving watches (it serves the highest version). Signatures: <code>serving_default</code> (encoded "
-        "image bytes), <code>serve_pixels</code> (float pixels), <code>classify</code> (tf.Example).</p>"
+        "image bytes), <code>serve_pixels</code> (float pixels), <code>serve_crops</code> (crops at the input size, "
+        "the one to convert with tf2onnx), <code>serve_embeddings</code> (unit-length features from image bytes, "
+        "for <code>bin/gallery</code>), <code>classify</code> (tf.Example).</p>"
     )
     parts.append(f"<pre>{html.escape(chr(10).join(cli.serving_commands(export_dir)))}</pre>")
     parts.append(f"<p>Latest version: <code>{html.escape(latest)}</code></p>")
