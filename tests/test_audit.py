@@ -14,7 +14,6 @@ from dcl_keras.report import audit_page
 
 from helpers import run_bin
 
-pytestmark = pytest.mark.backend_agnostic
 
 
 def _train_here(runs):
@@ -39,6 +38,7 @@ def test_plan_makes_one_run_per_fold_without_export_and_refuses_what_the_audit_s
         audit.plan(tiny_config_file, str(tmp_path / "c"), overrides={"data.audit_fold": "1"})
 
 
+@pytest.mark.backend_agnostic  # Trains: also under KERAS_BACKEND=jax.
 def test_kfold_audit_ranks_every_training_image_once_and_writes_its_lists_and_page(tiny_config_file, tmp_path):
     folder = str(tmp_path / "audit")
     runs = audit.plan(tiny_config_file, folder, folds=2)
@@ -65,6 +65,7 @@ def test_kfold_audit_ranks_every_training_image_once_and_writes_its_lists_and_pa
     assert page.count("<img") == 5 and rows[0]["key"] in page
 
 
+@pytest.mark.backend_agnostic  # Trains: also under KERAS_BACKEND=jax.
 def test_recording_margins_leaves_training_unchanged_and_keeps_one_row_per_epoch(tiny_config, tmp_path):
     weights = {}
     for record in (False, True):
