@@ -20,14 +20,16 @@ Which signal to use is in dcl_keras/label_audit.py and docs/noisy-catalogue.md.
 
 import copy
 import csv
+import importlib.util
 import io
 import os
 
 import numpy as np
 
+from dcl_keras import config as config_lib
 from dcl_keras import label_audit, sweep
 from dcl_keras import workdir as run_folder
-from dcl_keras.data import datasets, pipeline, specs
+from dcl_keras.data import curation, datasets, pipeline, specs
 from dcl_keras.errors import UserError
 
 METHODS = ("kfold", "aum")
@@ -51,13 +53,20 @@ def plan(config_spec, audit_dir, *, method="kfold", folds=5, seed=0, overrides=N
     if taken:
         raise UserError(f"--set: {taken} are set by the audit itself (--method, --folds). Received: {taken}")
     overrides.setdefault("export.enabled", "False")
+    if importlib.util.find_spec("cleanlab") is None and method == "kfold":
+        raise UserError(
+            "bin/audit --method=kfold ranks with cleanlab, which is not installed: pip install cleanlab (or "
+            "'dcl-keras[audit]'), or use --method=aum. Received: --method=kfold"
+        )
     if method == "aum":
-        return sweep.plan(
+        runs = sweep.plan(
             config_spec, "single", [seed], audit_dir, overrides={**overrides, "train.record_margins": "True"}
         )
+        check_one_audit(runs, audit_dir)
+        return runs
     if folds < 2:
         raise UserError(f"--folds: expected at least 2 folds. Received: --folds={folds}")
-    return sweep.plan(
+    runs = sweep.plan(
         config_spec,
         "single",
         [seed],
@@ -65,10 +74,36 @@ def plan(config_spec, audit_dir, *, method="kfold", folds=5, seed=0, overrides=N
         vary={"data.audit_fold": [str(k) for k in range(folds)]},
         overrides={**overrides, "data.audit_folds": str(folds)},
     )
+    config = sweep.apply_overrides(config_lib.load_config_file(runs[0]["config"]), runs[0]["overrides"])
+    pool = training_split(config, check_files=False)
+    curation.audit_folds(pool, folds, config.data.split_seed)  # A class under K fails here, not in K runs.
+    check_one_audit(runs, audit_dir)
+    return runs
+
+
+def check_one_audit(runs, audit_dir):
+    """Refuses to plan `runs` into a folder that holds another audit's runs (another method, K or seed)."""
+    if not os.path.isfile(os.path.join(audit_dir, sweep.PLAN)):
+        return
+    planned = {run["workdir"] for run in sweep.load_plan(audit_dir)["runs"]}
+    if planned != {run["workdir"] for run in runs}:
+        raise UserError(
+            f"{audit_dir} holds another audit's runs ({len(planned)} planned with other flags): one audit per "
+            "folder, or its ranking would mix them. Use a new --audit_dir, or the flags it was planned with "
+            f"({os.path.join(audit_dir, sweep.PLAN)})."
+        )
 
 
 def _finished_runs(audit_dir):
+    if not os.path.isfile(os.path.join(audit_dir, sweep.PLAN)):
+        raise UserError(f"{audit_dir}: no audit here (no {sweep.PLAN}). Plan it with bin/audit --config=... first.")
     runs = sweep.load_plan(audit_dir)["runs"]
+    marks = [set(run["overrides"]) & {"data.audit_folds", "train.record_margins"} for run in runs]
+    if not runs or not all(marks):
+        raise UserError(
+            f"{audit_dir} is not a bin/audit folder: its runs set neither data.audit_folds nor "
+            "train.record_margins (a bin/sweep folder?). Received: --audit_dir=" + audit_dir
+        )
     waiting = [run for run in runs if not sweep.finished(run)]
     if waiting:
         raise UserError(
@@ -79,11 +114,13 @@ def _finished_runs(audit_dir):
     return runs
 
 
-def training_split(config):
+def training_split(config, check_files=None):
     """The training split the audit describes: the config's, with every audit field at its default."""
     data = copy.deepcopy(config.data)
     with data.unlocked():
         data.audit_folds, data.audit_fold = 0, 0
+        if check_files is not None:
+            data.check_files = check_files
     return datasets.load_splits(data).train
 
 
@@ -122,18 +159,23 @@ def _out_of_fold(runs, split):
         if not os.path.isfile(path):
             raise run_folder.MissingFile(f"{path}: missing. Is {run['workdir']} a fold run of this audit?")
         with np.load(path) as data:
+            if int(data["folds"]) != len(runs):
+                raise UserError(f"{path}: a fold of {int(data['folds'])}, in an audit of {len(runs)} runs.")
             parts.append({name: data[name] for name in ("keys", "labels", "probabilities")})
-    keys = np.concatenate([p["keys"] for p in parts])
-    position = {key: i for i, key in enumerate(split.keys())}
-    missing = sorted(set(position) - set(keys.tolist()))
-    if missing or len(keys) != len(position):
+    positions = {}  # key -> its positions in the split (a list file may name one image twice).
+    for i, key in enumerate(split.keys()):
+        positions.setdefault(key, []).append(i)
+    keys = np.concatenate([p["keys"] for p in parts]).tolist()
+    placed = [positions[key].pop(0) if positions.get(key) else -1 for key in keys]
+    if -1 in placed or len(placed) != split.num_examples:
+        missing = [key for key, left in positions.items() if left][:3]
         raise UserError(
-            f"The fold runs predict {len(keys)} images for a training split of {len(position)} ({len(missing)} "
-            f"never held out, e.g. {missing[:3]}): the folds do not cover the split. Plan the audit again."
+            f"The fold runs predict {len(keys)} images for a training split of {split.num_examples} (never held "
+            f"out, e.g. {missing}): the folds do not cover the split. Plan the audit again in a new folder."
         )
-    order = np.argsort([position[key] for key in keys.tolist()], kind="stable")
+    order = np.argsort(placed, kind="stable")
     labels = np.concatenate([p["labels"] for p in parts])[order]
-    return keys[order], labels, np.concatenate([p["probabilities"] for p in parts])[order]
+    return np.asarray(keys)[order], labels, np.concatenate([p["probabilities"] for p in parts])[order]
 
 
 def _check_same_images(keys, split, folder):
@@ -148,7 +190,7 @@ def write(audit_dir, rows, summary):
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, ["rank", "key", "label", "suggested", "score", "flagged"], lineterminator="\n")
     writer.writeheader()
-    writer.writerows({"rank": i, **row, "score": f"{row['score']:.6g}"} for i, row in enumerate(rows, 1))
+    writer.writerows({**row, "score": f"{row['score']:.6g}"} for row in rows)
     run_folder.write_text(paths[SUSPECTS], buffer.getvalue())
     header = f"# {len(flagged)} training image(s) flagged by bin/audit: {summary['method']}\n"
     run_folder.write_text(paths[EXCLUDE], header + "".join(f"{row['key']}\n" for row in flagged))
@@ -160,11 +202,14 @@ def write(audit_dir, rows, summary):
 
 
 def thumbnails(config, split, rows, count):
-    """uint8 crops [<= count, S, S, 3] of the `count` most suspect images (evaluation preprocessing)."""
+    """[(row, uint8 crop [S, S, 3])] of the `count` most suspect images, in rank order (evaluation preprocessing).
+
+    An image that no longer decodes is left out.
+    """
     position = {key: i for i, key in enumerate(split.keys())}
-    chosen = [position[row["key"]] for row in rows[:count]]
-    if not chosen:
-        return np.zeros((0, 1, 1, 3), np.uint8)
     spec = specs.EvalSpec.from_config(config)
-    crops = [images.numpy() for images, _ in pipeline.eval_batches(split.subset(chosen), spec, batch_size=32)]
-    return np.clip(np.concatenate(crops), 0, 255).astype(np.uint8)
+    shown = []
+    for row in rows[:count]:
+        for images, _ in pipeline.eval_batches(split.subset([position[row["key"]]]), spec, batch_size=1):
+            shown.append((row, np.clip(images.numpy()[0], 0, 255).astype(np.uint8)))
+    return shown

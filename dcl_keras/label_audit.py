@@ -41,13 +41,7 @@ def split_probabilities(classifier, split, spec, batch_size=64):
             "tell which prediction belongs to which image. Set data.check_files=True (it leaves such files out "
             "before training) and rerun."
         )
-    return _softmax(logits)
-
-
-def _softmax(logits):
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
+    return keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
 
 
 def margins(logits, labels):
@@ -97,6 +91,17 @@ class MarginRecorder(keras.callbacks.Callback):
         self.path = os.path.join(folder, run_folder.MARGINS)
         self.keys = np.asarray(split.keys(), dtype=str)
         self.labels = np.asarray(split.labels, np.int64)
+
+    def record_if_missing(self, epoch):
+        """Records `epoch` now unless it is in the file: a run resumed from the checkpoint at that epoch's end.
+
+        A run stopped on an epoch's last step (or killed between the
+        checkpoint and this file) resumes at the next epoch with the model of
+        the end of this one, so its margins can still be taken.
+        """
+        epochs = read_margins(self.path, self.keys)[0] if os.path.isfile(self.path) else []
+        if epoch >= 0 and epoch not in epochs:
+            self.on_epoch_end(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         from dcl_keras.models import dcl
@@ -180,13 +185,14 @@ def rank_margins(keys, labels, margin_rows, suggested, class_names):
 def _rows(keys, labels, suggested, score, order, flagged, class_names):
     return [
         {
+            "rank": rank,
             "key": str(keys[i]),
             "label": class_names[int(labels[i])],
             "suggested": class_names[int(suggested[i])],
             "score": float(score[i]),
             "flagged": int(i) in flagged,
         }
-        for i in order
+        for rank, i in enumerate(order, 1)
     ]
 
 

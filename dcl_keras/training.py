@@ -209,6 +209,7 @@ def train(config, workdir, train_split, val_split=None, process_dir=None, export
     model = trainer.dcl_model if isinstance(trainer, dcl.DeviceRCMTrainer) else trainer
     step = checkpointing.completed_steps(trainer)
     epoch, done_in_epoch = divmod(step, steps)
+    margins = _margin_recorder(config, model, train_split, workdir, -1 if done_in_epoch else epoch - 1)
     if epoch >= config.train.epochs:
         logging.info("Training already finished (%d epochs).", epoch)
         return model
@@ -227,12 +228,7 @@ def train(config, workdir, train_split, val_split=None, process_dir=None, export
             config.input.batch_size,
             "its own run of the records" if pipeline.is_file_sharded(train_split) else "its slice of each batch",
         )
-    callbacks = _callbacks(config, workdir, process_dir, fingerprint, steps, stop, cluster)
-    if config.train.record_margins and process_dir is None:  # bin/audit --method=aum.
-        from dcl_keras import label_audit
-
-        spec = specs.EvalSpec.from_config(config)
-        callbacks.append(label_audit.MarginRecorder(model, train_split, spec, workdir, config.eval.batch_size))
+    callbacks = margins + _callbacks(config, workdir, process_dir, fingerprint, steps, stop, cluster)
     fit = dict(callbacks=callbacks, shuffle=False, verbose=config.train.verbose, **validation)
     try:
         if done_in_epoch:  # Killed between two step checkpoints: finish that epoch first.
@@ -286,6 +282,23 @@ def _validation(config, val_split, cluster):
     )
 
 
+def _margin_recorder(config, model, train_split, workdir, finished_epoch):
+    """[label_audit.MarginRecorder] with train.record_margins (bin/audit --method=aum), else [].
+
+    It comes before the checkpointer, so an epoch's margins are written before
+    its checkpoint; `finished_epoch`, the last epoch the resumed model has
+    finished, is recorded now if a stop lost it.
+    """
+    if not config.train.record_margins:
+        return []
+    from dcl_keras import label_audit
+
+    spec = specs.EvalSpec.from_config(config)
+    recorder = label_audit.MarginRecorder(model, train_split, spec, workdir, config.eval.batch_size)
+    recorder.record_if_missing(finished_epoch)
+    return [recorder]
+
+
 def _callbacks(config, workdir, process_dir, fingerprint, steps, stop, cluster):
     """The divergence guard, head monitor, learning-rate log and checkpointer; the chief also logs metrics."""
     callbacks = [
@@ -329,6 +342,11 @@ def train_and_evaluate(config, workdir, cluster=None):
     # Setup.
     validate_config(config)
     cluster = cluster or distribute.Cluster()
+    if cluster.num_processes > 1 and (config.train.record_margins or config.data.audit_folds):
+        raise ConfigError(
+            "bin/audit's runs (train.record_margins, data.audit_folds) predict the training images in one "
+            f"process: run them with one process. Received: {cluster.num_processes} processes"
+        )
     workdir = os.path.abspath(os.path.expanduser(workdir))
     export_dir = run_folder.export_dir(workdir, config.export.dir)
     lock = contextlib.nullcontext()

@@ -15,7 +15,6 @@ from dcl_keras.report import audit_page
 from helpers import run_bin
 
 
-
 def _train_here(runs):
     """What bin/sweep's run mode does, in this process: bin/train's config (the run's overrides and seed), trained."""
     for run in runs:
@@ -59,10 +58,35 @@ def test_kfold_audit_ranks_every_training_image_once_and_writes_its_lists_and_pa
     assert [t["key"] for t in table] == [r["key"] for r in rows] and table[0]["rank"] == "1"
     listed = [line.strip() for line in open(paths[audit.EXCLUDE]) if line.strip() and not line.startswith("#")]
     assert listed == [r["key"] for r in rows if r["flagged"]]
-    crops = audit.thumbnails(config, split, rows, 5)
-    assert crops.shape == (5, config.input.image_size, config.input.image_size, 3) and crops.dtype == np.uint8
-    page = open(audit_page.write_audit_page(folder, rows, summary, crops)).read()
+    shown = audit.thumbnails(config, split, rows, 5)
+    assert [row["key"] for row, _ in shown] == [row["key"] for row in rows[:5]]  # Rank order, not split order.
+    size = config.input.image_size
+    assert all(crop.shape == (size, size, 3) and crop.dtype == np.uint8 for _, crop in shown)
+    page = open(audit_page.write_audit_page(folder, rows, summary, shown)).read()
     assert page.count("<img") == 5 and rows[0]["key"] in page
+    with pytest.raises(UserError, match="another audit's runs"):
+        audit.plan(tiny_config_file, folder, method="aum")
+    assert audit.plan(tiny_config_file, folder, folds=2) == runs  # The same plan again: it resumes.
+
+
+def test_the_margin_audit_ranks_by_the_mean_margin_and_a_sweep_folder_is_refused(tiny_config_file, tmp_path):
+    folder = str(tmp_path / "aum")
+    runs = audit.plan(tiny_config_file, folder, method="aum")
+    sweep.save_plan(runs, folder, "test")
+    _train_here(runs)
+    rows, flagged, summary, _, split = audit.collect(folder)
+    assert sorted(r["key"] for r in rows) == sorted(split.keys()) and summary["method"].startswith("aum")
+    scores = [r["score"] for r in rows]
+    assert scores == sorted(scores) and flagged == sum(s < 0 for s in scores)
+    other = str(tmp_path / "sweep")
+    sweep.save_plan(sweep.plan(tiny_config_file, "single", [0], other), other, "bin/sweep")
+    with pytest.raises(UserError, match="not a bin/audit folder"):
+        audit.collect(other)
+
+
+def test_a_class_smaller_than_the_fold_count_is_refused_when_planning(tiny_config_file, tmp_path):
+    with pytest.raises(UserError, match="needs at least 7 training examples in every class"):
+        audit.plan(tiny_config_file, str(tmp_path / "a"), folds=7)  # 6 images a class.
 
 
 @pytest.mark.backend_agnostic  # Trains: also under KERAS_BACKEND=jax.
@@ -78,9 +102,29 @@ def test_recording_margins_leaves_training_unchanged_and_keeps_one_row_per_epoch
         weights[record] = [np.asarray(w) for w in load_model(model).get_weights()]
     for a, b in zip(weights[False], weights[True], strict=True):
         np.testing.assert_array_equal(a, b)
-    with np.load(tmp_path / "True" / run_folder.MARGINS) as data:
+    path = tmp_path / "True" / run_folder.MARGINS
+    with np.load(path) as data:
         assert data["epochs"].tolist() == [0, 1] and data["margins"].shape == (2, 24)
         assert data["suggested"].shape == (24,)
+        last = data["margins"][1].copy()
+    # A run stopped on epoch 1's last step resumes at epoch 2 without having written epoch 1: it is taken then.
+    config.train.epochs = 3
+    from dcl_keras import label_audit
+    from dcl_keras.data import datasets, specs
+
+    split = datasets.load_splits(config.data).train
+    recorder = label_audit.MarginRecorder(
+        load_model(model), split, specs.EvalSpec.from_config(config), str(path.parent)
+    )
+    with np.load(path) as data:
+        np.savez(
+            path, **{**{k: data[k] for k in data.files}, "epochs": data["epochs"][:1], "margins": data["margins"][:1]}
+        )
+    recorder.record_if_missing(1)
+    recorder.record_if_missing(1)  # Once only.
+    with np.load(path) as data:
+        assert data["epochs"].tolist() == [0, 1]
+        np.testing.assert_allclose(data["margins"][1], last, atol=1e-5)
 
 
 def test_bin_audit_writes_commands_and_a_collect_of_unfinished_runs_is_a_one_line_error(tiny_config_file, tmp_path):

@@ -9,7 +9,6 @@ import numpy as np
 
 from dcl_keras.config import is_label_study, validate_label_study
 from dcl_keras.data import curation, demo, pipeline, readers, records, tfds_reader
-from dcl_keras.data.curation import audit_folds  # noqa: F401  (part of this module's API: bin/audit's folds)
 from dcl_keras.errors import UserError
 
 Splits = collections.namedtuple("Splits", ["train", "val", "test"])

@@ -10,14 +10,14 @@ from dcl_keras import workdir as run_folder
 from dcl_keras.report import page
 
 
-def write_audit_page(audit_dir, rows, summary, crops):
+def write_audit_page(audit_dir, rows, summary, shown):
     """Writes `<audit_dir>/audit.html`; returns its path.
 
     Args:
         audit_dir: str, the bin/audit folder.
         rows: `audit.collect`'s ranked rows (key, label, suggested, score, flagged), most suspect first.
         summary: `audit.collect`'s summary (method, counts, invocations).
-        crops: uint8 [M, S, S, 3], the first M rows' images as the model saw them.
+        shown: [(row, uint8 crop [S, S, 3])], the top suspects' images as the model saw them, in rank order.
     """
     flagged = sum(row["flagged"] for row in rows)
     cards = (
@@ -29,7 +29,7 @@ def write_audit_page(audit_dir, rows, summary, crops):
     )
     sections = [
         ("summary", "Summary", cards + f"<p>{html.escape(summary['method'])}</p>" + _usage(audit_dir)),
-        ("suspects", f"The {len(crops)} most suspect images", _suspects(rows, crops)),
+        ("suspects", f"The {len(shown)} most suspect images", _suspects(shown)),
         ("commands", "Produced by", "".join(f"<pre>{html.escape(c)}</pre>" for c in summary["invocations"])),
     ]
     subtitle = f"<p>{html.escape(os.path.abspath(audit_dir))}</p>"
@@ -48,15 +48,15 @@ def _usage(audit_dir):
     )
 
 
-def _suspects(rows, crops):
-    if not len(crops):
+def _suspects(shown):
+    if not shown:
         return page.missing("No image to show.")
     cells = []
-    for i, (row, crop) in enumerate(zip(rows, crops, strict=False), 1):
+    for row, crop in shown:
         uri = page.png_uri(lambda f, crop=crop: Image.fromarray(crop).save(f, format="PNG"))
         mark = "flagged" if row["flagged"] else "not flagged"
         caption = (
-            f"{i}. {html.escape(row['key'])}<br>given <b>{html.escape(row['label'])}</b>, suggested "
+            f"{row['rank']}. {html.escape(row['key'])}<br>given <b>{html.escape(row['label'])}</b>, suggested "
             f"<b>{html.escape(row['suggested'])}</b><br>score {row['score']:.3g}, {mark}"
         )
         cells.append(page.image(uri, row["key"], caption))
