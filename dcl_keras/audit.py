@@ -140,7 +140,7 @@ def collect(audit_dir):
         rows, flagged = label_audit.rank_margins(
             recorded["keys"], recorded["labels"], recorded["margins"], recorded["suggested"], names
         )
-        method = f"aum (mean margin over {len(recorded['epochs'])} epoch ends < 0)"
+        method = f"aum (mean margin over {len(recorded['epochs'])} epoch ends, split by a 2-component mixture)"
     summary = {
         "method": method,
         "training_images": len(rows),

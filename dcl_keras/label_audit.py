@@ -14,7 +14,9 @@ Two signals, written by the runs that `bin/audit` plans (dcl_keras/audit.py):
   Their mean over epochs is the area under the margin (AUM, Pleiss et al.
   2020, here measured at epoch ends rather than on the augmented training
   step): an image whose label the model never comes to prefer has a negative
-  AUM. One run and a forward pass over the training set per epoch.
+  AUM; flagged where a two-component mixture fitted to the AUMs puts it in
+  the lower component. One run and a forward pass over the training set per
+  epoch.
 
 Both return ranked rows: the example's key (`split.keys()`, what
 `data.exclude` and `data.relabel` read), its given label, the label the
@@ -171,15 +173,33 @@ def rank_out_of_fold(keys, labels, probabilities, class_names):
 
 
 def rank_margins(keys, labels, margin_rows, suggested, class_names):
-    """Ranked suspects by area under the margin: flagged where the mean margin over epochs is below 0.
+    """Ranked suspects by area under the margin (AUM), flagged by a two-component mixture on it.
 
     `margin_rows` [E, N]; `suggested` [N], the class the last epoch's model
-    prefers. Returns (rows, flagged count) as `rank_out_of_fold`.
+    prefers. A Gaussian mixture of two components is fitted to the AUMs (as
+    DivideMix splits per-example losses); an example is flagged when the
+    lower component is the likelier one for it, and only when that
+    component's mean is below 0 (its examples' given labels lose to another
+    class on average). Returns (rows, flagged count) as `rank_out_of_fold`.
     """
     aum = np.asarray(margin_rows, np.float64).mean(axis=0)
     order = np.argsort(aum, kind="stable")
-    flagged = set(np.flatnonzero(aum < 0).tolist())
+    flagged = set(mixture_flags(aum).tolist())
     return _rows(keys, labels, suggested, aum, order, flagged, class_names), len(flagged)
+
+
+def mixture_flags(scores, seed=0):
+    """Indices whose score the lower of two fitted Gaussian components explains better (none if its mean >= 0)."""
+    from sklearn.mixture import GaussianMixture
+
+    scores = np.asarray(scores, np.float64).reshape(-1, 1)
+    if len(scores) < 4 or np.ptp(scores) == 0:
+        return np.zeros(0, np.int64)
+    mixture = GaussianMixture(2, random_state=seed).fit(scores)
+    low = int(np.argmin(mixture.means_.ravel()))
+    if mixture.means_.ravel()[low] >= 0:
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(mixture.predict_proba(scores)[:, low] > 0.5)
 
 
 def _rows(keys, labels, suggested, score, order, flagged, class_names):

@@ -40,15 +40,25 @@ def test_cleanlab_ranking_flags_the_planted_wrong_labels_first_and_suggests_the_
     assert scores == sorted(scores)  # The rest: least confident in the given label first.
 
 
-def test_margin_ranking_flags_negative_areas_under_the_margin():
-    keys = ["a", "b", "c", "d"]
-    rows_over_epochs = np.array([[1.0, -2.0, 0.5, -0.1], [2.0, -1.0, -1.0, 0.3]])  # Means 1.5, -1.5, -0.25, 0.1.
-    rows, flagged = label_audit.rank_margins(keys, [0, 1, 0, 1], rows_over_epochs, [0, 0, 1, 1], ["x", "y"])
-    assert flagged == 2
-    assert [r["key"] for r in rows] == ["b", "c", "d", "a"]
-    assert [r["flagged"] for r in rows] == [True, True, False, False]
-    assert rows[0]["label"] == "y" and rows[0]["suggested"] == "x"
-    np.testing.assert_allclose([r["score"] for r in rows], [-1.5, -0.25, 0.1, 1.5])
+def test_margin_ranking_flags_the_lower_of_two_mixture_components_of_the_area_under_the_margin():
+    rng = np.random.default_rng(0)
+    clean, wrong = rng.normal(2.0, 0.5, (3, 90)), rng.normal(-2.0, 0.5, (3, 10))  # 3 epochs.
+    rows_over_epochs = np.concatenate([clean, wrong], axis=1)
+    keys = [f"k{i}" for i in range(100)]
+    rows, flagged = label_audit.rank_margins(keys, [0] * 100, rows_over_epochs, [1] * 100, ["x", "y"])
+    assert flagged == 10 and {r["key"] for r in rows[:10]} == {f"k{i}" for i in range(90, 100)}
+    assert all(r["flagged"] for r in rows[:10]) and not any(r["flagged"] for r in rows[10:])
+    assert [r["rank"] for r in rows] == list(range(1, 101)) and rows[0]["suggested"] == "y"
+    scores = [r["score"] for r in rows]
+    assert scores == sorted(scores)
+    np.testing.assert_allclose(scores[0], rows_over_epochs.mean(axis=0).min())
+
+
+def test_the_mixture_flags_nothing_when_no_component_loses_to_another_class_on_average():
+    rng = np.random.default_rng(1)
+    easy_and_hard = np.concatenate([rng.normal(3.0, 0.3, 80), rng.normal(0.8, 0.3, 20)])  # All learned.
+    assert label_audit.mixture_flags(easy_and_hard).size == 0
+    assert label_audit.mixture_flags(np.ones(10)).size == 0
 
 
 def test_precision_and_recall_against_the_truth():
