@@ -188,16 +188,24 @@ def rank_margins(keys, labels, margin_rows, suggested, class_names):
     return _rows(keys, labels, suggested, aum, order, flagged, class_names), len(flagged)
 
 
-def mixture_flags(scores, seed=0):
-    """Indices whose score the lower of two fitted Gaussian components explains better (none if its mean >= 0)."""
+def mixture_flags(scores, seed=0, separation=2.0):
+    """Indices whose score the lower of two fitted Gaussian components explains better.
+
+    None are flagged unless the two components are distinct groups: the lower
+    one's mean below 0, and Ashman's D = sqrt(2) |m1 - m2| / sqrt(s1^2 + s2^2)
+    above `separation` (2: a clean split of two groups). Hard but rightly
+    labelled images form a tail, not a group, and are then left alone.
+    """
     from sklearn.mixture import GaussianMixture
 
     scores = np.asarray(scores, np.float64).reshape(-1, 1)
     if len(scores) < 4 or np.ptp(scores) == 0:
         return np.zeros(0, np.int64)
     mixture = GaussianMixture(2, random_state=seed).fit(scores)
-    low = int(np.argmin(mixture.means_.ravel()))
-    if mixture.means_.ravel()[low] >= 0:
+    means, stds = mixture.means_.ravel(), np.sqrt(mixture.covariances_.ravel())
+    low = int(np.argmin(means))
+    distinct = np.sqrt(2.0) * abs(means[0] - means[1]) / np.sqrt(np.sum(stds**2)) > separation
+    if means[low] >= 0 or not distinct:
         return np.zeros(0, np.int64)
     return np.flatnonzero(mixture.predict_proba(scores)[:, low] > 0.5)
 

@@ -54,11 +54,13 @@ def test_margin_ranking_flags_the_lower_of_two_mixture_components_of_the_area_un
     np.testing.assert_allclose(scores[0], rows_over_epochs.mean(axis=0).min())
 
 
-def test_the_mixture_flags_nothing_when_no_component_loses_to_another_class_on_average():
+def test_the_mixture_flags_nothing_without_a_distinct_group_that_loses_to_another_class():
     rng = np.random.default_rng(1)
     easy_and_hard = np.concatenate([rng.normal(3.0, 0.3, 80), rng.normal(0.8, 0.3, 20)])  # All learned.
     assert label_audit.mixture_flags(easy_and_hard).size == 0
     assert label_audit.mixture_flags(np.ones(10)).size == 0
+    overlapping = np.concatenate([rng.normal(-0.5, 1.0, 50), rng.normal(0.8, 1.0, 50)])  # A tail, not two groups.
+    assert label_audit.mixture_flags(overlapping).size == 0
 
 
 def test_precision_and_recall_against_the_truth():
