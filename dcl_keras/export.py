@@ -34,6 +34,7 @@ TFLite and ONNX files are `export_formats`'s.
 """
 
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -42,7 +43,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dcl_keras import checkpointing, saving
+from dcl_keras import checkpointing, contract, saving
 from dcl_keras import workdir as run_folder
 from dcl_keras.data import augment, pipeline, specs
 from dcl_keras.errors import UserError
@@ -141,19 +142,22 @@ def export_classifier(model, export_dir, *, top_k=5, version=None, class_names=N
         result = serve(decode_images(features[EXAMPLE_IMAGE_KEY], spec))
         return {"classes": tf.gather(names, result["top_k_indices"]), "scores": result["top_k_scores"]}
 
-    embedding = dcl.embedding_model(classifier)  # The classifier's own weights: nothing more is tracked.
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
-    def serve_embeddings(images):
-        return {"embeddings": embedding(decode_images(images, spec), training=False)}
-
     archive = keras.export.ExportArchive()
     archive.track(classifier)
     archive.add_endpoint("serving_default", serve_encoded)
     archive.add_endpoint("serve_pixels", serve_pixels)
     archive.add_endpoint("serve_crops", serve_crops)
     archive.add_endpoint("classify", serve_examples)
-    archive.add_endpoint("serve_embeddings", serve_embeddings)
+    if any(layer.name == contract.POOLED_LAYER for layer in classifier.layers):
+        embedding = dcl.embedding_model(classifier)  # The classifier's own weights: nothing more is tracked.
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+        def serve_embeddings(images):
+            return {"embeddings": embedding(decode_images(images, spec), training=False)}
+
+        archive.add_endpoint("serve_embeddings", serve_embeddings)
+    else:  # A model built elsewhere: no feature of the DCL contract to serve.
+        logging.warning("No %r layer in %s: the export has no serve_embeddings.", contract.POOLED_LAYER, model.name)
     return _write_version(archive, export_dir, version, spec.resize_size)
 
 

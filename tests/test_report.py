@@ -293,13 +293,14 @@ def test_the_sweep_report_plots_each_metric_per_point_and_links_each_run(sweep_d
 
 @pytest.mark.backend_agnostic
 def test_the_report_package_is_pages_plots_and_no_sweep_runner():
-    """page.py (HTML), plots.py (matplotlib Figures, no pyplot), run_page.py, sweep_page.py; small modules."""
+    """page.py (HTML), plots.py (matplotlib Figures, no pyplot), run_page.py, sweep_page.py, audit_page.py; small."""
     import ast
     import pathlib
 
     folder = pathlib.Path(ROOT, "dcl_keras", "report")
     assert sorted(p.name for p in folder.glob("*.py")) == [
         "__init__.py",
+        "audit_page.py",
         "page.py",
         "plots.py",
         "run_page.py",
