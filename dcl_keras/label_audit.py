@@ -90,6 +90,7 @@ class MarginRecorder(keras.callbacks.Callback):
     def __init__(self, model, split, spec, folder, batch_size=64):
         super().__init__()
         self.dcl_model, self.split, self.spec, self.batch_size = model, split, spec, batch_size
+        self.classifier = None
         self.path = os.path.join(folder, run_folder.MARGINS)
         self.keys = np.asarray(split.keys(), dtype=str)
         self.labels = np.asarray(split.labels, np.int64)
@@ -108,7 +109,9 @@ class MarginRecorder(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         from dcl_keras.models import dcl
 
-        classifier = dcl.classifier_model(self.dcl_model)
+        if self.classifier is None:  # Built once: its predict function is traced once, not every epoch.
+            self.classifier = dcl.classifier_model(self.dcl_model)
+        classifier = self.classifier
         logits, _ = evaluation.predict_logits(classifier, self.split, self.spec, batch_size=self.batch_size)
         if len(logits) != len(self.labels):
             raise UserError(
