@@ -82,3 +82,16 @@ def serving_commands(export_dir, image="IMAGE.jpg"):
         '"{\\"signature_name\\": \\"serving_default\\", \\"inputs\\": {\\"images\\": '
         f'[{{\\"b64\\": \\"$(base64 -w0 {image})\\"}}]}}}}"',
     ]
+
+
+def exit_on_failures(tool_name, failures, summary):
+    """Names each (key, reason) of `failures` on stderr, then `summary`, and exits with status 1; no-op if none.
+
+    The commands that read many image files (bin/predict, bin/gallery) skip
+    the unreadable ones and still do the rest; the exit status says so.
+    """
+    for _, reason in failures:
+        print(f"{tool_name}: error: {reason}", file=sys.stderr)
+    if failures:
+        print(f"{tool_name}: {summary}", file=sys.stderr)
+        sys.exit(1)

@@ -16,7 +16,6 @@ written, and the exit status is then 1.
 """
 
 import os
-import sys
 
 from dcl_keras import cli
 
@@ -75,11 +74,7 @@ def main(argv):
     if summary["skipped"]:
         print(f"  skipped {summary['skipped']} training example(s) that did not decode")
     print(f"wrote {os.path.abspath(_OUTPUT.value)}")
-    for _, reason in failures:
-        print(f"gallery: error: {reason}", file=sys.stderr)
-    if failures:
-        print(f"gallery: {len(failures)} image file(s) could not be read and were left out.", file=sys.stderr)
-        sys.exit(1)
+    cli.exit_on_failures("gallery", failures, f"{len(failures)} image file(s) could not be read and were left out.")
 
 
 def run():

@@ -15,7 +15,6 @@ a probability; a first line starting with "#" says so.
 
 import functools
 import os
-import sys
 
 from dcl_keras import cli
 
@@ -56,11 +55,7 @@ def main(argv):
             print(path)
             for name, prob in top:
                 print(f"  {prob:.4f}  {name}")
-    for _, reason in failures:
-        print(f"predict: error: {reason}", file=sys.stderr)
-    if failures:
-        print(f"predict: {len(failures)} of {len(paths)} file(s) could not be predicted.", file=sys.stderr)
-        sys.exit(1)
+    cli.exit_on_failures("predict", failures, f"{len(failures)} of {len(paths)} file(s) could not be predicted.")
 
 
 def run():
