@@ -86,7 +86,7 @@ def test_embedding_model_refuses_a_model_without_the_pooled_layer():
 
 
 def test_pixel_normalization_refuses_an_unknown_mode():
-    # Config and .keras file round trips of every layer and model: tests/test_serialization.py.
+    # Config and .keras file round trips of every layer and model: tests/test_saving.py.
     with pytest.raises(ValueError, match="mode='bgr'"):
         PixelNormalization("bgr")
 

@@ -126,7 +126,7 @@ def test_layer_builds_the_same_views_and_targets_as_the_pipeline():
 
 
 def test_layer_draws_fresh_keys_each_call():
-    layer = device.RegionConfusion(4, 2, seed=3)  # Its config round trip: tests/test_serialization.py.
+    layer = device.RegionConfusion(4, 2, seed=3)  # Its config round trip: tests/test_saving.py.
     a = _np(layer.draw_keys(8))
     b = _np(layer.draw_keys(8))
     assert not np.array_equal(a, b)
