@@ -169,3 +169,11 @@ def test_the_label_study_rule_is_one_for_the_config_and_the_splits(tiny_config):
         datasets.load_splits(config.data)
     assert str(loaded.value) == str(checked.value)
     assert not config_lib.is_label_study(tiny_config.data)
+
+
+@pytest.mark.backend_agnostic
+def test_unknown_policy_is_named(tiny_config):
+    config = tiny_config.copy_and_resolve_references()
+    config.train.mixed_precision = "float8"
+    with pytest.raises(ConfigError, match="train.mixed_precision"):
+        validate_config(config)

@@ -1,4 +1,5 @@
-"""Mixed precision: a few bf16 (and fp16) steps on CPU, float32 outputs and export interface."""
+"""Mixed precision in the model recipe (dcl_keras/models/recipe.py): a few bf16 (and fp16) steps on CPU, float32
+outputs and export interface."""
 
 import keras
 import numpy as np
@@ -6,7 +7,6 @@ import pytest
 import tensorflow as tf
 
 from dcl_keras import export, training
-from dcl_keras.config import ConfigError, validate_config
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -35,10 +35,3 @@ def test_mixed_precision_steps_are_finite_and_outputs_float32(tiny_config, polic
         serve = tf.saved_model.load(path).signatures["serve_pixels"]
         assert serve.structured_input_signature[1]["pixels"].dtype == tf.float32
         assert serve(pixels=tf.constant(x))["logits"].dtype == tf.float32
-
-
-def test_unknown_policy_is_named(tiny_config):
-    config = tiny_config.copy_and_resolve_references()
-    config.train.mixed_precision = "float8"
-    with pytest.raises(ConfigError, match="train.mixed_precision"):
-        validate_config(config)
