@@ -9,6 +9,9 @@ import is still a dependency. From the top:
 4. model and data: data, models (with their compile recipe), losses, optim,
    and the run folder, checkpoints and figures they write;
 5. base: contract, errors, the light config and the commands' helpers (cli).
+
+Within the runs layer, the report package (a few small files) and sweep.py import
+neither the other (the commands compose them), and the report draws without pyplot.
 """
 
 import ast
@@ -157,3 +160,33 @@ def test_the_check_finds_an_upward_import_a_circle_and_an_unlisted_module(tmp_pa
         "dcl_keras.scratch is in no layer of tests/test_layers.py: add it to LAYERS",
     ]
     assert circles(graph) == [["dcl_keras.data.pipeline", "dcl_keras.data.records"]]
+
+
+@pytest.mark.backend_agnostic
+def test_the_report_package_is_pages_plots_and_no_sweep_runner():
+    """page.py (HTML), plots.py (matplotlib Figures, no pyplot), run_page.py, sweep_page.py, audit_page.py; small."""
+    folder = pathlib.Path(ROOT, "dcl_keras", "report")
+    assert sorted(p.name for p in folder.glob("*.py")) == [
+        "__init__.py",
+        "audit_page.py",
+        "page.py",
+        "plots.py",
+        "run_page.py",
+        "sweep_page.py",
+    ]
+    for path in [*folder.glob("*.py"), pathlib.Path(ROOT, "dcl_keras", "sweep.py")]:
+        source = path.read_text()
+        assert len(source.splitlines()) < 500, path
+        tree = ast.parse(source)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef):
+                assert node.end_lineno - node.lineno < 80, f"{path.name}: {node.name}"
+        imported = {
+            alias.name if isinstance(node, ast.Import) else f"{node.module}.{alias.name}"
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            for alias in node.names
+        }
+        other = "dcl_keras.report" if path.name == "sweep.py" else "dcl_keras.sweep"
+        assert not [name for name in imported if name.startswith(other)], path  # The commands compose the two.
+        assert not [name for name in imported if "pyplot" in name], path
