@@ -171,6 +171,26 @@ def test_the_label_study_rule_is_one_for_the_config_and_the_splits(tiny_config):
     assert not config_lib.is_label_study(tiny_config.data)
 
 
+def test_the_study_options_are_checked_and_refused_where_they_cannot_apply(tiny_config):
+    from dcl_keras.data import datasets
+
+    config = tiny_config.copy_and_resolve_references()
+    config.data.label_noise = 1.0
+    with pytest.raises(ConfigError, match="data.label_noise"):
+        validate_config(config)
+    config = tiny_config.copy_and_resolve_references()
+    config.loss.classification = "gce"
+    config.loss.label_smoothing = 0.1
+    with pytest.raises(ConfigError, match="loss.label_smoothing"):
+        validate_config(config)
+    config = tiny_config.copy_and_resolve_references()
+    config.data.source, config.data.tfds_name, config.data.label_noise = "tfds", "cars196", 0.2
+    with pytest.raises(ConfigError, match="need a file-based source"):
+        validate_config(config)
+    with pytest.raises(UserError, match="file-based sources"):  # Also when the splits are loaded directly.
+        datasets.load_splits(config.data)
+
+
 @pytest.mark.backend_agnostic
 def test_unknown_policy_is_named(tiny_config):
     config = tiny_config.copy_and_resolve_references()

@@ -8,8 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from dcl_keras import training
+from dcl_keras import losses, training
 from dcl_keras.config import ConfigError
+from dcl_keras.data import datasets
 from dcl_keras.models import dcl
 from dcl_keras.saving import load_model
 
@@ -215,3 +216,24 @@ def test_device_rcm_trains_resumes_and_exports(tiny_config, tmp_path, backend, j
     # The checkpoint holds the trainer (optimizer state and step); model.keras the DCL model alone.
     assert isinstance(load_model(str(workdir / "checkpoints" / "latest.keras")), dcl.DeviceRCMTrainer)
     assert type(load_model(str(workdir / "model.keras"))) is dcl.DCLModel
+
+
+def test_training_with_noisy_long_tailed_labels_gce_and_class_weights_resumes(tiny_config, tmp_path):
+    config = tiny_config.copy_and_resolve_references()
+    config.data.label_noise = 0.25
+    config.data.long_tail_ratio = 3.0
+    config.loss.classification = "gce"
+    config.loss.class_balance_beta = 0.99
+    config.train.epochs = 1
+    config.export.enabled = False
+    first = training.train_and_evaluate(config, str(tmp_path))
+    assert first["evaluation"]["num_examples"] == 12  # The test split is untouched.
+    config.train.epochs = 2
+    training.train_and_evaluate(config, str(tmp_path))  # Resumes: the loss is rebuilt with the class weights.
+    model = training.saving.load_model(str(tmp_path / "model.keras"))
+    loss = model.loss["classifier"] if isinstance(model.loss, dict) else None
+    assert isinstance(loss, losses.ClassificationLoss) and loss.kind == "gce"
+    splits = datasets.load_splits(config.data)
+    counts = training.split_class_counts(splits.train)
+    assert sum(counts) == 14  # 6, 4, 2, 2 kept of 6 per class (ratio 3); then a quarter relabelled.
+    assert loss.class_weights == pytest.approx(losses.class_balanced_weights(counts, 0.99))

@@ -215,3 +215,28 @@ def test_tfds_splits_are_curated_by_their_tfds_ids(tmp_path):
     assert train.labels == expected
     assert [int(y) for _, y in train.encoded_dataset().as_numpy_iterator()] == expected
     assert np.array_equal(train.subset([0, 1]).labels, expected[:2])
+
+
+def _split(per_class=(10, 10, 10, 10)):
+    labels = [c for c, n in enumerate(per_class) for _ in range(n)]
+    paths = [f"/data/{c}/{i}.jpg" for i, c in enumerate(labels)]
+    return readers.FileSplit(paths, labels, [f"c{c}" for c in range(len(per_class))], name="toy")
+
+
+def test_label_noise_flips_exactly_that_share_to_other_classes_with_a_seed():
+    split = _split()
+    noisy = datasets.flip_labels(split, 0.25, seed=3)
+    changed = np.flatnonzero(np.array(noisy.labels) != np.array(split.labels))
+    assert len(changed) == 10 and noisy.paths == split.paths  # round(0.25 x 40), every one to another class.
+    assert datasets.flip_labels(split, 0.25, seed=3).labels == noisy.labels
+    assert datasets.flip_labels(split, 0.25, seed=4).labels != noisy.labels
+    assert "0.25 of the labels flipped" in noisy.name
+
+
+def test_long_tail_keeps_an_exponential_profile_of_each_class():
+    split = _split((12, 20, 20, 20))
+    tail = datasets.long_tail(split, 8.0, seed=0)
+    sizes = np.bincount(tail.labels, minlength=4)
+    np.testing.assert_array_equal(sizes, [12, 6, 3, 1])  # 12 x 8^(-c/3), floored, at least one.
+    assert set(tail.paths) <= set(split.paths)
+    assert datasets.long_tail(split, 8.0, seed=0).paths == tail.paths
