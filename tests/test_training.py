@@ -10,7 +10,7 @@ import pytest
 
 from dcl_keras import losses, training
 from dcl_keras.config import ConfigError
-from dcl_keras.data import datasets
+from dcl_keras.data import datasets, readers
 from dcl_keras.models import dcl
 from dcl_keras.saving import load_model
 
@@ -237,3 +237,31 @@ def test_training_with_noisy_long_tailed_labels_gce_and_class_weights_resumes(ti
     counts = training.split_class_counts(splits.train)
     assert sum(counts) == 14  # 6, 4, 2, 2 kept of 6 per class (ratio 3); then a quarter relabelled.
     assert loss.class_weights == pytest.approx(losses.class_balanced_weights(counts, 0.99))
+
+
+def test_training_on_files_that_vanished_names_them(tiny_config, tmp_path, monkeypatch):
+    config = tiny_config.copy_and_resolve_references()
+    config.eval.enabled = config.export.enabled = False
+    config.data.check_files = False
+    real_load = training.datasets.load_splits
+
+    def vanishing(data):
+        splits = real_load(data)
+        copies = [str(tmp_path / f"{i}.png") for i in range(len(splits.train.paths))]
+        train = readers.FileSplit(copies, splits.train.labels, splits.train.class_names, name="vanished")
+        return splits._replace(train=train)
+
+    monkeypatch.setattr(training.datasets, "load_splits", vanishing)
+    with pytest.raises(readers.DatasetError, match=r"(?s)no example of an epoch.*0\.png: cannot be read"):
+        training.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_resuming_with_another_data_stream_is_refused(tiny_config, tmp_path):
+    config = tiny_config.copy_and_resolve_references()
+    config.eval.enabled = config.export.enabled = False
+    config.train.epochs = 1
+    training.train_and_evaluate(config, str(tmp_path))
+    config.train.epochs = 2
+    config.input.batch_size = 3
+    with pytest.raises(ConfigError, match=r"input.batch_size 4 -> 3"):
+        training.train_and_evaluate(config, str(tmp_path))

@@ -1,5 +1,7 @@
 """Augmentation, pairing and the batch contract; determinism and resuming of the stream."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -263,3 +265,16 @@ def test_eval_batches_with_dcl_targets(split):
     assert images.shape == (3, 32, 32, 3)
     np.testing.assert_array_equal(targets["destruction_discriminator"].numpy(), [0, 0, 0])
     assert targets["region_alignment"].shape == (3, N, N, 2)
+
+
+def test_a_bad_file_never_shifts_the_keys_of_later_examples(split, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(os.urandom(500))
+    with_bad = readers.FileSplit([str(bad), *split.paths], [0, *split.labels], split.class_names)
+    keys = {}
+    for name, source in (("clean", split), ("with_bad", with_bad)):
+        ds = pipeline.positioned_examples(source).ignore_errors()
+        keys[name] = {int(pos): label for pos, _, label in ds.as_numpy_iterator()}
+    # The positions (hence keys) of the good files are their listing positions, whatever failed before them.
+    assert set(keys["with_bad"]) == set(range(1, len(split.paths) + 1))
+    assert [keys["with_bad"][i + 1] for i in range(len(split.paths))] == [keys["clean"][i] for i in keys["clean"]]

@@ -2,11 +2,14 @@
 
 Decoded images held in memory (`input.cache_mb`): the same batches as reading
 the files, or no cache at all. Several processes: each builds only its slice
-of every global batch, and the slices make the global batch.
+of every global batch, and the slices make the global batch. Resumed at any
+step, the stream is the uninterrupted one, and a bad or vanished file neither
+shortens an epoch nor hangs it.
 """
 
 import logging
 import os
+import shutil
 import threading
 
 import numpy as np
@@ -21,6 +24,7 @@ from conftest import write_image
 STREAM = dict(seed=3, batch_size=4, image_size=32, resize_size=40, rotation=12.0, n=4, k=2)
 ARGS = dict(seed=3, image_size=32, resize_size=40, rotation=10.0, n=4, k=2)
 EVAL = specs.EvalSpec(image_size=32, resize_size=40)
+BATCH = 5  # 24 demo examples: 4 batches an epoch and 4 examples left over, as CUB at batch 16.
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +209,76 @@ def test_the_global_batch_must_split_over_the_processes(split):
         train_stream.train_batches(split, _spec(batch_size=6), process_index=0, process_count=4)
     with pytest.raises(UserError, match="do not fill one global batch"):
         pipeline.eval_batches(split, EVAL, batch_size=32, process_index=0, process_count=2)
+
+
+def _uneven_stream(split, count, start_step=0, **fields):
+    spec = specs.TrainSpec(
+        **{**dict(seed=3, batch_size=BATCH, image_size=32, resize_size=40, rotation=10.0, n=4, k=2), **fields}
+    )
+    return list(train_stream.train_batches(split, spec, start_step=start_step).take(count).as_numpy_iterator())
+
+
+@pytest.mark.parametrize("in_pipeline,ratio", [(True, (1, 1)), (False, (1, 1)), (True, (1, 2))])
+def test_the_stream_resumed_at_any_step_is_the_uninterrupted_stream(split, in_pipeline, ratio):
+    assert split.num_examples % BATCH and train_stream.steps_per_epoch(split, BATCH) == 4
+    kwargs = dict(rcm_in_pipeline=in_pipeline, originals=ratio[0], destructed=ratio[1])
+    full = _uneven_stream(split, 11, **kwargs)
+    for start in (1, 4, 6):
+        resumed = _uneven_stream(split, 11 - start, start_step=start, **kwargs)
+        for a, b in zip(full[start:], resumed, strict=True):
+            tf.nest.map_structure(np.testing.assert_array_equal, a, b)
+    # One epoch of the stream is one Keras epoch: every example at most once, 4 left out.
+    views = sum(ratio)
+    labels = np.concatenate([b[1]["classifier"][::views] if in_pipeline else b[1] for b in full[:4]])
+    assert len(labels) == 20 and np.all(np.bincount(labels, minlength=4) <= 6)
+
+
+def test_device_keys_are_the_pipeline_keys_so_both_placements_destroy_alike(split):
+    from dcl_keras.models.region_confusion import RegionConfusion
+
+    host = _uneven_stream(split, 1)[0]
+    device_inputs, labels = _uneven_stream(split, 1, rcm_in_pipeline=False)[0]
+    views, targets = RegionConfusion(4, 2)(device_inputs["images"], labels, keys=device_inputs["rcm_keys"])
+    np.testing.assert_allclose(np.asarray(views), host[0], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(targets["region_alignment"]), host[1]["region_alignment"])
+
+
+def test_epochs_keep_their_length_when_more_files_fail_than_the_remainder(split, tmp_path):
+    broken = []
+    for i in range(6):  # 6 unreadable files, more than the 4 examples an epoch leaves out.
+        broken.append(str(tmp_path / f"broken_{i}.jpg"))
+        open(broken[-1], "wb").write(os.urandom(300))
+    noisy = readers.FileSplit(split.paths + broken, split.labels + [0] * 6, split.class_names, name="noisy")
+    assert train_stream.steps_per_epoch(noisy, BATCH) == 6  # 30 listed, 24 decodable: 4.8 batches' worth.
+    full = _uneven_stream(noisy, 14)
+    assert len(full) == 14  # Epochs are filled from a second pass over their order, never short.
+    resumed = _uneven_stream(noisy, 2, start_step=12)  # From the third epoch on.
+    for a, b in zip(full[12:], resumed, strict=True):
+        tf.nest.map_structure(np.testing.assert_array_equal, a, b)
+
+
+def test_an_epoch_with_no_readable_file_stops_the_stream_instead_of_hanging(split, tmp_path):
+    files = []
+    for i, path in enumerate(split.paths[:6]):
+        files.append(str(tmp_path / f"{i}.png"))
+        shutil.copy(path, files[-1])
+    gone = readers.FileSplit(files, split.labels[:6], split.class_names, name="vanishing")
+    spec = specs.TrainSpec(seed=0, batch_size=2, image_size=32, resize_size=40, n=4, k=2)
+    stream = iter(train_stream.train_batches(gone, spec))
+    next(stream)
+    for path in files:
+        os.remove(path)  # Deleted after the start, as by a lost mount.
+    outcome = []
+
+    def drain():
+        try:
+            for _ in range(10):
+                next(stream)
+        except tf.errors.InvalidArgumentError as e:
+            outcome.append(str(e))
+
+    worker = threading.Thread(target=drain, daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "the stream hangs on an epoch without a readable file"
+    assert outcome and train_stream.EMPTY_EPOCH_MESSAGE in outcome[0]
