@@ -1,4 +1,6 @@
-"""Fidelity to the reference recipe's input: Pillow's antialiased bilinear resize and its JPEG decoder."""
+"""Augmentation (dcl_keras/data/augment.py): fidelity to the reference recipe's input, Pillow's antialiased bilinear
+resize, and its JPEG decoder (pipeline.decode_image, on the same test images); a batch at a time (images held in
+memory), the same draws and pixels as one example at a time."""
 
 import io
 
@@ -7,9 +9,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from dcl_keras.data import augment, keyed_hash, pipeline
+from dcl_keras.data import augment, keyed_hash, pipeline, rcm
 
 RESIZE, CROP = 64, 56
+KEYS = [keyed_hash.combine_keys(3, 1, position) for position in range(6)]
 
 
 def _pink(h, w, seed=0):
@@ -224,3 +227,39 @@ def test_crop_bottom_removes_full_resolution_rows_at_any_decode_scale(gap):
     scale = 4 if gap else 1
     assert image.shape[0] == (600 - 20) // scale
     assert image.numpy()[-1].mean() < 60  # The banner is gone.
+
+
+def test_keys_in_a_batch_draw_what_each_key_draws_alone():
+    keys = tf.stack(KEYS)
+    np.testing.assert_array_equal(
+        keyed_hash.hash_uniform(keys, 9).numpy(), np.stack([keyed_hash.hash_uniform(key, 9).numpy() for key in KEYS])
+    )
+    for n, k in ((1, 1), (2, 1), (4, 2), (7, 3)):
+        np.testing.assert_array_equal(
+            rcm.draw_region_permutation(keys, n, k).numpy(),
+            np.stack([rcm.draw_region_permutation(key, n, k).numpy() for key in KEYS]),
+        )
+    for rotation in (0.0, 15.0):
+        np.testing.assert_array_equal(
+            augment.train_transform(keys, 50, 61, 40, 32, rotation).numpy(),
+            np.stack([augment.train_transform(key, 50, 61, 40, 32, rotation).numpy() for key in KEYS]),
+        )
+
+
+@pytest.mark.parametrize("offset_dtype", [tf.int32, tf.int64])
+def test_a_batch_warped_in_one_op_gives_each_images_pixels(offset_dtype):
+    """Images of different sizes (no axis over the resize side) in one buffer, as the held images are."""
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8) for h, w in ((40, 40), (23, 31), (40, 17))]
+    images += images[:1] * 3  # Six keys, so one image is warped several ways in a batch.
+    offsets = np.cumsum([0] + [image.shape[0] * image.shape[1] for image in images])[:-1]
+    pixels = tf.constant(np.concatenate([image.reshape(-1, 3) for image in images]))
+    heights = tf.constant([image.shape[0] for image in images], tf.int32)
+    widths = tf.constant([image.shape[1] for image in images], tf.int32)
+    batch = augment.train_augment_batch(
+        pixels, tf.constant(offsets, offset_dtype), heights, widths, tf.stack(KEYS), 40, 32, 15.0
+    )
+    assert batch.dtype == tf.uint8 and batch.shape == (6, 32, 32, 3)
+    for image, key, warped in zip(images, KEYS, batch.numpy(), strict=True):
+        one = augment.train_augment(tf.constant(image), key, 40, 32, 15.0, keep_uint8=True).numpy()
+        np.testing.assert_array_equal(warped, one)

@@ -142,3 +142,10 @@ def test_hash_matches_a_numpy_reference():
 
     values = keyed_hash.hash_uint32(tf.constant([1, 2, 12345, 2**31], tf.int64)).numpy()
     assert values.tolist() == [lowbias32(v) for v in (1, 2, 12345, 2**31)]
+
+
+def test_integer_keys_of_any_dtype_are_taken_as_uint32():
+    for key in (5, tf.constant(5), tf.constant(5, tf.int64)):
+        np.testing.assert_array_equal(
+            rcm.draw_region_permutation(key, 4, 2).numpy(), rcm.draw_region_permutation(tf.constant(5, tf.uint32), 4, 2)
+        )
