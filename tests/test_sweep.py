@@ -1,15 +1,18 @@
-"""The resumable sweep runner (dcl_keras/sweep.py): plans, commands and SLURM files, running, collecting, bin/sweep."""
+"""The resumable sweep runner (dcl_keras/sweep.py): plans, commands and SLURM files (a preempted task requeued),
+running, collecting, bin/sweep."""
 
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
-from dcl_keras import experiments, sweep
+from dcl_keras import errors, experiments, sweep
 from dcl_keras import workdir as run_folder
 from dcl_keras.config import load_config_file
 from dcl_keras.errors import UserError
@@ -181,3 +184,66 @@ def test_the_slurm_script_runs_the_line_of_its_array_task(tmp_path):
     done = subprocess.run(["bash", script], env=dict(os.environ, SLURM_ARRAY_TASK_ID="1"), capture_output=True)
     assert done.returncode == 0, done.stderr
     assert [sweep.finished(run) for run in runs] == [False, True]
+
+
+def _slurm_run(tmp_path, body):
+    """A sweep run whose command is a small Python program (in place of bin/train)."""
+    program = tmp_path / "program.py"
+    program.write_text(body)
+    return {"point": "p", "seed": 0, "workdir": str(tmp_path / "run"), "command": [sys.executable, str(program)]}
+
+
+STOPS_ON_SIGNAL = f"""
+import os, signal, sys, time
+signal.signal(signal.SIGUSR1, lambda s, f: sys.exit({errors.PREEMPTED_EXIT_STATUS}))
+signal.signal(signal.SIGTERM, lambda s, f: sys.exit({errors.PREEMPTED_EXIT_STATUS}))
+open(os.path.join(os.path.dirname(__file__), "started"), "w").close()
+time.sleep(60)
+"""
+
+
+@pytest.mark.backend_agnostic
+def test_the_slurm_script_asks_for_the_signal_and_requeues(tmp_path):
+    run = _slurm_run(tmp_path, "")
+    script = open(sweep.write_slurm([run], str(tmp_path / "sweep"))).read()
+    assert f"#SBATCH --signal=B:USR1@{sweep.SLURM_SIGNAL_SECONDS}\n" in script and "#SBATCH --requeue\n" in script
+    assert 'scontrol requeue "$SLURM_JOB_ID"' in script
+    assert sweep.PREEMPTED_EXIT_STATUS == errors.PREEMPTED_EXIT_STATUS == 75
+    own = open(sweep.write_slurm([run], str(tmp_path / "own"), ["--signal=B:USR1@600"])).read()
+    assert own.count("--signal") == 1 and "#SBATCH --signal=B:USR1@600" in own
+
+
+@pytest.mark.backend_agnostic
+def test_a_signal_option_that_turns_the_requeue_off_is_warned_about():
+    for kept in ([], ["--gres=gpu:1"], ["--signal=B:USR1@600"], ["--signal=B:SIGUSR1@60"], ["--signal=B:10@60"]):
+        assert sweep.slurm_signal_warning(kept) is None, kept
+    for off in (["--signal=USR1@600"], ["--signal=B:TERM@60"], ["--signal=R:USR1@60"]):
+        warning = sweep.slurm_signal_warning(off)
+        assert warning.startswith(f"warning: {off[0]} replaces --signal=B:USR1@180") and "not requeued" in warning
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize(
+    "signum,requeued,scontrol",
+    [(signal.SIGUSR1, True, 0), (signal.SIGTERM, False, 0), (signal.SIGUSR1, True, 1)],  # 1: scontrol fails.
+)
+def test_the_slurm_script_passes_the_signal_on_and_requeues_after_usr1(tmp_path, signum, requeued, scontrol):
+    run = _slurm_run(tmp_path, STOPS_ON_SIGNAL)
+    script = sweep.write_slurm([run], str(tmp_path / "sweep"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\nexit {scontrol}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    env = dict(os.environ, SLURM_ARRAY_TASK_ID="0", SLURM_JOB_ID="4242", PATH=f"{bin_dir}:{os.environ['PATH']}")
+    batch = subprocess.Popen(["bash", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120  # A loaded machine (CI beside training runs) starts the run slowly.
+    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert (tmp_path / "started").exists(), "the run did not start within 120 s"  # Else the trap may not be set.
+    time.sleep(0.2)  # The shell reaches its `wait` (a signal before it is also handled, but not the point here).
+    batch.send_signal(signum)  # B: SLURM signals the batch shell only.
+    output, _ = batch.communicate(timeout=30)
+    assert batch.returncode == errors.PREEMPTED_EXIT_STATUS, output
+    log = tmp_path / "scontrol.log"
+    assert (log.read_text() if log.exists() else "") == ("requeue 4242\n" if requeued else ""), output
+    assert ("scontrol requeue failed" in output) == bool(scontrol), output
