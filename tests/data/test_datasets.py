@@ -1,4 +1,5 @@
-"""load_splits: the order of the label studies and the curation (exclude, relabel, audit folds) on every source."""
+"""The label studies (flip_labels, long_tail) and load_splits: their order and the curation (exclude, relabel, audit
+folds) on every source."""
 
 import os
 
