@@ -20,11 +20,11 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-# tests/test_report.py opens a run's report.html in headless chromium; installed once, quietly, where missing.
+# tests/report/test_run_page.py opens a run's report.html in headless chromium; installed once, quietly, where missing.
 browser:
 	@test -x $(CHROMIUM) || { \
-		command -v apt-get >/dev/null || { echo "make test needs chromium at $(CHROMIUM) (tests/test_report.py)" >&2; exit 1; }; \
-		echo "Installing Debian's chromium for tests/test_report.py"; \
+		command -v apt-get >/dev/null || { echo "make test needs chromium at $(CHROMIUM) (tests/report/test_run_page.py)" >&2; exit 1; }; \
+		echo "Installing Debian's chromium for tests/report/test_run_page.py"; \
 		$(SUDO) apt-get update -qq >/dev/null && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 

@@ -29,7 +29,7 @@ def run_bin(tool, *args, env=None, timeout=600, cwd=ROOT):
 
 
 # Shared model-level helpers (in the keras-hub manner): every layer, loss, optimizer and model of the package goes
-# through the same config round trip and `.keras` file round trip (tests/test_serialization.py).
+# through the same config round trip and `.keras` file round trip (tests/test_saving.py).
 
 
 def tiny_dcl_model(image_size=32, n=4, classes=3, width=8, norm="batch", **kwargs):

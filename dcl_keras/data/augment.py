@@ -23,7 +23,7 @@ evaluation, export and prediction):
   that shrink (a growing axis needs no filter: Pillow's bilinear filter is
   then plain interpolation) and computes the growing axes' resized pixels
   inside the warp, only at the pixels the rotated crop picks; the pixels
-  are Pillow's either way (tests/data/test_resampling.py).
+  are Pillow's either way (tests/data/test_augment.py).
 * `fused`: training does one bilinear resampling of the decoded image that
   resizes, rotates, crops and flips together, with no antialiasing (one op
   and no intermediate image: the cheapest for large photos); evaluation
