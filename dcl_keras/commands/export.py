@@ -45,8 +45,6 @@ flags.DEFINE_enum("backend", os.environ.get("KERAS_BACKEND", "tensorflow"), cli.
 
 def main(argv):
     del argv
-    from dcl_keras import export, export_formats
-
     if not (_WORKDIR.value or _MODEL.value):
         raise UserError("Give --workdir or --model. Received: neither")
     fmt = _FORMAT.value
@@ -65,6 +63,12 @@ def main(argv):
     if fmt != "saved_model":
         if not _WORKDIR.value:
             raise UserError(f"--format={fmt} needs --workdir (its data checks the converted model). Received: none")
+        if _NUM_IMAGES.value < 1:  # Checked before TensorFlow loads, so that a mistyped flag costs no wait.
+            raise UserError(
+                f"--num_images: expected an integer >= 1 (test images to compare on). Received: {_NUM_IMAGES.value}"
+            )
+        from dcl_keras import export_formats
+
         name = f"classifier_{_QUANTIZATION.value}.tflite" if fmt == "tflite" else "classifier.onnx"
         output = _OUTPUT.value or os.path.join(_WORKDIR.value, fmt, name)
         report = export_formats.export_converted_file(
@@ -84,6 +88,8 @@ def main(argv):
             f"({report['max_rel_logit_difference']:.2e} of the largest logit)"
         )
         return
+    from dcl_keras import export
+
     export_dir = run_folder.export_dir(_WORKDIR.value or ".", _EXPORT_DIR.value)
     path = export.export_model_file(
         run_folder.model_file(_WORKDIR.value, _MODEL.value), export_dir, top_k=_TOP_K.value, version=_VERSION.value
