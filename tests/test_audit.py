@@ -37,7 +37,7 @@ def test_plan_makes_one_run_per_fold_without_export_and_refuses_what_the_audit_s
         audit.plan(tiny_config_file, str(tmp_path / "c"), overrides={"data.audit_fold": "1"})
 
 
-@pytest.mark.backend_agnostic  # Trains: also under KERAS_BACKEND=jax.
+# TensorFlow only: the margin test below runs the same probabilities (label_audit.split_probabilities) under JAX.
 def test_kfold_audit_ranks_every_training_image_once_and_writes_its_lists_and_page(tiny_config_file, tmp_path):
     folder = str(tmp_path / "audit")
     runs = audit.plan(tiny_config_file, folder, folds=2)
