@@ -11,7 +11,7 @@ split into shell commands, and each command of this project is checked:
   and bin/sweep's base config): the file exists and loads with
   `dcl_keras.config.load_config_file`, and every `--config.a.b=value`, and
   bin/sweep's `--set=a.b=value` and `--vary=a.b=v1,v2`, names a field of it;
-- `python benchmarks/X.py` (or another script of the repository): the script
+- `python benchmarks/X.py`, `python -m benchmarks.studies.X` (or another script of the repository): the script
   exists and defines each `--flag` (argparse `add_argument`, read from its
   source);
 - `make <target>`: the Makefile has the target.
@@ -141,6 +141,9 @@ def resolve(words, root):
 
 
 def _module_tool(module, root):
+    if module.startswith("benchmarks."):  # A finished study, run as `python -m benchmarks.studies.<name>`.
+        path = os.path.join(root, *module.split(".")) + ".py"
+        return ("script", path) if os.path.isfile(path) else ("missing", f"no module {module}")
     if module.split(".")[0] != "dcl_keras":
         return ("other", module)
     base = os.path.join(root, *module.split("."))
@@ -298,7 +301,9 @@ def check_command(tool, args, root):
     return problems
 
 
-_OURS = re.compile(r"^(\S+=\S*\s+)*(\S*python[\d.]*\s+(-m\s+dcl_keras|\S*(bin|benchmarks)/)|bin/|\S*dcl-|make\s)")
+_OURS = re.compile(
+    r"^(\S+=\S*\s+)*(\S*python[\d.]*\s+(-m\s+(dcl_keras|benchmarks)|\S*(bin|benchmarks)/)|bin/|\S*dcl-|make\s)"
+)
 
 
 def check_markdown(text, root=ROOT, name="<text>"):
@@ -343,7 +348,7 @@ def test_the_checker_reports_what_would_not_run():
             "    .venv/bin/python bin/evaluate --workdir=w --backend=torch --noflip",
             "    .venv/bin/python bin/train --config=configs/no_such_config.py --workdir=w",
             "    .venv/bin/python bin/no_such_tool --workdir=w",
-            "    python benchmarks/demo_tail.py --no_such_option=2",
+            "    python -m benchmarks.studies.demo_tail --no_such_option=2",
             "    make no_such_target",
             "",
             "```python",
@@ -367,7 +372,7 @@ def test_the_checker_reports_what_would_not_run():
         "--backend=torch is not one of",
         "configs/no_such_config.py does not load",
         "no script bin/no_such_tool",
-        "benchmarks/demo_tail.py has no flag --no_such_option",
+        "benchmarks/studies/demo_tail.py has no flag --no_such_option",
         "no make target 'no_such_target'",
         "configs/cub_resnet50.py:no_such_arg=1 does not load",
     ]:

@@ -1,6 +1,6 @@
 """The training warp against a Pillow-exact separable resize followed by a nearest gather, CPU time per example.
 
-    python benchmarks/separable_resize.py [--size 500x375] [--rounds 7] [--max_isa AVX2]
+    python -m benchmarks.studies.separable_resize [--size 500x375] [--rounds 7] [--max_isa AVX2]
 
 The pillow resampling's warp (`augment.train_augment`) computes each picked
 pixel of the resized image on the spot: a bilinear sample of the decoded
@@ -36,7 +36,7 @@ import statistics
 
 import numpy as np
 
-from common import ISA_CHOICES, cap_isa, machine, photo_like, timed_rounds
+from benchmarks.common import ISA_CHOICES, cap_isa, machine, photo_like, timed_rounds
 
 PRECISION = 22  # Pillow's fixed-point bits for 8-bit images.
 

@@ -1,6 +1,6 @@
 """RCM and pairing per example or per batch: CPU time per example, both ways in one process.
 
-    python benchmarks/pairing_batching.py [--sizes 500x375:448,128x128:64] [--rounds 7]
+    python -m benchmarks.studies.pairing_batching [--sizes 500x375:448,128x128:64] [--rounds 7]
 
 For each (JPEG size, crop) the training element path decodes, augments
 (pillow resampling, 15 degrees) and then either makes the original and
@@ -19,7 +19,7 @@ import os
 import statistics
 import tempfile
 
-from common import machine, timed_rounds, write_jpegs
+from benchmarks.common import machine, timed_rounds, write_jpegs
 
 BATCH = 16
 

@@ -1,6 +1,6 @@
 """Is the demo's tail hard to see or hard to find? One network, two views of the same birds, one run.
 
-    python benchmarks/demo_tail.py [--train 2000] [--test 300] [--epochs 15] [--optimizer adam|sgd] [--seed 0]
+    python -m benchmarks.studies.demo_tail [--train 2000] [--test 300] [--epochs 15] [--optimizer adam|sgd] [--seed 0]
                                    [--pooling avg|max] [--views tail,whole] [--width 32] [--depth 1]
                                    [--weights none|backbone.weights.h5]
 
@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from common import Timer
+from benchmarks.common import Timer
 
 
 def render_views(count, seed):
