@@ -21,6 +21,10 @@ def test_unknown_backbone_names_the_choices():
 
 @pytest.mark.parametrize("name,channels", [("resnet50", 2048), ("efficientnetv2_s", 1280), ("convnext_tiny", 768)])
 def test_application_backbones_give_a_spatial_map(name, channels):
+    if keras.backend.backend() == "jax" and name != "resnet50":
+        # build_backbone takes the same path for every application; under JAX ResNet-50 checks it, and the
+        # two larger builds (about 30 s of the serial JAX group) run under TensorFlow only.
+        pytest.skip("built under TensorFlow; ResNet-50 checks the application path under JAX")
     model = backbones.build_backbone(name, 64, weights="none")
     assert model.name == "backbone"
     assert model.output_shape == (None, 2, 2, channels)
