@@ -224,10 +224,16 @@ def test_a_signal_option_that_turns_the_requeue_off_is_warned_about():
 
 @pytest.mark.backend_agnostic
 @pytest.mark.parametrize(
-    "signum,requeued,scontrol",
-    [(signal.SIGUSR1, True, 0), (signal.SIGTERM, False, 0), (signal.SIGUSR1, True, 1)],  # 1: scontrol fails.
+    "signum,requeued,scontrol,slow_trap",
+    [
+        (signal.SIGUSR1, True, 0, False),
+        (signal.SIGTERM, False, 0, False),
+        (signal.SIGUSR1, True, 1, False),  # scontrol fails.
+        # The run ends while the trap still runs: the script's status is the run's 75, not the interrupted wait's 138.
+        (signal.SIGUSR1, True, 0, True),
+    ],
 )
-def test_the_slurm_script_passes_the_signal_on_and_requeues_after_usr1(tmp_path, signum, requeued, scontrol):
+def test_the_slurm_script_passes_the_signal_on_and_requeues_after_usr1(tmp_path, signum, requeued, scontrol, slow_trap):
     run = _slurm_run(tmp_path, STOPS_ON_SIGNAL)
     script = sweep.write_slurm([run], str(tmp_path / "sweep"))
     bin_dir = tmp_path / "bin"
@@ -235,6 +241,11 @@ def test_the_slurm_script_passes_the_signal_on_and_requeues_after_usr1(tmp_path,
     (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\nexit {scontrol}\n')
     (bin_dir / "scontrol").chmod(0o755)
     env = dict(os.environ, SLURM_ARRAY_TASK_ID="0", SLURM_JOB_ID="4242", PATH=f"{bin_dir}:{os.environ['PATH']}")
+    if slow_trap:  # bash sources BASH_ENV first: the trap's `kill -USR1` returns a second after the run got it.
+        (tmp_path / "slow_kill.sh").write_text(
+            'kill() { builtin kill "$@"; local s=$?; [ "$1" != -USR1 ] || sleep 1; return $s; }\n'
+        )
+        env["BASH_ENV"] = str(tmp_path / "slow_kill.sh")
     batch = subprocess.Popen(["bash", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120  # A loaded machine (CI beside training runs) starts the run slowly.
     while not (tmp_path / "started").exists() and time.monotonic() < deadline:
