@@ -120,6 +120,11 @@ def _kill_when(cmd, ready):
     return process.returncode, state
 
 
+def _worst_difference(a, b):
+    a, b = load_model(str(a)), load_model(str(b))
+    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(a.weights, b.weights, strict=True))
+
+
 @pytest.mark.parametrize(
     "placement,every,ready",
     [
@@ -146,15 +151,7 @@ def test_sigkill_and_rerun_ends_with_the_weights_of_an_uninterrupted_run(
     assert ("Finishing epoch" in again.stderr) == bool(resumed_at % 4)
     if every:
         assert resumed_at % 4, "killed right after an epoch checkpoint: the mid-epoch path was not exercised"
-    a = load_model(str(tmp_path / "straight" / "model.keras"))
-    b = load_model(str(tmp_path / "killed" / "model.keras"))
-    worst = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(a.weights, b.weights, strict=True))
-    assert worst <= 1e-5
-
-
-def _worst_difference(a, b):
-    a, b = load_model(str(a)), load_model(str(b))
-    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(a.weights, b.weights, strict=True))
+    assert _worst_difference(tmp_path / "straight" / "model.keras", tmp_path / "killed" / "model.keras") <= 1e-5
 
 
 def _signal_when(cmd, ready, signum, delay):
